@@ -1,0 +1,157 @@
+"""Classic (non-neural) hashing baselines: LSH, PCAH, ITQ, SH, SpH.
+
+These are the comparison rows of seed 002's table. All are unsupervised and share the protocol
+of :class:`jaxhash.hashers.Hasher`: ``fit(x)``, ``encode(x) -> packed uint32 codes``, save/load.
+Features are ``(n, dim)`` floats (e.g. flattened pixels in [0, 1]).
+
+References: LSH -- Charikar (2002), sign of random projections; PCAH -- sign of the top
+principal components; ITQ -- Gong & Lazebnik (CVPR 2011); SH -- Weiss, Torralba & Fergus
+(NIPS 2008); SpH -- Heo et al. (CVPR 2012).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .hashers import Hasher, register
+
+__all__ = ["LSH", "PCAH", "ITQ", "SH", "SpH"]
+
+
+def _pca(x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(dim,)`` and the top principal directions ``(dim, n_components)``, largest first."""
+    if n_components > x.shape[1]:
+        raise ValueError(f"cannot take {n_components} principal components of {x.shape[1]}-dim features: use n_bits <= {x.shape[1]}")
+    mean = x.mean(axis=0)
+    centred = x - mean
+    cov = (centred.T @ centred).astype(np.float64) / max(1, x.shape[0] - 1)
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][:n_components]
+    return mean.astype(np.float32), vectors[:, order].astype(np.float32)
+
+
+@register("lsh")
+class LSH(Hasher):
+    """Sign of random Gaussian projections of centred features."""
+
+    def _fit(self, x, y, rng):
+        self.mean_ = x.mean(axis=0)
+        self.projection_ = rng.standard_normal((x.shape[1], self.n_bits)).astype(np.float32)
+
+    def _project(self, x):
+        return (x - self.mean_) @ self.projection_
+
+
+@register("pcah")
+class PCAH(Hasher):
+    """Sign of the top ``n_bits`` principal components."""
+
+    def _fit(self, x, y, rng):
+        self.mean_, self.projection_ = _pca(x, self.n_bits)
+
+    def _project(self, x):
+        return (x - self.mean_) @ self.projection_
+
+
+@register("itq")
+class ITQ(Hasher):
+    """Iterative quantisation: PCA, then the rotation that minimises quantisation error."""
+
+    def __init__(self, n_bits: int = 32, seed: int = 0, n_iter: int = 50):
+        super().__init__(n_bits, seed)
+        self.n_iter = n_iter
+
+    def _fit(self, x, y, rng):
+        self.mean_, pca = _pca(x, self.n_bits)
+        v = ((x - self.mean_) @ pca).astype(np.float64)
+        rotation, _ = np.linalg.qr(rng.standard_normal((self.n_bits, self.n_bits)))
+        for _ in range(self.n_iter):
+            b = np.where(v @ rotation >= 0, 1.0, -1.0)
+            u_b, _, u_a_t = np.linalg.svd(b.T @ v)
+            rotation = u_a_t.T @ u_b.T
+        self.projection_ = (pca.astype(np.float64) @ rotation).astype(np.float32)
+
+    def _project(self, x):
+        return (x - self.mean_) @ self.projection_
+
+
+@register("sh")
+class SH(Hasher):
+    """Spectral hashing: thresholded 1-D Laplacian eigenfunctions along principal directions.
+
+    Follows Weiss's ``trainSH.m``: PCA to ``min(n_bits, dim)`` dimensions, a uniform box fitted
+    to the data, and the ``n_bits`` analytical eigenfunctions with the smallest eigenvalues
+    (skipping the constant one). Bit i is ``cos(m_i * pi * (x_j - min_j) / range_j) > 0``.
+    """
+
+    def _fit(self, x, y, rng):
+        n_pca = min(self.n_bits, x.shape[1])
+        self.mean_, self.projection_ = _pca(x, n_pca)
+        z = (x - self.mean_) @ self.projection_
+        eps = np.finfo(np.float32).eps
+        self.low_ = z.min(axis=0) - eps
+        span = z.max(axis=0) + eps - self.low_
+        max_mode = np.ceil((self.n_bits + 1) * span / span.max()).astype(int)
+        # Modes (dimension j, multiplier 1..max_mode_j - 1) as in trainSH.m; eigenvalue grows with
+        # (multiplier / range)^2, so the smallest come first.
+        dims = np.concatenate([np.full(m - 1, j) for j, m in enumerate(max_mode)])
+        mults = np.concatenate([np.arange(1, m) for m in max_mode])
+        order = np.argsort((mults / span[dims]) ** 2, kind="stable")[: self.n_bits]
+        if order.size < self.n_bits:
+            raise ValueError(f"spectral hashing found only {order.size} modes for {self.n_bits} bits")
+        self.mode_dim_ = dims[order]
+        self.omega_ = (mults[order] * np.pi / span[dims[order]]).astype(np.float32)
+        self.span_ = span.astype(np.float32)
+
+    def _project(self, x):
+        z = (x - self.mean_) @ self.projection_
+        return np.cos((z[:, self.mode_dim_] - self.low_[self.mode_dim_]) * self.omega_)
+
+
+@register("sph")
+class SpH(Hasher):
+    """Spherical hashing: bit k is 1 when x lies inside hypersphere k (pivot p_k, radius t_k).
+
+    Pivots are refined until each sphere holds half of the training sample and each pair of
+    spheres shares about a quarter (mean and spread of the overlaps within ``eps_mean`` and
+    ``eps_std`` of n/4), as in Heo et al. Codes are compared with the ordinary Hamming distance.
+    """
+
+    def __init__(self, n_bits: int = 32, seed: int = 0, n_train: int = 5000, max_iter: int = 100,
+                 eps_mean: float = 0.1, eps_std: float = 0.15):
+        super().__init__(n_bits, seed)
+        self.n_train, self.max_iter, self.eps_mean, self.eps_std = n_train, max_iter, eps_mean, eps_std
+
+    def _fit(self, x, y, rng):
+        sample = x[rng.choice(x.shape[0], size=min(self.n_train, x.shape[0]), replace=False)].astype(np.float64)
+        m = sample.shape[0]
+        pivots = sample[rng.choice(m, size=self.n_bits, replace=self.n_bits > m)].copy()
+        pivots += 1e-3 * sample.std() * rng.standard_normal(pivots.shape)
+        quarter = m / 4.0
+        off_diag = ~np.eye(self.n_bits, dtype=bool)
+        self.n_iter_ = 0
+        for it in range(self.max_iter):
+            dist = _sq_distances(sample, pivots)
+            radii = np.median(dist, axis=0)
+            inside = (dist <= radii).astype(np.float64)
+            overlap = inside.T @ inside
+            self.n_iter_ = it + 1
+            o = overlap[off_diag]
+            if np.abs(o - quarter).mean() <= self.eps_mean * quarter and o.std() <= self.eps_std * quarter:
+                break
+            force = 0.5 * (overlap - quarter) / quarter
+            np.fill_diagonal(force, 0.0)
+            pivots += (force.sum(axis=1)[:, None] * pivots - force @ pivots) / self.n_bits
+        dist = _sq_distances(sample, pivots)
+        self.pivots_ = pivots.astype(np.float32)
+        self.sq_radii_ = np.median(dist, axis=0).astype(np.float32)
+
+    def _project(self, x):
+        # Positive inside the sphere; ties (on the sphere) count as inside via the tiny margin.
+        margin = 1e-6 * np.maximum(self.sq_radii_, 1e-12)
+        return self.sq_radii_ + margin - _sq_distances(x, self.pivots_)
+
+
+def _sq_distances(x, pivots):
+    """Squared Euclidean distances ``(n, k)`` between rows of ``x`` and ``pivots``."""
+    d = (x * x).sum(axis=1)[:, None] - 2.0 * x @ pivots.T + (pivots * pivots).sum(axis=1)[None, :]
+    return np.maximum(d, 0.0)

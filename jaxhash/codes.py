@@ -1,0 +1,130 @@
+"""Binary codes: binarize, pack, unpack, Hamming distance.
+
+Every hasher in jaxhash ends in the same format: a ``(n, n_words)`` ``uint32`` array of packed
+bits, ``n_words = ceil(n_bits / 32)``.
+
+Bit order (little-endian throughout): bit ``j`` of a code is stored in word ``j // 32`` at bit
+position ``j % 32`` (value ``1 << (j % 32)``). Unused high bits of the last word are zero. Viewed
+as bytes on a little-endian machine (``codes.view(np.uint8)``), this is exactly FAISS's binary
+layout: bit ``j`` in byte ``j // 8`` at position ``j % 8``.
+
+Everything here is pure and jit-able; the ``check_*`` helpers validate concrete arrays before
+they enter jitted code, so bad input fails with a message instead of silent garbage.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+WORD_BITS = 32
+
+__all__ = [
+    "WORD_BITS",
+    "n_words_for",
+    "binarize",
+    "pack_bits",
+    "unpack_bits",
+    "hamming_distance",
+    "pairwise_hamming",
+    "check_codes",
+]
+
+
+def n_words_for(n_bits: int) -> int:
+    """Number of uint32 words that hold ``n_bits`` bits."""
+    if int(n_bits) != n_bits or n_bits <= 0:
+        raise ValueError(f"n_bits must be a positive integer, got {n_bits!r}")
+    return math.ceil(int(n_bits) / WORD_BITS)
+
+
+def binarize(values, method: str = "sign", threshold: float = 0.0):
+    """Turn real-valued outputs into bits.
+
+    Args:
+      values: ``(..., n_bits)`` float array (e.g. projections, sigmoid activations).
+      method: ``"sign"`` gives 1 where ``values > 0`` (ties at exactly 0 give 0);
+        ``"threshold"`` gives 1 where ``values > threshold`` (use 0.5 for sigmoid outputs).
+      threshold: used by ``method="threshold"``.
+    Returns:
+      ``(..., n_bits)`` bool array.
+    """
+    values = jnp.asarray(values)
+    if method == "sign":
+        return values > jnp.zeros((), values.dtype)
+    if method == "threshold":
+        return values > jnp.asarray(threshold, values.dtype)
+    raise ValueError(f"unknown binarize method {method!r}; use 'sign' or 'threshold'")
+
+
+def pack_bits(bits):
+    """Pack ``(n, n_bits)`` bits into ``(n, ceil(n_bits / 32))`` uint32 words.
+
+    Args:
+      bits: ``(n, n_bits)`` array of bool or integers in {0, 1} (any ``n_bits`` >= 1).
+    Returns:
+      ``(n, n_words)`` uint32 array; bit ``j`` goes to word ``j // 32``, position ``j % 32``.
+    """
+    bits = jnp.asarray(bits)
+    if bits.ndim != 2:
+        raise ValueError(f"pack_bits expects a (n, n_bits) array, got shape {bits.shape}")
+    n, n_bits = bits.shape
+    n_words = n_words_for(n_bits)
+    padded = jnp.zeros((n, n_words * WORD_BITS), jnp.uint32)
+    padded = padded.at[:, :n_bits].set((bits != 0).astype(jnp.uint32))
+    weights = jnp.left_shift(jnp.uint32(1), jnp.arange(WORD_BITS, dtype=jnp.uint32))
+    return jnp.sum(padded.reshape(n, n_words, WORD_BITS) * weights, axis=-1, dtype=jnp.uint32)
+
+
+def unpack_bits(codes, n_bits: int):
+    """Inverse of :func:`pack_bits`: ``(n, n_words)`` uint32 -> ``(n, n_bits)`` uint8 in {0, 1}."""
+    codes = jnp.asarray(codes)
+    n_words = n_words_for(n_bits)
+    if codes.ndim != 2 or codes.shape[1] != n_words:
+        raise ValueError(
+            f"unpack_bits expects ({'n'}, {n_words}) uint32 codes for n_bits={n_bits}, got shape {codes.shape}"
+        )
+    shifts = jnp.arange(WORD_BITS, dtype=jnp.uint32)
+    bits = jnp.bitwise_and(jnp.right_shift(codes[:, :, None], shifts), jnp.uint32(1))
+    return bits.reshape(codes.shape[0], n_words * WORD_BITS)[:, :n_bits].astype(jnp.uint8)
+
+
+def hamming_distance(a, b):
+    """Hamming distance between two packed codes ``(n_words,)`` -> int32 scalar."""
+    return jnp.sum(jnp.bitwise_count(jnp.bitwise_xor(a, b)), dtype=jnp.int32)
+
+
+@jax.jit
+def pairwise_hamming(queries, database):
+    """All distances between ``(q, n_words)`` and ``(m, n_words)`` packed codes -> ``(q, m)`` int32."""
+    one_to_all = jax.vmap(hamming_distance, in_axes=(None, 0))
+    return jax.vmap(one_to_all, in_axes=(0, None))(queries, database)
+
+
+def check_codes(codes, n_bits: int | None = None, name: str = "codes") -> np.ndarray:
+    """Validate packed codes and return them as a C-contiguous ``(n, n_words)`` uint32 NumPy array.
+
+    Raises a ``ValueError``/``TypeError`` that names the problem and the fix when the array is not
+    2-D, not uint32, has the wrong number of words for ``n_bits``, or has bits set beyond ``n_bits``.
+    """
+    arr = np.asarray(codes)
+    if arr.ndim == 1 and n_bits is not None and arr.shape[0] == n_words_for(n_bits):
+        raise ValueError(f"{name} has shape {arr.shape}: pass a 2-D (n, n_words) array, e.g. {name}[None, :]")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (n, n_words) array of packed codes, got shape {arr.shape}")
+    if arr.dtype != np.uint32:
+        hint = " (these look like unpacked bits: call jaxhash.pack_bits first)" if arr.dtype in (np.bool_, np.uint8) else ""
+        raise TypeError(f"{name} must be packed uint32 codes, got dtype {arr.dtype}{hint}")
+    if n_bits is not None:
+        n_words = n_words_for(n_bits)
+        if arr.shape[1] != n_words:
+            raise ValueError(
+                f"{name} have {arr.shape[1]} words ({arr.shape[1] * WORD_BITS} bits max) but {n_bits}-bit codes "
+                f"need {n_words} words: codes from a hasher with another code length cannot be mixed"
+            )
+        spare = n_words * WORD_BITS - n_bits
+        if spare and arr.shape[0] and np.any(arr[:, -1] >> np.uint32(WORD_BITS - spare)):
+            raise ValueError(f"{name} have bits set beyond n_bits={n_bits}: they were packed for a longer code")
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,304 @@
+"""Data sets for hashing experiments, where they live, and the named retrieval protocols.
+
+``load_dataset(spec, data_dir=None)`` accepts a name -- ``mnist``, ``fashion-mnist``, ``cifar10``,
+``cifar100``, ``digits``, ``tfds:NAME`` -- or a path: a folder of IDX files, of CIFAR pickle
+batches, of images laid out ``split/class/*.ext``, or such an image folder as ``.tar.gz``.
+
+Names are looked up in order: ``data_dir`` (the ``--data-dir`` option), the ``JAXHASH_DATA``
+environment variable, then the standard places (``/usr/share/datasets/...`` from Debian's
+``dataset-*`` packages). Inside a data folder each set has one entry: ``mnist/`` (IDX files),
+``fashion-mnist/``, ``cifar10-jpg.tar.gz`` or ``cifar10/`` (pickle batches or an image folder),
+``cifar100/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .cifar import load_pickle_folder, pickle_folder_kind
+from .folders import ImageSet, is_archive, load_image_folder
+from .idx import has_idx_set, load_idx_folder
+
+__all__ = [
+    "Dataset",
+    "RetrievalSplit",
+    "load_dataset",
+    "locate_dataset",
+    "retrieval_split",
+    "to_features",
+    "load_image_folder",
+    "ImageSet",
+    "DatasetNotFoundError",
+    "KNOWN_DATASETS",
+]
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# name -> (entries to look for inside a data folder, standard places, how to get it)
+KNOWN_DATASETS = {
+    "mnist": (["mnist", "MNIST"], ["/usr/share/datasets/mnist"],
+              "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-...) in DIR/mnist/ and pass --data-dir DIR"),
+    "fashion-mnist": (["fashion-mnist", "fashion_mnist"], ["/usr/share/datasets/fashion-mnist"],
+                      "run  sudo apt-get install -y dataset-fashion-mnist  (Debian/Ubuntu), or put its IDX files in DIR/fashion-mnist/"),
+    "cifar10": (["cifar10-jpg.tar.gz", "cifar10", "cifar-10-batches-py"], ["/usr/share/datasets/cifar10"],
+                "put cifar10-jpg.tar.gz (train/<class>/*.jpg, test/<class>/*.jpg) or the python pickle batches (cifar-10-batches-py) in DIR/, "
+                "or use tfds:cifar10 where the internet is reachable"),
+    "cifar100": (["cifar100", "cifar-100-python"], ["/usr/share/datasets/cifar100"],
+                 "put the python pickle batches (cifar-100-python: train, test, meta) in DIR/cifar100/, or use tfds:cifar100 where the internet is reachable"),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A named data set is not in any of the places searched."""
+
+
+class Dataset(NamedTuple):
+    """A labelled image data set with its official splits (an empty test split where none exists).
+
+    x_*: ``(n, H, W, C)`` uint8 images; y_*: ``(n,)`` int32 labels; paths_*: file names where the
+    images came from files (else ``None``).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    paths_train: tuple[str, ...] | None = None
+    paths_test: tuple[str, ...] | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+
+class RetrievalSplit(NamedTuple):
+    """Queries, database and training set of a retrieval protocol (database = training set here).
+
+    Images are ``(n, H, W, C)`` uint8; labels ``(n,)`` int32; paths, where known, name the files.
+    """
+
+    protocol: str
+    query_x: np.ndarray
+    query_y: np.ndarray
+    db_x: np.ndarray
+    db_y: np.ndarray
+    query_paths: tuple[str, ...] | None = None
+    db_paths: tuple[str, ...] | None = None
+
+    @property
+    def train_x(self) -> np.ndarray:
+        return self.db_x
+
+    @property
+    def train_y(self) -> np.ndarray:
+        return self.db_y
+
+
+def to_features(images) -> np.ndarray:
+    """``(n, H, W, C)`` uint8 images -> ``(n, H*W*C)`` float32 pixels in [0, 1]."""
+    images = np.asarray(images)
+    return images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255.0)
+
+
+# -- locating -------------------------------------------------------------------------------------
+
+def _search_dirs(data_dir) -> list[Path]:
+    dirs = []
+    if data_dir is not None:
+        dirs.append(Path(data_dir))
+    if os.environ.get("JAXHASH_DATA"):
+        dirs.extend(Path(p) for p in os.environ["JAXHASH_DATA"].split(os.pathsep) if p)
+    return dirs
+
+
+def _usable(name: str, path: Path) -> bool:
+    if not path.exists():
+        return False
+    if name in ("mnist", "fashion-mnist"):
+        return path.is_dir() and has_idx_set(path)
+    if is_archive(path):
+        return True
+    if path.is_dir():
+        return (pickle_folder_kind(path) is not None or pickle_folder_kind(path / "cifar-10-batches-py") is not None
+                or pickle_folder_kind(path / "cifar-100-python") is not None or any(path.iterdir()))
+    return False
+
+
+def locate_dataset(name: str, data_dir=None) -> Path:
+    """The path that holds data set ``name``, or a :class:`DatasetNotFoundError` saying how to get it."""
+    key = name.lower()
+    if key not in KNOWN_DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(KNOWN_DATASETS)}, digits, tfds:NAME, or a path")
+    entries, standard, how = KNOWN_DATASETS[key]
+    tried = []
+    for folder in _search_dirs(data_dir):
+        for entry in entries:
+            tried.append(folder / entry)
+            if _usable(key, folder / entry):
+                return folder / entry
+    for place in standard:
+        tried.append(Path(place))
+        if _usable(key, Path(place)):
+            return Path(place)
+    raise DatasetNotFoundError(
+        f"data set {name!r} not found; looked in: {', '.join(map(str, tried))}.\nTo get it: {how}."
+        "\n(DIR is the folder you pass with --data-dir or set in JAXHASH_DATA.)"
+    )
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("JAXHASH_CACHE", Path.home() / ".cache" / "jaxhash"))
+
+
+def _cached_archive(path: Path, progress: bool) -> dict[str, ImageSet]:
+    """Decoding tens of thousands of JPEGs takes a while: keep the arrays in a cache keyed by file."""
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v1".encode()).hexdigest()[:20]
+    cache = _cache_dir() / f"{path.name}.{key}.npz"
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                splits = [s for s in z["splits"]]
+                names = tuple(str(c) for c in z["class_names"])
+                return {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], names, tuple(str(p) for p in z[f"{s}_paths"])) for s in splits}
+        except (OSError, ValueError, KeyError):
+            cache.unlink(missing_ok=True)  # damaged cache: rebuild below
+    sets = load_image_folder(path, progress=progress)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"splits": np.asarray(sorted(sets)), "class_names": np.asarray(next(iter(sets.values())).class_names)}
+        for s, st in sets.items():
+            arrays.update({f"{s}_x": st.images, f"{s}_y": st.labels, f"{s}_paths": np.asarray(st.paths)})
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home only costs speed
+    return sets
+
+
+def _from_image_sets(name: str, sets: dict[str, ImageSet]) -> Dataset:
+    if "train" in sets:
+        train = sets["train"]
+        test = sets.get("test") or next((sets[s] for s in ("val", "valid", "validation") if s in sets), None)
+    else:
+        train, test = sets.get("all") or next(iter(sets.values())), None
+    if test is None:
+        test = ImageSet(train.images[:0], train.labels[:0], train.class_names, ())
+    return Dataset(name, train.images, train.labels, test.images, test.labels, train.class_names, train.paths, test.paths)
+
+
+def _load_path(path: Path, name: str, progress: bool) -> Dataset:
+    if path.is_dir() and has_idx_set(path):
+        splits = load_idx_folder(path)
+        classes = FASHION_CLASSES if "fashion" in name else tuple(str(i) for i in range(10))
+        return Dataset(name, *splits["train"], *splits["test"], classes)
+    for folder in (path, path / "cifar-10-batches-py", path / "cifar-100-python"):
+        if folder.is_dir() and pickle_folder_kind(folder):
+            splits, names = load_pickle_folder(folder)
+            return Dataset(name, *splits["train"], *splits["test"], tuple(names))
+    if is_archive(path):
+        return _from_image_sets(name, _cached_archive(path, progress))
+    if path.is_dir():
+        return _from_image_sets(name, load_image_folder(path, progress=progress))
+    raise ValueError(f"{path} is neither an IDX folder, CIFAR pickle batches, an image folder nor a .tar.gz of images")
+
+
+def _load_digits() -> Dataset:
+    try:
+        from sklearn.datasets import load_digits  # noqa: PLC0415 - optional
+    except ImportError:
+        raise ImportError("the digits data set ships with scikit-learn: pip install 'jaxhash[digits]'") from None
+    d = load_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return Dataset("digits", images, d.target.astype(np.int32), images[:0], d.target[:0].astype(np.int32), tuple(str(i) for i in range(10)))
+
+
+def _load_tfds(name: str, data_dir) -> Dataset:
+    try:
+        import tensorflow_datasets as tfds  # noqa: PLC0415 - optional, online path
+    except ImportError:
+        raise ImportError(f"tfds:{name} needs tensorflow-datasets: pip install 'jaxhash[tfds]' (it downloads from the internet)") from None
+    kwargs = {"data_dir": str(data_dir)} if data_dir else {}
+    out = {}
+    for split in ("train", "test"):
+        x, y = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, as_supervised=True, **kwargs))
+        out[split] = (np.asarray(x, np.uint8), np.asarray(y, np.int32))
+    n_classes = int(max(out["train"][1].max(), out["test"][1].max())) + 1
+    return Dataset(f"tfds:{name}", *out["train"], *out["test"], tuple(str(i) for i in range(n_classes)))
+
+
+def load_dataset(spec: str, data_dir=None, progress: bool = True) -> Dataset:
+    """Load a data set by name or path (see the module docstring for where names are looked up)."""
+    text = str(spec)
+    key = text.lower()
+    if key.startswith("tfds:"):
+        return _load_tfds(text[5:], data_dir)
+    if key == "digits":
+        return _load_digits()
+    if key in KNOWN_DATASETS:
+        return _load_path(locate_dataset(key, data_dir), key, progress)
+    path = Path(text).expanduser()
+    if path.exists():
+        return _load_path(path, path.name.split(".")[0], progress)
+    raise DatasetNotFoundError(
+        f"{spec!r} is neither a known data set ({', '.join(KNOWN_DATASETS)}, digits, tfds:NAME) nor an existing path"
+    )
+
+
+# -- protocols ------------------------------------------------------------------------------------
+
+def _parse_protocol(protocol: str) -> int | None:
+    p = str(protocol).lower()
+    if p == "official":
+        return None
+    if p.endswith("k") and p[:-1].isdigit():
+        return int(p[:-1]) * 1000
+    if p.isdigit() and int(p) > 0:
+        return int(p)
+    raise ValueError(f"unknown protocol {protocol!r}: use 'official', '1k' (1,000 queries, 100 per class) or a query count like 500")
+
+
+def retrieval_split(dataset: Dataset, protocol: str = "1k", seed: int = 0) -> RetrievalSplit:
+    """Split a data set by a named retrieval protocol.
+
+    * ``official``: the official test split are the queries; the train split is database and
+      training set.
+    * ``1k`` (or any ``N``/``Nk``): N queries, N / n_classes per class, drawn with ``seed`` from
+      train and test together; everything else is database and training set.
+    """
+    n_queries = _parse_protocol(protocol)
+    if n_queries is None:
+        if dataset.x_test.shape[0] == 0:
+            raise ValueError(f"{dataset.name} has no official test split: use protocol '1k' or a query count")
+        return RetrievalSplit("official", dataset.x_test, dataset.y_test, dataset.x_train, dataset.y_train,
+                              dataset.paths_test, dataset.paths_train)
+    x = np.concatenate([dataset.x_train, dataset.x_test])
+    y = np.concatenate([dataset.y_train, dataset.y_test])
+    paths = None if dataset.paths_train is None else tuple(dataset.paths_train) + tuple(dataset.paths_test or ())
+    classes = np.unique(y[y >= 0])
+    per_class = n_queries // len(classes)
+    if per_class == 0:
+        raise ValueError(f"{n_queries} queries cannot cover {len(classes)} classes")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in classes:
+        members = np.flatnonzero(y == c)
+        if members.size <= per_class:
+            raise ValueError(f"class {c} of {dataset.name} has only {members.size} images, too few for {per_class} queries per class")
+        picked.append(np.sort(rng.choice(members, per_class, replace=False)))
+    query = np.concatenate(picked)
+    rest = np.setdiff1d(np.arange(y.size), query)
+    take = (lambda idx: tuple(paths[i] for i in idx)) if paths is not None else (lambda idx: None)
+    return RetrievalSplit(str(protocol), x[query], y[query], x[rest], y[rest], take(query), take(rest))

@@ -1,0 +1,311 @@
+"""A FAISS-like index over packed binary codes, and its on-disk format.
+
+``HashIndex`` keeps codes in memory as a ``(ntotal, n_words)`` uint32 array with an int64 id per
+code, and answers exact Hamming queries with :mod:`jaxhash.search`.
+
+File format (version 1, all integers little-endian)::
+
+    magic      8 bytes   b"JAXHASH\\0"
+    version    uint32    1
+    header_len uint32    length of the JSON header in bytes
+    header     JSON      {"format": "jaxhash-index", "n_bits", "n_words", "ntotal", "metadata"}
+    codes      ntotal * n_words uint32
+    ids        ntotal int64
+    checksum   32 bytes  SHA-256 of every byte above
+
+Files are written to a temporary file in the same folder, flushed to disk and then renamed over
+the target, so a crash mid-write leaves the previous file intact and never a partial one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .codes import check_codes, n_words_for
+from .search import MISSING_DISTANCE, PackedDatabase, knn_search, prepare_database, radius_search
+
+__all__ = ["HashIndex", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
+
+MAGIC = b"JAXHASH\0"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sII")
+_CHECKSUM_BYTES = 32
+
+
+class IndexFormatError(ValueError):
+    """The file is not a jaxhash index, is from a newer version, or is damaged."""
+
+
+class HashIndex:
+    """Exact Hamming-distance index over ``n_bits``-bit packed codes (FAISS ``IndexBinaryFlat``-like).
+
+    Attributes:
+      n_bits: code length in bits; n_words: uint32 words per code.
+      ntotal: number of stored codes.
+      metadata: a JSON-serialisable dict saved with the index (e.g. file paths by id).
+    """
+
+    def __init__(self, n_bits: int, metadata: dict | None = None):
+        self.n_words = n_words_for(n_bits)
+        self.n_bits = int(n_bits)
+        self.metadata = dict(metadata or {})
+        self._codes = np.zeros((0, self.n_words), np.uint32)
+        self._ids = np.zeros(0, np.int64)
+        self._prepared: PackedDatabase | None = None
+
+    # -- contents ---------------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self._codes.shape[0])
+
+    @property
+    def codes(self) -> np.ndarray:
+        """``(ntotal, n_words)`` uint32 codes, in insertion order (read-only view)."""
+        view = self._codes.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def ids(self) -> np.ndarray:
+        """``(ntotal,)`` int64 ids, aligned with :attr:`codes` (read-only view)."""
+        view = self._ids.view()
+        view.flags.writeable = False
+        return view
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        return f"HashIndex(n_bits={self.n_bits}, ntotal={self.ntotal})"
+
+    def _check(self, codes, name: str) -> np.ndarray:
+        try:
+            return check_codes(codes, n_bits=self.n_bits, name=name)
+        except ValueError as err:
+            raise ValueError(f"{err} (this index holds {self.n_bits}-bit codes)") from None
+
+    def add(self, codes) -> np.ndarray:
+        """Append ``(n, n_words)`` uint32 codes with ids continuing after the largest id; returns the ids."""
+        codes = self._check(codes, "codes")
+        start = int(self._ids.max()) + 1 if self.ntotal else 0
+        ids = np.arange(start, start + codes.shape[0], dtype=np.int64)
+        self._append(codes, ids)
+        return ids
+
+    def add_with_ids(self, codes, ids) -> None:
+        """Append codes with caller-chosen int64 ids (unique, non-negative, not already present)."""
+        codes = self._check(codes, "codes")
+        ids = np.asarray(ids)
+        if ids.shape != (codes.shape[0],):
+            raise ValueError(f"ids must have shape ({codes.shape[0]},) to match the codes, got {ids.shape}")
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if ids.size and ids.min() < 0:
+            raise ValueError("ids must be non-negative (-1 marks a missing result)")
+        if np.unique(ids).size != ids.size:
+            raise ValueError("ids contain duplicates")
+        clash = np.intersect1d(ids, self._ids)
+        if clash.size:
+            raise ValueError(f"{clash.size} ids are already in the index (e.g. {clash[:5].tolist()}); remove_ids them first")
+        self._append(codes, ids)
+
+    def _append(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        self._codes = np.concatenate([self._codes, codes])
+        self._ids = np.concatenate([self._ids, ids])
+        self._prepared = None
+
+    def remove_ids(self, ids) -> int:
+        """Remove the codes with these ids; returns how many were removed (absent ids are ignored)."""
+        keep = ~np.isin(self._ids, np.asarray(ids, np.int64).ravel())
+        removed = int(self.ntotal - keep.sum())
+        if removed:
+            self._codes = self._codes[keep]
+            self._ids = self._ids[keep]
+            self._prepared = None
+        return removed
+
+    def reset(self) -> None:
+        """Remove everything."""
+        self.remove_ids(self._ids)
+
+    # -- queries ----------------------------------------------------------------------------
+    def _warn_if_empty(self) -> bool:
+        if self.ntotal == 0:
+            warnings.warn("searching an empty HashIndex: add codes with index.add(...) first", stacklevel=3)
+            return True
+        return False
+
+    def search(self, queries, k: int):
+        """Exact k nearest neighbours of each query.
+
+        Args:
+          queries: ``(q, n_words)`` uint32 packed codes.
+          k: neighbours per query (> 0).
+        Returns:
+          ``(D, I)``: ``(q, k)`` int32 Hamming distances and ``(q, k)`` int64 ids, sorted by
+          (distance, insertion order). Where fewer than ``k`` codes exist, ``I`` is -1 and ``D`` is
+          ``MISSING_DISTANCE`` (int32 max, as FAISS).
+        """
+        queries = self._check(queries, "query codes")
+        if isinstance(k, bool) or int(k) != k or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if self._warn_if_empty():
+            return np.full((queries.shape[0], k), MISSING_DISTANCE, np.int32), np.full((queries.shape[0], k), -1, np.int64)
+        if self._prepared is None:
+            self._prepared = prepare_database(self._codes)
+        dist, pos = knn_search(queries, self._prepared, int(k))
+        return dist, np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
+
+    def range_search(self, queries, radius: int):
+        """All codes within Hamming distance ``radius`` (inclusive), FAISS layout.
+
+        Returns ``(lims, D, I)``: results of query ``i`` are ``D[lims[i]:lims[i+1]]`` (int32) and
+        ``I[lims[i]:lims[i+1]]`` (int64 ids), sorted by (distance, insertion order).
+        """
+        queries = self._check(queries, "query codes")
+        if self._warn_if_empty():
+            return np.zeros(queries.shape[0] + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
+        lims, dist, pos = radius_search(queries, self._codes, radius)
+        return lims, dist, self._ids[pos]
+
+    # -- FAISS interoperability -------------------------------------------------------------
+    def to_faiss(self):
+        """A ``faiss.IndexBinaryIDMap`` over an ``IndexBinaryFlat`` with the same codes and ids."""
+        faiss = _import_faiss()
+        if self.n_bits % 8:
+            raise ValueError(f"FAISS binary indexes need a multiple of 8 bits; this index has {self.n_bits}")
+        index = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(self.n_bits))
+        if self.ntotal:
+            index.add_with_ids(codes_to_bytes(self._codes, self.n_bits), self._ids)
+        return index
+
+    @classmethod
+    def from_faiss(cls, faiss_index) -> "HashIndex":
+        """Build from a ``faiss.IndexBinaryFlat`` or an ``IndexBinaryIDMap`` wrapping one."""
+        faiss = _import_faiss()
+        ids = None
+        inner = faiss_index
+        if isinstance(faiss_index, faiss.IndexBinaryIDMap):
+            ids = faiss.vector_to_array(faiss_index.id_map).astype(np.int64)
+            inner = faiss.downcast_IndexBinary(faiss_index.index)
+        if not isinstance(inner, faiss.IndexBinaryFlat):
+            raise TypeError(f"only IndexBinaryFlat (optionally in an IndexBinaryIDMap) converts, got {type(inner).__name__}")
+        n_bits = inner.d
+        raw = faiss.vector_to_array(inner.xb).reshape(inner.ntotal, n_bits // 8)
+        index = cls(n_bits)
+        codes = bytes_to_codes(raw, n_bits)
+        if ids is None:
+            index.add(codes)
+        else:
+            index.add_with_ids(codes, ids)
+        return index
+
+
+def codes_to_bytes(codes, n_bits: int) -> np.ndarray:
+    """Packed uint32 codes -> ``(n, ceil(n_bits / 8))`` uint8, FAISS's binary layout."""
+    codes = check_codes(codes, n_bits=n_bits)
+    raw = codes.astype("<u4").view(np.uint8).reshape(codes.shape[0], -1)
+    return np.ascontiguousarray(raw[:, : -(-n_bits // 8)])
+
+
+def bytes_to_codes(raw, n_bits: int) -> np.ndarray:
+    """Inverse of :func:`codes_to_bytes`."""
+    raw = np.asarray(raw, np.uint8)
+    n_words = n_words_for(n_bits)
+    padded = np.zeros((raw.shape[0], n_words * 4), np.uint8)
+    padded[:, : raw.shape[1]] = raw
+    return padded.view("<u4").astype(np.uint32).reshape(raw.shape[0], n_words)
+
+
+def _import_faiss():
+    try:
+        import faiss  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        raise ImportError("FAISS is optional: install it with  pip install 'jaxhash[faiss]'  (or faiss-cpu)") from None
+    return faiss
+
+
+def write_index(index: HashIndex, path) -> Path:
+    """Write ``index`` to ``path`` atomically (see the module docstring for the format)."""
+    path = Path(path)
+    header = json.dumps(
+        {
+            "format": "jaxhash-index",
+            "n_bits": index.n_bits,
+            "n_words": index.n_words,
+            "ntotal": index.ntotal,
+            "metadata": index.metadata,
+        }
+    ).encode()
+    digest = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in (
+                _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)),
+                header,
+                index.codes.astype("<u4").tobytes(),
+                index.ids.astype("<i8").tobytes(),
+            ):
+                digest.update(chunk)
+                f.write(chunk)
+            f.write(digest.digest())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def read_index(path) -> HashIndex:
+    """Read an index written by :func:`write_index`, verifying its version and checksum."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no index file at {path}: build one with  jaxhash index ... --out {path}")
+    data = path.read_bytes()
+    damaged = f"{path} is damaged (truncated or modified); rebuild it with  jaxhash index"
+    if len(data) < _PREFIX.size or data[:8] != MAGIC:
+        raise IndexFormatError(f"{path} is not a jaxhash index file (wrong magic bytes)")
+    _, version, header_len = _PREFIX.unpack_from(data)
+    if version > FORMAT_VERSION:
+        raise IndexFormatError(f"{path} uses index format {version}; this jaxhash reads up to {FORMAT_VERSION}: upgrade jaxhash")
+    if len(data) < _PREFIX.size + header_len + _CHECKSUM_BYTES:
+        raise IndexFormatError(damaged)
+    body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
+    if hashlib.sha256(body).digest() != checksum:
+        raise IndexFormatError(damaged + " (checksum mismatch)")
+    try:
+        header = json.loads(body[_PREFIX.size : _PREFIX.size + header_len])
+        n_bits, n_words, ntotal = int(header["n_bits"]), int(header["n_words"]), int(header["ntotal"])
+    except (ValueError, KeyError, TypeError):
+        raise IndexFormatError(damaged + " (bad header)") from None
+    offset = _PREFIX.size + header_len
+    expected = offset + ntotal * n_words * 4 + ntotal * 8
+    if header.get("format") != "jaxhash-index" or n_words != n_words_for(n_bits) or expected != len(body):
+        raise IndexFormatError(damaged + " (sizes do not match the header)")
+    codes = np.frombuffer(body, "<u4", ntotal * n_words, offset).astype(np.uint32).reshape(ntotal, n_words)
+    ids = np.frombuffer(body, "<i8", ntotal, offset + codes.nbytes).astype(np.int64)
+    index = HashIndex(n_bits, metadata=header.get("metadata") or {})
+    index._append(codes, ids)
+    return index
+
+

@@ -1,0 +1,18 @@
+"""Progress bars for long work: tqdm, throttled when stderr is not a terminal (logs, CI).
+
+Set ``JAXHASH_PROGRESS=0`` to switch them off.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def progress(iterable=None, **kwargs):
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    if os.environ.get("JAXHASH_PROGRESS", "1") == "0":
+        kwargs["disable"] = True
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 15.0)
+    return tqdm(iterable, **kwargs)

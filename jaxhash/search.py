@@ -1,0 +1,354 @@
+"""Exact Hamming search over packed uint32 codes: k-nearest neighbours, radius search, re-ranking.
+
+Results are exact and deterministic: neighbours are ordered by (distance, database position), so
+among equal distances the smaller position comes first -- the same order as a stable NumPy sort.
+
+k-nearest search is a two-pass scheme that never sorts the whole database:
+
+1. The database of ``n`` codes is cut into groups of ``group_size`` consecutive codes, laid out as
+   ``(n_words, group_size, n_groups)`` "planes". For a block of queries one fused pass computes
+   every distance and keeps the minimum per group. Since groups hold consecutive positions,
+   ordering groups by (minimum, group) is ordering their best members by (distance, position).
+2. ``lax.top_k`` picks the ``k`` best groups (it puts the lower index first among equal values);
+   every true top-k neighbour lies in them, because each unselected code is beaten by the best
+   member of each of the ``k`` selected groups. Only those ``k * group_size`` codes are rescanned.
+   The same argument, one level up, first picks ``k`` strided "super-groups" of groups, so that
+   ``top_k`` never runs over more than a few thousand keys per query.
+
+Memory stays bounded by processing queries in blocks: a block holds ``block * n_groups`` keys.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .codes import WORD_BITS, check_codes, pairwise_hamming
+
+__all__ = [
+    "MISSING_DISTANCE",
+    "PackedDatabase",
+    "prepare_database",
+    "knn_search",
+    "radius_search",
+    "rerank_euclidean",
+    "search_and_rerank",
+]
+
+# Distance reported where fewer than k neighbours exist (FAISS reports the same), with id -1.
+MISSING_DISTANCE = np.iinfo(np.int32).max
+# Float32 holds every key exactly while it stays below 2**24.
+_MAX_EXACT_KEY = 2**24
+_SEARCH_THREADS = int(os.environ.get("JAXHASH_SEARCH_THREADS", "2"))
+
+
+class PackedDatabase(NamedTuple):
+    """Database codes laid out for :func:`knn_search` (see the module docstring).
+
+    planes: ``(n_words, group_size, n_groups)`` uint32; the code at position ``p`` is
+      ``planes[:, p % group_size, p // group_size]``. Padding beyond ``n_valid`` repeats the last
+      code, so a partly filled group keeps the true minimum of its real codes.
+    n_valid: number of real codes (python int).
+    """
+
+    planes: jax.Array
+    n_valid: int
+
+    @property
+    def group_size(self) -> int:
+        return self.planes.shape[1]
+
+    @property
+    def n_groups(self) -> int:
+        return self.planes.shape[2]
+
+
+# Groups are themselves gathered in SUPER_GROUP_SIZE strided super-groups (group g belongs to
+# super-group g % n_super) so that the first top_k runs over n / (group_size * 16) keys per query.
+SUPER_GROUP_SIZE = 16
+
+
+def _max_groups(n_words: int) -> int:
+    # Member keys (minimum * n_groups + group) must stay exact in float32.
+    return _MAX_EXACT_KEY // (n_words * WORD_BITS + 2) // SUPER_GROUP_SIZE * SUPER_GROUP_SIZE
+
+
+def _default_group_size(n: int, n_words: int) -> int:
+    if n <= 8192:
+        return 1  # small databases: one code per group
+    size = 16
+    while -(-n // size) > _max_groups(n_words):
+        size *= 2
+    return size
+
+
+def prepare_database(codes, group_size: int | None = None) -> PackedDatabase:
+    """Lay out ``(n, n_words)`` uint32 codes for fast k-nearest search (a copy; O(n) time)."""
+    codes = check_codes(codes, name="database codes")
+    n, n_words = codes.shape
+    if group_size is None:
+        group_size = _default_group_size(n, n_words)
+    n_groups = max(1, -(-n // group_size))
+    n_groups = -(-n_groups // SUPER_GROUP_SIZE) * SUPER_GROUP_SIZE
+    if n_groups > _max_groups(n_words):
+        raise ValueError(f"group_size={group_size} makes {n_groups} groups; use at least {_default_group_size(n, n_words)}")
+    padded = np.empty((n_groups * group_size, n_words), np.uint32)
+    padded[:n] = codes
+    padded[n:] = codes[-1] if n else 0
+    planes = np.ascontiguousarray(padded.reshape(n_groups, group_size, n_words).transpose(2, 1, 0))
+    return PackedDatabase(jnp.asarray(planes), n)
+
+
+def _far(n_words: int):
+    return jnp.int32(n_words * WORD_BITS + 1)  # farther than any real code
+
+
+@jax.jit
+def _group_keys(queries_t, planes, n_valid):
+    """Pass 1: ``(n_words, b)`` queries -> group minima ``(n_groups, b)`` (uint8, or uint16 from 255 bits).
+
+    The query block is the minor axis, so every database word is read once per block and the
+    XOR/popcount runs vectorised across queries. The slot minimum is an unrolled chain of
+    elementwise steps: XLA fuses it into one loop (a reduce over the slot axis vectorises worse).
+    """
+    n_words, group_size, n_groups = planes.shape
+    best = None
+    for slot in range(group_size):
+        dist = None
+        for w in range(n_words):
+            x = jnp.bitwise_count(jnp.bitwise_xor(planes[w, slot][:, None], queries_t[w][None, :])).astype(jnp.int32)
+            dist = x if dist is None else dist + x
+        best = dist if best is None else jnp.minimum(best, dist)
+    group = jax.lax.broadcasted_iota(jnp.int32, (n_groups, 1), 0)
+    best = jnp.where(group * group_size < n_valid, best, _far(n_words))  # groups of padding only
+    # Writing the minima is most of this pass's memory traffic: store them as narrow as they fit.
+    return best.astype(_key_dtype(n_words))
+
+
+def _key_dtype(n_words: int):
+    return jnp.uint8 if n_words * WORD_BITS + 1 <= 255 else jnp.uint16
+
+
+def _rank_ascending(ids):
+    """Rank of each id among its row, ascending: ``(b, m)`` distinct ints -> ``(b, m)`` int32.
+
+    O(m^2) compares, vectorised; far cheaper on the CPU than XLA's sort for m ~ 100.
+    """
+    return jnp.sum((ids[:, None, :] < ids[:, :, None]).astype(jnp.int32), axis=2)
+
+
+def _smallest(keys, k):
+    """Indices of the ``k`` smallest keys per row, best first (``lax.top_k``: lower index on ties).
+
+    ``top_k`` keeps a sorted buffer of the best values seen, so it is ~6x cheaper when rows come
+    roughly best-first; the later stages feed it that way, with keys made unique so that the
+    order of the input does not change the result.
+    """
+    return jax.lax.top_k(-keys.astype(jnp.float32), k)[1]
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _select_and_rescan(queries, planes, n_valid, group_keys, k):
+    """Best super-groups -> best groups -> exact top-k among the codes of those groups.
+
+    Kept apart from :func:`_group_keys` on purpose: inside one jit XLA fuses the distance loop
+    into the super-key reduction and computes every distance twice (measured: 10x slower).
+    """
+    n_words, group_size, n_groups = planes.shape
+    n_super = n_groups // SUPER_GROUP_SIZE
+    b = queries.shape[0]
+    rows = jnp.arange(b, dtype=jnp.int32)[:, None]
+    # Group g = step * n_super + super_group: ordering super-groups by (min key, super_group),
+    # with key = group minimum * 16 + step, orders their best groups by (minimum, g).
+    group_keys = group_keys.astype(jnp.int32)
+    steps = jnp.arange(SUPER_GROUP_SIZE, dtype=jnp.int32)
+    super_keys = jnp.min(group_keys.reshape(SUPER_GROUP_SIZE, n_super, b) * SUPER_GROUP_SIZE + steps[:, None, None], axis=0)
+    k_super = min(k, n_super)
+    best_super = _smallest(super_keys.T, k_super)  # (b, ks), best first
+
+    # Member groups of the chosen super-groups. Their key, minimum * n_groups + g, is unique and
+    # below 2**24 (prepare_database caps n_groups), so it orders them by (minimum, g) exactly.
+    member = (steps[None, None, :] * n_super + best_super[:, :, None]).reshape(b, -1)  # (b, ks * 16)
+    member_keys = group_keys[member, rows] * n_groups + member
+    best_groups = jnp.take_along_axis(member, _smallest(member_keys, min(k, member.shape[1])), axis=1)
+
+    # Rescan the codes of the best groups, best group first, keyed by (distance, position rank).
+    cand = jnp.take(planes, best_groups, axis=2)  # (n_words, s, b, kg)
+    cand_dist = None
+    for w in range(n_words):
+        x = jnp.bitwise_count(jnp.bitwise_xor(queries[None, :, w, None], cand[w])).astype(jnp.int32)
+        cand_dist = x if cand_dist is None else cand_dist + x
+    slots = jnp.arange(group_size, dtype=jnp.int32)
+    cand_pos = best_groups[:, :, None] * group_size + slots  # (b, kg, s)
+    cand_rank = _rank_ascending(best_groups)[:, :, None] * group_size + slots
+    cand_dist = jnp.transpose(cand_dist, (1, 2, 0))  # (b, kg, s)
+    cand_dist = jnp.where(cand_pos < n_valid, cand_dist, _far(n_words)).reshape(b, -1)
+    n_cand = cand_dist.shape[1]
+    order = _smallest(cand_dist * n_cand + cand_rank.reshape(b, -1), min(k, n_cand))
+    dist_out = jnp.take_along_axis(cand_dist, order, axis=1)
+    pos_out = jnp.take_along_axis(cand_pos.reshape(b, -1), order, axis=1)
+    missing = dist_out >= _far(n_words)
+    return (jnp.where(missing, jnp.int32(MISSING_DISTANCE), dist_out), jnp.where(missing, jnp.int32(-1), pos_out))
+
+
+def _knn_block(queries, planes, n_valid, k):
+    group_keys = _group_keys(queries.T, planes, n_valid)
+    return _select_and_rescan(queries, planes, n_valid, group_keys, k)
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or int(k) != k or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _default_block(n_groups: int) -> int:
+    # Bound the per-block group keys (block * n_groups int32 at most, two in flight) to ~64 MiB.
+    block = (32 << 20) // (4 * n_groups)
+    return int(max(16, min(256, block // 16 * 16)))
+
+
+def knn_search(queries, database, k: int, *, n_bits: int | None = None, block_size: int | None = None):
+    """Exact k-nearest neighbours by Hamming distance.
+
+    Args:
+      queries: ``(q, n_words)`` uint32 packed codes.
+      database: ``(n, n_words)`` uint32 packed codes, or a :class:`PackedDatabase` from
+        :func:`prepare_database` (reuse it across calls to skip the layout copy).
+      k: number of neighbours (> 0). Where fewer than ``k`` codes exist, the tail of each row
+        holds position -1 and distance :data:`MISSING_DISTANCE`.
+      n_bits: optional code length, to validate the queries against.
+      block_size: queries per jit call; default keeps memory near 64 MiB per block.
+    Returns:
+      ``(distances, positions)``: two ``(q, k)`` int32 NumPy arrays, rows sorted by
+      (distance, position).
+    """
+    k = _check_k(k)
+    if not isinstance(database, PackedDatabase):
+        database = prepare_database(database)
+    n_words = database.planes.shape[0]
+    queries = check_codes(queries, n_bits=n_bits, name="query codes")
+    if queries.shape[1] != n_words:
+        raise ValueError(
+            f"query codes have {queries.shape[1]} words but the database has {n_words}: "
+            "queries and database must come from hashers with the same code length"
+        )
+    n_q = queries.shape[0]
+    dist_out = np.full((n_q, k), MISSING_DISTANCE, np.int32)
+    pos_out = np.full((n_q, k), -1, np.int32)
+    if n_q == 0 or database.n_valid == 0:
+        return dist_out, pos_out
+    block = block_size or _default_block(database.n_groups)
+    n_valid = jnp.int32(database.n_valid)
+
+    def run_block(start):
+        chunk = queries[start : start + block]
+        rows = chunk.shape[0]
+        if rows < block and n_q > block:  # keep one compiled shape for the last block
+            chunk = np.concatenate([chunk, np.zeros((block - rows, n_words), np.uint32)])
+        d, p = _knn_block(jnp.asarray(chunk), database.planes, n_valid, k)
+        width = d.shape[1]
+        dist_out[start : start + rows, :width] = np.asarray(d)[:rows]
+        pos_out[start : start + rows, :width] = np.asarray(p)[:rows]
+
+    starts = range(0, n_q, block)
+    if len(starts) == 1:
+        run_block(0)
+    else:
+        # top_k and the gathers run on one core each; two blocks in flight keep both cores busy.
+        with ThreadPoolExecutor(max_workers=_SEARCH_THREADS) as pool:
+            list(pool.map(run_block, starts))
+    return dist_out, pos_out
+
+
+def radius_search(queries, database, radius: int, *, block_size: int = 64):
+    """All database codes within Hamming distance ``radius`` (inclusive) of each query.
+
+    Args:
+      queries: ``(q, n_words)`` uint32; database: ``(n, n_words)`` uint32; radius: int >= 0.
+    Returns:
+      ``(lims, distances, positions)`` in FAISS's layout: the results of query ``i`` are
+      ``distances[lims[i]:lims[i+1]]`` and ``positions[lims[i]:lims[i+1]]``, sorted by
+      (distance, position). ``lims`` is ``(q + 1,)`` int64; the others int32.
+    """
+    if isinstance(radius, bool) or int(radius) != radius or radius < 0:
+        raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
+    database = check_codes(database, name="database codes")
+    queries = check_codes(queries, name="query codes")
+    if queries.shape[1] != database.shape[1]:
+        raise ValueError(
+            f"query codes have {queries.shape[1]} words but the database has {database.shape[1]}: "
+            "queries and database must come from hashers with the same code length"
+        )
+    lims = [0]
+    all_d, all_p = [], []
+    db = jnp.asarray(database)
+    for start in range(0, queries.shape[0], block_size):
+        dist = np.asarray(pairwise_hamming(jnp.asarray(queries[start : start + block_size]), db))
+        for row in dist:
+            pos = np.flatnonzero(row <= radius).astype(np.int32)
+            d = row[pos]
+            order = np.argsort(d, kind="stable")
+            all_d.append(d[order].astype(np.int32))
+            all_p.append(pos[order])
+            lims.append(lims[-1] + pos.size)
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int32)  # noqa: E731
+    return np.asarray(lims, np.int64), cat(all_d), cat(all_p)
+
+
+def _check_features(x, name: str) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (n, dim) array, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contain NaN or infinite values: clean or impute them before re-ranking")
+    return x
+
+
+@jax.jit
+def _rerank_block(query_feats, db_feats, candidates):
+    cand = jnp.take(db_feats, jnp.maximum(candidates, 0), axis=0)  # (q, c, dim)
+    d2 = jnp.sum(jnp.square(cand - query_feats[:, None, :]), axis=-1)
+    d2 = jnp.where(candidates >= 0, d2, jnp.inf)
+    order = jnp.argsort(d2, axis=1, stable=True)
+    return jnp.take_along_axis(d2, order, axis=1), jnp.take_along_axis(candidates, order, axis=1)
+
+
+def rerank_euclidean(query_features, database_features, candidates, k: int | None = None):
+    """Re-rank a short-list by Euclidean distance on real-valued features (seed 002's second stage).
+
+    Args:
+      query_features: ``(q, dim)`` float; database_features: ``(n, dim)`` float.
+      candidates: ``(q, c)`` int positions into the database (-1 = no candidate), e.g. the
+        positions from :func:`knn_search`.
+      k: keep the best ``k`` (default: all ``c``).
+    Returns:
+      ``(distances, positions)``: ``(q, k)`` float32 Euclidean distances (inf where missing) and
+      int32 positions (-1 where missing), sorted ascending; ties keep the short-list order.
+    """
+    qf = _check_features(query_features, "query features")
+    dbf = _check_features(database_features, "database features")
+    cand = np.asarray(candidates)
+    if cand.ndim != 2 or cand.shape[0] != qf.shape[0]:
+        raise ValueError(f"candidates must be (q, c) with q={qf.shape[0]}, got shape {cand.shape}")
+    if qf.shape[1] != dbf.shape[1]:
+        raise ValueError(f"query features have dim {qf.shape[1]} but database features have {dbf.shape[1]}")
+    if cand.size and cand.max() >= dbf.shape[0]:
+        raise ValueError(f"candidate position {cand.max()} is outside the {dbf.shape[0]} database features")
+    k = cand.shape[1] if k is None else min(_check_k(k), cand.shape[1])
+    d2, pos = _rerank_block(jnp.asarray(qf), jnp.asarray(dbf), jnp.asarray(cand, jnp.int32))
+    return np.sqrt(np.asarray(d2)[:, :k]), np.asarray(pos)[:, :k]
+
+
+def search_and_rerank(query_codes, database_codes, query_features, database_features, k: int, shortlist: int = 100):
+    """Two-stage search: a Hamming short-list of ``shortlist`` codes, re-ranked by Euclidean distance.
+
+    Returns ``(distances, positions)`` as :func:`rerank_euclidean`, ``(q, k)``.
+    """
+    _, cand = knn_search(query_codes, database_codes, max(_check_k(k), _check_k(shortlist)))
+    return rerank_euclidean(query_features, database_features, cand, k)
