@@ -31,10 +31,18 @@ def _pca(x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
 
 @register("lsh")
 class LSH(Hasher):
-    """Sign of random Gaussian projections of centred features."""
+    """Sign of random Gaussian projections of (by default centred) features.
+
+    ``centre=False`` projects raw features, as the LSH rows of the CNNH-era tables appear to
+    (see ``scripts/lsh_variants.py``); centring gives markedly better codes on pixels.
+    """
+
+    def __init__(self, n_bits: int = 32, seed: int = 0, centre: bool = True):
+        super().__init__(n_bits, seed)
+        self.centre = centre
 
     def _fit(self, x, y, rng):
-        self.mean_ = x.mean(axis=0)
+        self.mean_ = x.mean(axis=0) if self.centre else np.zeros(x.shape[1], np.float32)
         self.projection_ = rng.standard_normal((x.shape[1], self.n_bits)).astype(np.float32)
 
     def _project(self, x):

@@ -73,7 +73,8 @@ def pack_bits(bits):
     n, n_bits = bits.shape
     n_words = n_words_for(n_bits)
     padded = jnp.zeros((n, n_words * WORD_BITS), jnp.uint32)
-    padded = padded.at[:, :n_bits].set((bits != 0).astype(jnp.uint32))
+    nonzero = bits if bits.dtype == jnp.bool_ else bits != jnp.zeros((), bits.dtype)
+    padded = padded.at[:, :n_bits].set(nonzero.astype(jnp.uint32))
     weights = jnp.left_shift(jnp.uint32(1), jnp.arange(WORD_BITS, dtype=jnp.uint32))
     return jnp.sum(padded.reshape(n, n_words, WORD_BITS) * weights, axis=-1, dtype=jnp.uint32)
 

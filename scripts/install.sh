@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets up a fresh checkout: a virtual environment in .venv with jaxhash and everything the tests,
+# plots and the FAISS comparison need, plus Fashion-MNIST from Debian/Ubuntu's package where apt
+# exists. Safe to run again. Use PYTHON=python3.12 to pick the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[dev,faiss,plots,digits]"
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
+      || echo "note: could not install dataset-fashion-mnist; use --data digits instead" >&2
+  else
+    echo "note: no apt-get here; put Fashion-MNIST's IDX files in DIR/fashion-mnist/ and pass --data-dir DIR, or use --data digits" >&2
+  fi
+fi
+echo "jaxhash installed in .venv ($(.venv/bin/python -c 'import jaxhash; print(jaxhash.__version__)'))"

@@ -1,0 +1,34 @@
+#!/usr/bin/env python
+"""LSH's spread over seeds, centred vs raw features (MNIST pixels, protocol 1k, mAP@all).
+
+LSH is one random draw per seed, so a single table cell says little; this prints mean, sd, min
+and max over seeds for both variants, beside the published row (CNNH, AAAI 2014).
+
+    python scripts/lsh_variants.py --data-dir ../shared/data
+"""
+import argparse
+
+import numpy as np
+
+import jaxhash
+from jaxhash.data import load_dataset, retrieval_split, to_features
+
+PUBLISHED = {12: 0.187, 24: 0.209, 32: 0.235, 48: 0.243}
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--data", default="mnist")
+parser.add_argument("--data-dir", default=None)
+parser.add_argument("--seeds", type=int, default=5)
+args = parser.parse_args()
+
+split = retrieval_split(load_dataset(args.data, data_dir=args.data_dir), "1k", seed=0)
+xq, xd = to_features(split.query_x), to_features(split.db_x)
+for bits, published in PUBLISHED.items():
+    line = f"{bits:>3} bits (published {published:.3f}):"
+    for centre in (True, False):
+        scores = []
+        for seed in range(args.seeds):
+            h = jaxhash.LSH(n_bits=bits, seed=seed, centre=centre).fit(xd)
+            scores.append(jaxhash.mean_average_precision(h.encode(xq), split.query_y, h.encode(xd), split.db_y))
+        line += f"  {'centred' if centre else 'raw':>7} mean {np.mean(scores):.3f} sd {np.std(scores):.3f} [{min(scores):.3f}, {max(scores):.3f}]"
+    print(line, flush=True)

@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhash import binarize, hamming_distance, pack_bits, pairwise_hamming, unpack_bits
+from jaxhash.codes import check_codes, n_words_for
+
+
+@pytest.mark.parametrize("n_bits", [1, 7, 31, 32, 33, 48, 64, 100, 128, 256])
+def test_pack_unpack_round_trip(rng, n_bits):
+    bits = rng.integers(0, 2, size=(13, n_bits)).astype(np.uint8)
+    codes = pack_bits(bits)
+    assert codes.dtype == jnp.uint32 and codes.shape == (13, n_words_for(n_bits))
+    np.testing.assert_array_equal(np.asarray(unpack_bits(codes, n_bits)), bits)
+
+
+def test_bit_order_is_little_endian_within_words():
+    bits = np.zeros((1, 40), bool)
+    bits[0, 0] = bits[0, 33] = True
+    codes = np.asarray(pack_bits(bits))
+    assert codes.tolist() == [[1, 2]]
+    # Viewed as bytes this is FAISS's layout: bit j in byte j // 8 at position j % 8.
+    np.testing.assert_array_equal(codes.view(np.uint8)[0, :5], np.packbits(bits[0], bitorder="little"))
+
+
+def test_unused_high_bits_are_zero(rng):
+    codes = np.asarray(pack_bits(np.ones((3, 33), bool)))
+    assert codes[:, 1].tolist() == [1, 1, 1]
+
+
+def test_pack_bits_is_jittable(rng):
+    bits = rng.integers(0, 2, size=(5, 70)).astype(bool)
+    np.testing.assert_array_equal(jax.jit(pack_bits)(bits), pack_bits(bits))
+
+
+def test_hamming_distance_matches_popcount_oracle(rng):
+    a, b = rng.integers(0, 2, size=(2, 100)).astype(bool)
+    ca, cb = np.asarray(pack_bits(np.stack([a, b])))
+    assert int(hamming_distance(ca, cb)) == int((a != b).sum())
+
+
+def test_pairwise_hamming_matches_brute_force(rng):
+    q = rng.integers(0, 2, size=(7, 65)).astype(bool)
+    d = rng.integers(0, 2, size=(11, 65)).astype(bool)
+    got = np.asarray(pairwise_hamming(pack_bits(q), pack_bits(d)))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, (q[:, None] != d[None]).sum(-1))
+
+
+def test_binarize_sign_and_threshold():
+    x = jnp.array([[-1.0, 0.0, 0.3, 0.7]])
+    assert np.asarray(binarize(x)).tolist() == [[False, False, True, True]]
+    assert np.asarray(binarize(x, "threshold", 0.5)).tolist() == [[False, False, False, True]]
+    with pytest.raises(ValueError, match="unknown binarize"):
+        binarize(x, "median")
+
+
+def test_check_codes_explains_bad_input():
+    good = np.zeros((2, 2), np.uint32)
+    assert check_codes(good, n_bits=64).shape == (2, 2)
+    with pytest.raises(TypeError, match="pack_bits"):
+        check_codes(np.zeros((2, 64), np.uint8))
+    with pytest.raises(ValueError, match="need 1 words"):
+        check_codes(good, n_bits=32)
+    with pytest.raises(ValueError, match="2-D"):
+        check_codes(np.zeros(2, np.uint32), n_bits=64)
+    with pytest.raises(ValueError, match="beyond n_bits"):
+        check_codes(np.full((1, 1), 1 << 20, np.uint32), n_bits=16)
+    with pytest.raises(ValueError, match="positive integer"):
+        n_words_for(0)

@@ -1,0 +1,162 @@
+import gzip
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import shared_data_or_skip
+from jaxhash import data as jdata
+from jaxhash.data import DatasetNotFoundError, load_dataset, load_image_folder, retrieval_split, to_features
+from jaxhash.data.idx import read_idx
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+
+
+def make_idx_folder(folder, rng, n_train=30, n_test=10):
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+def test_read_idx_plain_and_gzip(tmp_path, rng):
+    a = rng.integers(0, 256, (4, 3, 2))
+    for name in ("x.idx", "x.idx.gz"):
+        write_idx(tmp_path / name, a)
+        np.testing.assert_array_equal(read_idx(tmp_path / name), a)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX"):
+        read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "t.idx", a)
+    (tmp_path / "t.idx").write_bytes((tmp_path / "t.idx").read_bytes()[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "t.idx")
+
+
+def test_named_dataset_found_in_data_dir_and_env(tmp_path, rng, monkeypatch):
+    make_idx_folder(tmp_path / "fashion-mnist", rng)
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path)
+    assert ds.x_train.shape == (30, 28, 28, 1) and ds.x_test.shape == (10, 28, 28, 1)
+    assert ds.class_names[0] == "T-shirt/top"
+    monkeypatch.setenv("JAXHASH_DATA", str(tmp_path))
+    assert load_dataset("fashion-mnist").x_train.shape[0] == 30
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXHASH_DATA", raising=False)
+    monkeypatch.setitem(jdata.KNOWN_DATASETS, "fashion-mnist", (["fashion-mnist"], [], jdata.KNOWN_DATASETS["fashion-mnist"][2]))
+    with pytest.raises(DatasetNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", data_dir=tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="neither a known data set"):
+        load_dataset(str(tmp_path / "nowhere"))
+
+
+def test_cifar_pickle_batches(tmp_path, rng):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8), b"labels": [0, 1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a", b"b", b"c", b"d"]}))
+    ds = load_dataset(str(tmp_path))
+    assert ds.x_train.shape == (20, 32, 32, 3) and ds.x_test.shape == (4, 32, 32, 3)
+    assert ds.class_names == ("a", "b", "c", "d")
+    raw = pickle.loads((folder / "test_batch").read_bytes())[b"data"][0]
+    np.testing.assert_array_equal(ds.x_test[0, :, :, 0].ravel(), raw[:1024])  # channel-major -> HWC
+
+
+def make_image_tree(root, rng, per_class=4):
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)).save(d / f"{i}.png")
+    (root / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "train" / "notes.txt").write_text("hello")
+
+
+def test_image_folder_and_tar_gz_agree_and_skip_bad_files(tmp_path, rng):
+    root = tmp_path / "pets"
+    make_image_tree(root, rng)
+    with pytest.warns(UserWarning, match=r"skipped 2 .*broken\.jpg"):
+        sets = load_image_folder(root, progress=False)
+    assert sets["train"].images.shape == (8, 8, 8, 3) and sets["test"].labels.tolist() == [0] * 4 + [1] * 4
+    archive = tmp_path / "pets.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname=".")
+    with pytest.warns(UserWarning, match="skipped 2"):
+        from_tar = load_image_folder(archive, progress=False)
+    np.testing.assert_array_equal(from_tar["train"].images, sets["train"].images)
+    assert from_tar["train"].paths == sets["train"].paths
+
+
+def test_image_folder_resizes_and_converts(tmp_path, rng):
+    root = tmp_path / "imgs" / "a"
+    root.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (10, 12, 3)).astype(np.uint8)).save(root / "x.png")
+    Image.fromarray(rng.integers(0, 256, (20, 5)).astype(np.uint8)).save(root / "y.png")
+    with pytest.raises(ValueError, match="image_size"):
+        load_image_folder(tmp_path / "imgs", progress=False)
+    sets = load_image_folder(tmp_path / "imgs", image_size=(28, 28), channels=1, progress=False)
+    assert sets["all"].images.shape == (2, 28, 28, 1)
+
+
+def test_protocols(rng):
+    y = np.repeat(np.arange(10), 150)
+    x = rng.integers(0, 256, (1500, 2, 2, 1)).astype(np.uint8)
+    ds = jdata.Dataset("toy", x[:1200], y[:1200], x[1200:], y[1200:], tuple("0123456789"))
+    split = retrieval_split(ds, "1k", seed=3)
+    assert np.bincount(split.query_y).tolist() == [100] * 10
+    assert len(split.db_y) == 500
+    again = retrieval_split(ds, "1k", seed=3)
+    np.testing.assert_array_equal(split.query_x, again.query_x)
+    assert not np.array_equal(retrieval_split(ds, "1k", seed=4).query_x, split.query_x)
+    official = retrieval_split(ds, "official")
+    assert len(official.query_y) == 300 and len(official.db_y) == 1200
+    assert len(retrieval_split(ds, "200").query_y) == 200
+    with pytest.raises(ValueError, match="unknown protocol"):
+        retrieval_split(ds, "half")
+    assert to_features(x[:3]).dtype == np.float32 and to_features(x[:3]).max() <= 1.0
+
+
+def test_digits_ships_with_scikit_learn():
+    pytest.importorskip("sklearn")
+    ds = load_dataset("digits")
+    assert ds.x_train.shape == (1797, 8, 8, 1) and ds.x_train.max() == 255
+    with pytest.raises(ValueError, match="no official test split"):
+        retrieval_split(ds, "official")
+
+
+def test_tfds_is_optional():
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"jaxhash\[tfds\]"):
+            load_dataset("tfds:cifar10")
+    else:
+        pytest.skip("tensorflow-datasets is installed; its online path is not tested offline")
+
+
+def test_shared_mnist():
+    data_dir = shared_data_or_skip("mnist")
+    ds = load_dataset("mnist", data_dir=data_dir)
+    assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_test.shape == (10000, 28, 28, 1)
+    assert np.bincount(ds.y_test).sum() == 10000
+
+
+@pytest.mark.slow
+def test_shared_cifar10_archive():
+    data_dir = shared_data_or_skip("cifar10-jpg.tar.gz")
+    ds = load_dataset("cifar10", data_dir=data_dir, progress=False)
+    assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
+    assert ds.class_names == jdata.CIFAR10_CLASSES
+    assert np.bincount(ds.y_train).tolist() == [5000] * 10

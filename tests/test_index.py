@@ -1,0 +1,158 @@
+import os
+
+import numpy as np
+import pytest
+
+from conftest import oracle_knn, random_codes
+from jaxhash import HashIndex, read_index, write_index
+from jaxhash.index import IndexFormatError, bytes_to_codes, codes_to_bytes
+
+
+@pytest.fixture
+def filled(rng):
+    codes, bits = random_codes(rng, 300, 64, distinct=60)
+    index = HashIndex(64)
+    index.add(codes)
+    return index, codes, bits
+
+
+def test_add_and_search_equal_oracle(filled, rng):
+    index, codes, bits = filled
+    q, q_bits = random_codes(rng, 8, 64)
+    dist, ids = index.search(q, 10)
+    want_d, want_p = oracle_knn(q_bits, bits, 10)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(ids, want_p)
+    assert ids.dtype == np.int64 and index.ntotal == 300
+
+
+def test_add_with_ids_and_remove_ids(rng):
+    codes, bits = random_codes(rng, 50, 40)
+    index = HashIndex(40)
+    ids = np.arange(1000, 1050)
+    index.add_with_ids(codes, ids)
+    _, got = index.search(codes[:3], 1)
+    assert got[:, 0].tolist() == [1000, 1001, 1002]
+    assert index.remove_ids([1000, 1001, 999999]) == 2
+    assert index.ntotal == 48
+    _, got = index.search(codes[:1], 48)
+    assert 1000 not in got and 1001 not in got
+    assert index.add(codes[:2]).tolist() == [1050, 1051]  # ids continue after the largest
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add_with_ids(codes[:1], [1002])
+    with pytest.raises(ValueError, match="duplicates"):
+        index.add_with_ids(codes[:2], [5, 5])
+
+
+def test_missing_results_are_minus_one(rng):
+    codes, _ = random_codes(rng, 3, 32)
+    index = HashIndex(32)
+    index.add(codes)
+    dist, ids = index.search(codes[:1], 5)
+    assert ids[0, 3:].tolist() == [-1, -1] and (dist[0, 3:] == np.iinfo(np.int32).max).all()
+
+
+def test_empty_index_warns(rng):
+    codes, _ = random_codes(rng, 2, 32)
+    with pytest.warns(UserWarning, match="empty"):
+        _, ids = HashIndex(32).search(codes, 3)
+    assert (ids == -1).all()
+
+
+def test_wrong_code_length_is_refused(filled):
+    index, _, _ = filled
+    with pytest.raises(ValueError, match="64-bit codes"):
+        index.search(np.zeros((1, 4), np.uint32), 1)
+    with pytest.raises(ValueError, match="64-bit codes"):
+        index.add(np.zeros((1, 1), np.uint32))
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(np.zeros((1, 2), np.uint32), -3)
+
+
+def test_range_search(filled, rng):
+    index, codes, bits = filled
+    lims, dist, ids = index.range_search(codes[:4], 3)
+    full = (bits[:4, None] != bits[None]).sum(-1)
+    for i in range(4):
+        assert sorted(ids[lims[i] : lims[i + 1]].tolist()) == np.flatnonzero(full[i] <= 3).tolist()
+
+
+def test_write_read_round_trip(filled, tmp_path, rng):
+    index, codes, _ = filled
+    index.remove_ids([3, 4])
+    index.metadata["paths"] = ["a.jpg", "b.jpg"]
+    path = write_index(index, tmp_path / "sub" / "codes.jhx")
+    again = read_index(path)
+    assert again.n_bits == 64 and again.ntotal == index.ntotal and again.metadata == index.metadata
+    np.testing.assert_array_equal(again.ids, index.ids)
+    q, _ = random_codes(rng, 5, 64)
+    for a, b in zip(index.search(q, 7), again.search(q, 7)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_truncated_or_tampered_files_are_detected(filled, tmp_path):
+    index, _, _ = filled
+    path = write_index(index, tmp_path / "i.jhx")
+    data = path.read_bytes()
+    (tmp_path / "short.jhx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexFormatError, match="damaged"):
+        read_index(tmp_path / "short.jhx")
+    tampered = bytearray(data)
+    tampered[200] ^= 1
+    (tmp_path / "bad.jhx").write_bytes(bytes(tampered))
+    with pytest.raises(IndexFormatError, match="checksum"):
+        read_index(tmp_path / "bad.jhx")
+    (tmp_path / "other.jhx").write_bytes(b"not an index at all")
+    with pytest.raises(IndexFormatError, match="not a jaxhash index"):
+        read_index(tmp_path / "other.jhx")
+    newer = bytearray(data)
+    newer[8] = 99
+    (tmp_path / "newer.jhx").write_bytes(bytes(newer))
+    with pytest.raises(IndexFormatError, match="upgrade"):
+        read_index(tmp_path / "newer.jhx")
+    with pytest.raises(FileNotFoundError, match="jaxhash index"):
+        read_index(tmp_path / "missing.jhx")
+
+
+def test_crash_during_write_keeps_previous_file(filled, tmp_path, monkeypatch):
+    index, _, _ = filled
+    path = write_index(index, tmp_path / "i.jhx")
+    before = path.read_bytes()
+    index.add(index.codes[:10])
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_index(index, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["i.jhx"]  # no temporary file left behind
+    assert read_index(path).ntotal == 300
+
+
+def test_bytes_conversion_round_trip(rng):
+    codes, _ = random_codes(rng, 6, 72)
+    raw = codes_to_bytes(codes, 72)
+    assert raw.shape == (6, 9)
+    np.testing.assert_array_equal(bytes_to_codes(raw, 72), codes)
+
+
+def test_faiss_conversion_round_trip(filled, rng):
+    faiss = pytest.importorskip("faiss")
+    index, _, _ = filled
+    index.remove_ids([0])
+    fidx = index.to_faiss()
+    assert isinstance(fidx, faiss.IndexBinaryIDMap) and fidx.ntotal == index.ntotal
+    q, _ = random_codes(rng, 6, 64)
+    fd, _ = fidx.search(codes_to_bytes(q, 64), 5)
+    d, _ = index.search(q, 5)
+    np.testing.assert_array_equal(fd, d)
+    back = HashIndex.from_faiss(fidx)
+    np.testing.assert_array_equal(back.codes, index.codes)
+    np.testing.assert_array_equal(back.ids, index.ids)
+    flat = faiss.IndexBinaryFlat(64)
+    flat.add(codes_to_bytes(index.codes, 64))
+    assert HashIndex.from_faiss(flat).ntotal == index.ntotal
+    with pytest.raises(ValueError, match="multiple of 8"):
+        HashIndex(12).to_faiss()

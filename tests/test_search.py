@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from conftest import oracle_knn, random_codes
+from jaxhash.search import MISSING_DISTANCE, knn_search, prepare_database, radius_search, rerank_euclidean, search_and_rerank
+
+
+@pytest.mark.parametrize(
+    "n, n_bits, k, distinct",
+    [
+        (1, 32, 5, None),  # fewer codes than k
+        (100, 64, 10, None),
+        (100, 64, 10, 3),  # heavy ties: tie order must be by position
+        (5000, 48, 7, None),
+        (20000, 64, 100, None),  # grouped two-pass path
+        (20000, 64, 100, 40),  # grouped path with many ties
+        (20011, 128, 33, None),  # n not a multiple of the group layout
+        (9000, 256, 50, 500),  # 16-bit group keys
+    ],
+)
+def test_knn_equals_numpy_oracle(rng, n, n_bits, k, distinct):
+    db, db_bits = random_codes(rng, n, n_bits, distinct)
+    q, q_bits = random_codes(rng, 37, n_bits)
+    if distinct:
+        q[:5], q_bits[:5] = db[:5], db_bits[:5]  # exact matches with many equal copies
+    dist, pos = knn_search(q, db, k, block_size=16)
+    want_d, want_p = oracle_knn(q_bits, db_bits, k)
+    m = min(k, n)
+    np.testing.assert_array_equal(dist[:, :m], want_d)
+    np.testing.assert_array_equal(pos[:, :m], want_p)
+    assert (pos[:, m:] == -1).all() and (dist[:, m:] == MISSING_DISTANCE).all()
+
+
+def test_prepared_database_reused_across_calls(rng):
+    db, db_bits = random_codes(rng, 12000, 64)
+    prepared = prepare_database(db)
+    for _ in range(2):
+        q, q_bits = random_codes(rng, 5, 64)
+        dist, pos = knn_search(q, prepared, 3)
+        np.testing.assert_array_equal(pos, oracle_knn(q_bits, db_bits, 3)[1])
+
+
+def test_equals_faiss_binary_flat(rng):
+    faiss = pytest.importorskip("faiss")
+    db, _ = random_codes(rng, 30000, 128, distinct=2000)
+    q, _ = random_codes(rng, 50, 128)
+    index = faiss.IndexBinaryFlat(128)
+    index.add(db.view(np.uint8))
+    fd, fi = index.search(q.view(np.uint8), 20)
+    dist, pos = knn_search(q, db, 20)
+    np.testing.assert_array_equal(dist, fd)
+    # FAISS does not promise a tie order; the distances and the sets per distance must agree.
+    for row in range(q.shape[0]):
+        last = dist[row, -1]
+        inner = dist[row] < last
+        assert set(pos[row][inner]) == set(fi[row][inner])
+
+
+def test_knn_rejects_bad_input(rng):
+    db, _ = random_codes(rng, 10, 64)
+    with pytest.raises(ValueError, match="k must be a positive"):
+        knn_search(db[:1], db, 0)
+    with pytest.raises(ValueError, match="same code length"):
+        knn_search(np.zeros((1, 1), np.uint32), db, 1)
+    with pytest.raises(TypeError, match="uint32"):
+        knn_search(db.astype(np.int64), db, 1)
+
+
+def test_radius_search_equals_oracle(rng):
+    db, db_bits = random_codes(rng, 500, 16)
+    q, q_bits = random_codes(rng, 9, 16)
+    lims, dist, pos = radius_search(q, db, 5)
+    full = (q_bits[:, None] != db_bits[None]).sum(-1)
+    for i in range(q.shape[0]):
+        want = np.flatnonzero(full[i] <= 5)
+        want = want[np.argsort(full[i][want], kind="stable")]
+        np.testing.assert_array_equal(pos[lims[i] : lims[i + 1]], want)
+        np.testing.assert_array_equal(dist[lims[i] : lims[i + 1]], full[i][want])
+    with pytest.raises(ValueError, match="radius"):
+        radius_search(q, db, -1)
+
+
+def test_rerank_by_euclidean_distance(rng):
+    feats = rng.normal(size=(50, 8)).astype(np.float32)
+    qf = rng.normal(size=(3, 8)).astype(np.float32)
+    cand = np.array([[4, 9, 1, -1], [0, 1, 2, 3], [7, 7, 8, 10]])
+    d, p = rerank_euclidean(qf, feats, cand, k=3)
+    for i in range(3):
+        valid = cand[i][cand[i] >= 0]
+        e = np.linalg.norm(feats[valid] - qf[i], axis=1)
+        order = np.argsort(e, kind="stable")[:3]
+        np.testing.assert_array_equal(p[i], valid[order])
+        np.testing.assert_allclose(d[i], e[order], rtol=1e-5)
+    with pytest.raises(ValueError, match="NaN"):
+        rerank_euclidean(np.full((3, 8), np.nan), feats, cand)
+
+
+def test_two_stage_search_returns_true_euclidean_neighbours_within_shortlist(rng):
+    from jaxhash import pack_bits
+
+    feats = rng.normal(size=(400, 16)).astype(np.float32)
+    codes = np.asarray(pack_bits(feats > 0))
+    d, p = search_and_rerank(codes[:4], codes, feats[:4], feats, k=5, shortlist=400)
+    exact = np.argsort(((feats[:4, None] - feats[None]) ** 2).sum(-1), axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(p, exact)  # a short-list of everything = exact Euclidean search
+    assert (p[:, 0] == np.arange(4)).all() and np.allclose(d[:, 0], 0)
