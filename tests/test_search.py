@@ -18,12 +18,13 @@ from jaxhash.search import MISSING_DISTANCE, knn_search, prepare_database, radiu
         (9000, 256, 50, 500),  # 16-bit group keys
     ],
 )
-def test_knn_equals_numpy_oracle(rng, n, n_bits, k, distinct):
+@pytest.mark.parametrize("selection", ["numpy", "topk"])
+def test_knn_equals_numpy_oracle(rng, n, n_bits, k, distinct, selection):
     db, db_bits = random_codes(rng, n, n_bits, distinct)
     q, q_bits = random_codes(rng, 37, n_bits)
     if distinct:
         q[:5], q_bits[:5] = db[:5], db_bits[:5]  # exact matches with many equal copies
-    dist, pos = knn_search(q, db, k, block_size=16)
+    dist, pos = knn_search(q, db, k, block_size=16, selection=selection)
     want_d, want_p = oracle_knn(q_bits, db_bits, k)
     m = min(k, n)
     np.testing.assert_array_equal(dist[:, :m], want_d)
@@ -64,6 +65,8 @@ def test_knn_rejects_bad_input(rng):
         knn_search(np.zeros((1, 1), np.uint32), db, 1)
     with pytest.raises(TypeError, match="uint32"):
         knn_search(db.astype(np.int64), db, 1)
+    with pytest.raises(ValueError, match="selection"):
+        knn_search(db[:1], db, 1, selection="sort")
 
 
 def test_radius_search_equals_oracle(rng):
