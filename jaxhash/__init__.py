@@ -4,6 +4,7 @@ Every method ends in the same place: ``(n, ceil(n_bits / 32))`` uint32 packed co
 :mod:`jaxhash.codes` for the bit order), searched exactly by :class:`HashIndex`.
 """
 from . import baselines  # noqa: F401 - registers the classic hashers
+from . import hamming_net  # noqa: F401
 from .baselines import ITQ, LSH, PCAH, SH, SpH
 from .codes import binarize, hamming_distance, pack_bits, pairwise_hamming, unpack_bits
 from .hashers import Hasher, available_methods, load_hasher, make_hasher
