@@ -3,7 +3,7 @@
 
 Run once (the result is kept in the repository, so tests and users need no font):
 
-    sudo apt-get install -y fonts-dejavu-core
+    sudo apt-get install -y fonts-dejavu-extra   # DejaVu Sans Condensed; fonts-dejavu-core has DejaVuSans-Bold.ttf
     python scripts/render_letters.py [--font /usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf]
 
 All glyphs share one scale and baseline (the union of their boxes, diacritics and descenders

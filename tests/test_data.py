@@ -73,6 +73,17 @@ def test_cifar_pickle_batches(tmp_path, rng):
     np.testing.assert_array_equal(ds.x_test[0, :, :, 0].ravel(), raw[:1024])  # channel-major -> HWC
 
 
+def test_cifar100_pickle_batches(tmp_path, rng):
+    folder = tmp_path / "cifar100" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", 6), ("test", 3)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), b"fine_labels": list(range(n)), b"coarse_labels": [0] * n}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [f"c{i}".encode() for i in range(100)]}))
+    ds = load_dataset("cifar100", data_dir=tmp_path)
+    assert ds.x_train.shape == (6, 32, 32, 3) and ds.y_test.tolist() == [0, 1, 2] and len(ds.class_names) == 100
+
+
 def make_image_tree(root, rng, per_class=4):
     for split in ("train", "test"):
         for cls in ("cat", "dog"):

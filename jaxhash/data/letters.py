@@ -1,6 +1,7 @@
 """The 33 Russian capital letters as 15x15 binary images (seed 003's prototypes).
 
-Rendered once by ``scripts/render_letters.py`` from DejaVu Sans Condensed Bold and kept in the
+Rendered once by ``scripts/render_letters.py`` from DejaVu Sans Condensed Bold (Debian package
+fonts-dejavu-extra) and kept in the
 package as text, so nothing here needs a font.
 """
 from __future__ import annotations
