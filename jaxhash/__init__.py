@@ -5,10 +5,12 @@ Every method ends in the same place: ``(n, ceil(n_bits / 32))`` uint32 packed co
 """
 from . import baselines  # noqa: F401 - registers the classic hashers
 from . import hamming_net  # noqa: F401
+from . import semantic  # noqa: F401 - registers dbn-ae
 from .baselines import ITQ, LSH, PCAH, SH, SpH
 from .codes import binarize, hamming_distance, pack_bits, pairwise_hamming, unpack_bits
 from .hashers import Hasher, available_methods, load_hasher, make_hasher
 from .index import HashIndex, read_index, write_index
+from .semantic import SemanticHasher
 from .metrics import mean_average_precision, precision_at_k, precision_recall_curve, precision_within_radius
 from .search import knn_search, radius_search, rerank_euclidean, search_and_rerank
 
@@ -40,4 +42,5 @@ __all__ = [
     "ITQ",
     "SH",
     "SpH",
+    "SemanticHasher",
 ]

@@ -42,6 +42,21 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the protocol split and the hashers")
 
 
+def _hasher_options(method: str, args) -> dict:
+    """Keyword arguments from the command line that this method's hasher accepts."""
+    import inspect  # noqa: PLC0415
+
+    from .hashers import make_hasher  # noqa: PLC0415
+
+    accepted = inspect.signature(type(make_hasher(method)).__init__).parameters
+    wanted = {"preset": getattr(args, "preset", None), "checkpoint_dir": getattr(args, "checkpoint_dir", None),
+              "resume": getattr(args, "resume", False) or None}
+    unusable = [k for k, v in wanted.items() if v is not None and k not in accepted]
+    if unusable and len(_csv(getattr(args, "methods", method))) == 1:
+        raise ValueError(f"method {method!r} takes no {', '.join('--' + k.replace('_', '-') for k in unusable)}")
+    return {k: v for k, v in wanted.items() if v is not None and k in accepted}
+
+
 def _load_split(args):
     from .data import load_dataset, retrieval_split  # noqa: PLC0415
 
@@ -69,7 +84,7 @@ def cmd_benchmark(args) -> int:
     table: dict[tuple[str, str], dict[int, float]] = {}
     for method in methods:
         for bits in args.bits:
-            hasher = make_hasher(method, n_bits=bits, seed=args.seed)
+            hasher = make_hasher(method, n_bits=bits, seed=args.seed, **_hasher_options(method, args))
             t0 = time.perf_counter()
             try:
                 hasher.fit(xd)
@@ -124,7 +139,7 @@ def cmd_fit(args) -> int:
     from .hashers import make_hasher  # noqa: PLC0415
 
     dataset, split = _load_split(args)
-    hasher = make_hasher(args.method, n_bits=args.bits, seed=args.seed)
+    hasher = make_hasher(args.method, n_bits=args.bits, seed=args.seed, **_hasher_options(args.method, args))
     t0 = time.perf_counter()
     hasher.fit(to_features(split.train_x), split.train_y)
     hasher.input_shape_ = tuple(int(s) for s in dataset.image_shape)
@@ -252,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=_bits, default=[16, 32, 64], help="comma-separated code lengths")
     p.add_argument("--metric", default="map@all", help="comma-separated: map@all, map@R, p@K, pr@RADIUS")
     p.add_argument("--json", default=None, help="also write one record per (method, bits, metric) cell here")
+    p.add_argument("--preset", default=None, help="size/schedule preset for neural hashers (dbn-ae: tiny, cpu-small, seed)")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("fit", help="train a hasher and save it", epilog=EPILOG)
@@ -259,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="itq")
     p.add_argument("--bits", type=int, default=64)
     p.add_argument("--out", required=True, help="folder to save the hasher in")
+    p.add_argument("--preset", default=None, help="size/schedule preset for neural hashers (dbn-ae: tiny, cpu-small, seed)")
+    p.add_argument("--checkpoint-dir", default=None, help="neural hashers: save a checkpoint after every epoch here")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("index", help="encode a data set or an image folder into an index file", epilog=EPILOG)
@@ -283,7 +302,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError, FloatingPointError) as err:
         if os.environ.get("JAXHASH_DEBUG"):
             raise
         print(f"jaxhash {args.command}: error: {err}", file=sys.stderr)

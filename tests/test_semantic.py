@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+import jaxhash
+from jaxhash import dbn, rbm, semantic
+from jaxhash.checkpoint import CheckpointMismatchError
+
+SMALL = dict(n_bits=8, preset="tiny", hidden=(12, 10), rbm_epochs=3, finetune_epochs=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    centres = rng.random((4, 20))
+    labels = rng.integers(0, 4, 400)
+    return np.clip(centres[labels] + 0.1 * rng.normal(size=(400, 20)), 0, 1).astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    return jaxhash.SemanticHasher(**SMALL).fit(data[0])
+
+
+def test_registered_and_encodes(reference, data):
+    assert isinstance(jaxhash.make_hasher("dbn-ae", n_bits=8), jaxhash.SemanticHasher)
+    codes = reference.encode(data[0])
+    assert codes.dtype == np.uint32 and codes.shape == (400, 1) and (codes >> 8 == 0).all()
+    stages = [h["stage"] for h in reference.history_]
+    assert stages == ["rbm1"] * 3 + ["rbm2"] * 3 + ["rbm3"] * 3 + ["finetune"] * 3
+    assert reference.layer_sizes_ == (20, 12, 10, 8)
+
+
+def test_save_load_round_trip(reference, data, tmp_path):
+    reference.save(tmp_path / "h")
+    again = jaxhash.load_hasher(tmp_path / "h")
+    np.testing.assert_array_equal(again.encode(data[0]), reference.encode(data[0]))
+
+
+@pytest.mark.parametrize("crash_after", [2, 3, 7])  # inside RBM 1, at a layer boundary, inside fine-tuning
+def test_resumed_run_equals_uninterrupted_run(reference, data, tmp_path, monkeypatch, crash_after):
+    calls = {"n": 0}
+    real_rbm, real_ft = rbm.train_epoch, dbn.finetune_epoch
+
+    def crashing(fn):
+        def wrapped(*args, **kwargs):
+            if calls["n"] == crash_after:
+                raise KeyboardInterrupt("simulated crash")
+            calls["n"] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(semantic.rbm, "train_epoch", crashing(real_rbm))
+    monkeypatch.setattr(semantic.dbn, "finetune_epoch", crashing(real_ft))
+    with pytest.raises(KeyboardInterrupt):
+        jaxhash.SemanticHasher(checkpoint_dir=tmp_path / "ck", **SMALL).fit(data[0])
+    monkeypatch.setattr(semantic.rbm, "train_epoch", real_rbm)
+    monkeypatch.setattr(semantic.dbn, "finetune_epoch", real_ft)
+    with pytest.raises(FileExistsError, match="resume"):
+        jaxhash.SemanticHasher(checkpoint_dir=tmp_path / "ck", **SMALL).fit(data[0])
+    resumed = jaxhash.SemanticHasher(checkpoint_dir=tmp_path / "ck", resume=True, **SMALL).fit(data[0])
+    for name in vars(reference):
+        if name.startswith("encoder_"):
+            np.testing.assert_array_equal(getattr(resumed, name), getattr(reference, name))
+
+
+def test_checkpoint_from_another_architecture_is_refused(data, tmp_path):
+    jaxhash.SemanticHasher(checkpoint_dir=tmp_path / "ck", **dict(SMALL, finetune_epochs=1)).fit(data[0])
+    with pytest.raises(CheckpointMismatchError, match="another architecture"):
+        jaxhash.SemanticHasher(checkpoint_dir=tmp_path / "ck", resume=True, **dict(SMALL, hidden=(14, 10))).fit(data[0])
+
+
+def test_bad_input(data):
+    bad = data[0].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        jaxhash.SemanticHasher(**SMALL).fit(bad)
+    with pytest.raises(ValueError, match="unknown preset"):
+        jaxhash.SemanticHasher(n_bits=8, preset="huge").fit(data[0])
+    with pytest.raises(FloatingPointError, match="lower"):
+        jaxhash.SemanticHasher(**dict(SMALL, finetune_lr=1e4)).fit(data[0] * 1e3)
+
+
+def test_codes_group_similar_inputs(reference, data):
+    x, labels = data
+    codes = reference.encode(x)
+    assert jaxhash.mean_average_precision(codes, labels, codes, labels) > 0.3  # 4 classes: chance ~0.25
