@@ -16,6 +16,7 @@ k-nearest search is a two-pass scheme that never sorts the whole database:
    ``top_k`` never runs over more than a few thousand keys per query.
 
 Memory stays bounded by processing queries in blocks: a block holds ``block * n_groups`` keys.
+Two blocks are in flight at once (``JAXHASH_SEARCH_THREADS`` changes that).
 """
 from __future__ import annotations
 

@@ -69,6 +69,18 @@ def test_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):
     assert "unknown hashing method" in capsys.readouterr().err
 
 
+def test_fit_dbn_with_checkpoints_and_resume(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    common = ["fit", "--data", "digits", "--protocol", "200", "--method", "dbn-ae", "--bits", "8", "--preset", "tiny",
+              "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "model")]
+    assert main(common) == 0
+    assert main(common) == 2  # checkpoints exist: refuse to overwrite without --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(common + ["--resume"]) == 0
+    assert main(["fit", "--data", "digits", "--method", "itq", "--bits", "8", "--preset", "tiny", "--out", str(tmp_path / "m2")]) == 2
+    assert "takes no --preset" in capsys.readouterr().err
+
+
 def test_console_script_help():
     result = subprocess.run([sys.executable, "-m", "jaxhash.cli", "--help"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "benchmark" in result.stdout

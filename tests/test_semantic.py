@@ -74,6 +74,10 @@ def test_bad_input(data):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         jaxhash.SemanticHasher(**SMALL).fit(bad)
+    with pytest.raises(ValueError, match="data have 20 features"):
+        jaxhash.SemanticHasher(n_bits=8, preset="tiny", layer_sizes=(3072, 64, 8)).fit(data[0])
+    with pytest.raises(ValueError, match="code length"):
+        jaxhash.SemanticHasher(n_bits=8, preset="tiny", layer_sizes=(20, 64, 16)).fit(data[0])
     with pytest.raises(ValueError, match="unknown preset"):
         jaxhash.SemanticHasher(n_bits=8, preset="huge").fit(data[0])
     with pytest.raises(FloatingPointError, match="lower"):
