@@ -56,9 +56,6 @@ def main():
     t0 = time.perf_counter()
     hasher.fit(train)
     fit_seconds = time.perf_counter() - t0
-    stage_seconds = {}
-    for record in hasher.history_:
-        stage_seconds.setdefault(record["stage"], 0)
     print(f"layers {'-'.join(map(str, hasher.layer_sizes_))}; training took {fit_seconds:.1f}s")
     for stage in dict.fromkeys(r["stage"] for r in hasher.history_):
         last = [r for r in hasher.history_ if r["stage"] == stage][-1]
@@ -100,11 +97,12 @@ def draw(out, hasher, split, xq, cq, cd, dataset):
         ax.imshow(img.squeeze(), cmap=cmap)
         ax.axis("off")
 
-    # Figure 6: originals and their reconstructions.
-    recon = hasher.reconstruct(xq[:10])
+    # Figure 6: originals and their reconstructions (queries are sorted by class: spread the picks).
+    spread = np.linspace(0, len(xq) - 1, 10).astype(int)
+    recon = hasher.reconstruct(xq[spread])
     fig, axes = plt.subplots(2, 10, figsize=(10, 2.3))
-    for i in range(10):
-        show(axes[0, i], xq[i])
+    for i, q in enumerate(spread):
+        show(axes[0, i], xq[q])
         show(axes[1, i], recon[i])
     axes[0, 0].set_title("originals", fontsize=8, loc="left")
     axes[1, 0].set_title("reconstructions", fontsize=8, loc="left")
