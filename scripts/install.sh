@@ -6,16 +6,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
 if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    # Debian/Ubuntu ship venv separately (python3-venv).
+    rm -rf .venv
+    if command -v apt-get >/dev/null 2>&1; then
+      $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
+    fi
+    "$PY" -m venv .venv
+  fi
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev,faiss,plots,digits]"
 
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
     { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
       || echo "note: could not install dataset-fashion-mnist; use --data digits instead" >&2
   else
