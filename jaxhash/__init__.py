@@ -6,7 +6,7 @@ Every method ends in the same place: ``(n, ceil(n_bits / 32))`` uint32 packed co
 from . import baselines  # noqa: F401 - registers the classic hashers
 from . import hamming_net  # noqa: F401
 from . import semantic  # noqa: F401 - registers dbn-ae
-from .baselines import ITQ, LSH, PCAH, SH, SpH
+from .baselines import ITQ, KMH, LSH, PCAH, SH, SpH
 from .codes import binarize, hamming_distance, pack_bits, pairwise_hamming, unpack_bits
 from .hashers import Hasher, available_methods, load_hasher, make_hasher
 from .index import HashIndex, read_index, write_index
@@ -42,5 +42,6 @@ __all__ = [
     "ITQ",
     "SH",
     "SpH",
+    "KMH",
     "SemanticHasher",
 ]

@@ -1,4 +1,4 @@
-"""Classic (non-neural) hashing baselines: LSH, PCAH, ITQ, SH, SpH.
+"""Classic (non-neural) hashing baselines: LSH, PCAH, ITQ, SH, SpH, KMH.
 
 These are the comparison rows of seed 002's table. All are unsupervised and share the protocol
 of :class:`jaxhash.hashers.Hasher`: ``fit(x)``, ``encode(x) -> packed uint32 codes``, save/load.
@@ -6,7 +6,7 @@ Features are ``(n, dim)`` floats (e.g. flattened pixels in [0, 1]).
 
 References: LSH -- Charikar (2002), sign of random projections; PCAH -- sign of the top
 principal components; ITQ -- Gong & Lazebnik (CVPR 2011); SH -- Weiss, Torralba & Fergus
-(NIPS 2008); SpH -- Heo et al. (CVPR 2012).
+(NIPS 2008); SpH -- Heo et al. (CVPR 2012); KMH -- He, Wen & Sun (CVPR 2013).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from .hashers import Hasher, register
 
-__all__ = ["LSH", "PCAH", "ITQ", "SH", "SpH"]
+__all__ = ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH"]
 
 
 def _pca(x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,3 +163,78 @@ def _sq_distances(x, pivots):
     """Squared Euclidean distances ``(n, k)`` between rows of ``x`` and ``pivots``."""
     d = (x * x).sum(axis=1)[:, None] - 2.0 * x @ pivots.T + (pivots * pivots).sum(axis=1)[None, :]
     return np.maximum(d, 0.0)
+
+
+@register("kmh")
+class KMH(Hasher):
+    """K-means hashing (He, Wen & Sun, CVPR 2013): affinity-preserving k-means in product subspaces.
+
+    The data are PCA-projected to ``n_bits`` dimensions and split into subspaces of ``bits_per_subspace``
+    (b) dimensions, components dealt so that subspaces carry balanced variance. In each subspace 2^b
+    codewords are learned by alternating nearest-codeword assignment with an update that minimises
+    quantisation error + ``affinity_weight`` * sum_ij w_ij (|c_i - c_j| - s * sqrt(h(i, j)))^2, where
+    h is the Hamming distance between the codewords' b-bit indices and w_ij = n_i n_j / n^2. A point's
+    code is the concatenated indices of its nearest codewords, compared by Hamming distance.
+    """
+
+    def __init__(self, n_bits: int = 32, seed: int = 0, bits_per_subspace: int = 4, n_iter: int = 30,
+                 affinity_weight: float = 10.0, n_train: int = 20000):
+        super().__init__(n_bits, seed)
+        self.bits_per_subspace, self.n_iter, self.affinity_weight, self.n_train = bits_per_subspace, n_iter, affinity_weight, n_train
+
+    def _fit(self, x, y, rng):
+        import jax  # noqa: PLC0415
+        import jax.numpy as jnp  # noqa: PLC0415
+
+        b = int(self.bits_per_subspace)
+        if b < 1 or b > 8 or self.n_bits % b:
+            raise ValueError(f"KMH needs n_bits ({self.n_bits}) to be a multiple of bits_per_subspace ({b}, 1..8)")
+        self.mean_, pca = _pca(x, self.n_bits)
+        n_sub = self.n_bits // b
+        # Deal components (largest variance first) in a snake order so subspaces balance variance.
+        order = np.concatenate([np.arange(n_sub) if r % 2 == 0 else np.arange(n_sub)[::-1] for r in range(b)])
+        subspace_of = order  # component k goes to subspace subspace_of[k]
+        self.projection_ = np.concatenate([pca[:, subspace_of == s] for s in range(n_sub)], axis=1).astype(np.float32)
+        sample = x[rng.choice(x.shape[0], size=min(self.n_train, x.shape[0]), replace=False)]
+        z = ((sample - self.mean_) @ self.projection_).reshape(len(sample), n_sub, b).astype(np.float32)
+        k = 2**b
+        index_bits = ((np.arange(k)[:, None] >> np.arange(b)) & 1).astype(np.float32)
+        sqrt_hamming = np.sqrt((index_bits[:, None, :] != index_bits[None, :, :]).sum(-1)).astype(np.float32)
+
+        def energy(centres, z_sub, assign_onehot, scale):
+            counts = assign_onehot.sum(0)
+            quant = jnp.sum(assign_onehot * jnp.sum((z_sub[:, None, :] - centres[None]) ** 2, -1)) / z_sub.shape[0]
+            diff = centres[:, None, :] - centres[None, :, :]
+            dist = jnp.sqrt(jnp.sum(diff**2, -1) + 1e-12)
+            weights = counts[:, None] * counts[None, :] / z_sub.shape[0] ** 2
+            return quant + self.affinity_weight * jnp.sum(weights * (dist - scale * sqrt_hamming) ** 2)
+
+        grad = jax.jit(jax.grad(energy))
+        codebooks, scales = [], []
+        for s in range(n_sub):
+            z_sub = z[:, s, :]
+            spread = z_sub.std(axis=0) + 1e-6
+            centres = ((index_bits * 2 - 1) * spread).astype(np.float32)  # PCAH-like start: hypercube vertices
+            scale = 1.0
+            for _ in range(self.n_iter):
+                d2 = ((z_sub[:, None, :] - centres[None]) ** 2).sum(-1)
+                onehot = np.eye(k, dtype=np.float32)[d2.argmin(1)]
+                lr = 0.5 / max(1.0, self.affinity_weight)
+                for _ in range(10):
+                    centres = centres - lr * np.asarray(grad(jnp.asarray(centres), jnp.asarray(z_sub), jnp.asarray(onehot), scale))
+                dist = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(-1))
+                counts = onehot.sum(0)
+                w = counts[:, None] * counts[None, :]
+                scale = float((w * dist * sqrt_hamming).sum() / max((w * sqrt_hamming**2).sum(), 1e-12))
+            codebooks.append(centres)
+            scales.append(scale)
+        self.codebooks_ = np.stack(codebooks).astype(np.float32)  # (n_sub, 2^b, b)
+        self.scales_ = np.asarray(scales, np.float32)
+
+    def _project(self, x):
+        n_sub, k, b = self.codebooks_.shape
+        z = ((x - self.mean_) @ self.projection_).reshape(len(x), n_sub, b)
+        d2 = ((z[:, :, None, :] - self.codebooks_[None]) ** 2).sum(-1)  # (n, n_sub, k)
+        index = d2.argmin(-1)
+        bits = (index[..., None] >> np.arange(b)) & 1  # (n, n_sub, b)
+        return bits.reshape(len(x), n_sub * b).astype(np.float32) - 0.5

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
+from jaxhash.baselines import KMH
 from jaxhash import ITQ, PCAH, SH, SpH, available_methods, load_hasher, make_hasher, mean_average_precision
 from jaxhash.hashers import NotFittedError
 
-METHODS = ["lsh", "pcah", "itq", "sh", "sph"]
+METHODS = ["lsh", "pcah", "itq", "sh", "sph", "kmh"]
 
 
 def clustered(rng, n=600, dim=20, k=6):
@@ -83,6 +84,25 @@ def test_spectral_hashing_picks_low_frequency_modes_first(rng):
     h = SH(n_bits=12).fit(x)
     assert np.all(np.diff(h.omega_ / np.pi) >= -1e-6) or h.omega_.size == 12
     assert h.encode(x).shape == (600, 1)
+
+
+def test_kmh_codewords_preserve_affinity(rng):
+    """Codeword distances follow sqrt(Hamming distance of their indices) -- thanks to the affinity term."""
+    x = (rng.normal(size=(3000, 16)) * np.linspace(3, 1, 16)).astype(np.float32)
+    bits = ((np.arange(16)[:, None] >> np.arange(4)) & 1)
+    sqrt_hamming = np.sqrt((bits[:, None] != bits[None]).sum(-1))
+    upper = np.triu_indices(16, 1)
+
+    def correlations(h):
+        dists = [np.linalg.norm(c[:, None] - c[None], axis=-1)[upper] for c in h.codebooks_]
+        return [np.corrcoef(d, sqrt_hamming[upper])[0, 1] for d in dists]
+
+    with_affinity = correlations(KMH(n_bits=8, seed=0).fit(x))
+    plain_kmeans = correlations(KMH(n_bits=8, seed=0, affinity_weight=0.0).fit(x))
+    assert min(with_affinity) > 0.95 and min(with_affinity) > max(plain_kmeans)
+    x_small, _ = clustered(rng)
+    with pytest.raises(ValueError, match="multiple of bits_per_subspace"):
+        KMH(n_bits=10).fit(x_small)
 
 
 def test_itq_beats_lsh_on_digits():
