@@ -70,7 +70,7 @@ class PackedDatabase(NamedTuple):
 
 
 # Groups are themselves gathered in SUPER_GROUP_SIZE strided super-groups (group g belongs to
-# super-group g % n_super) so that the first top_k runs over n / (group_size * 16) keys per query.
+# super-group g % n_super) so that the first selection sees only n / (group_size * 16) keys per query.
 SUPER_GROUP_SIZE = 16
 
 
@@ -135,64 +135,30 @@ def _key_dtype(n_words: int):
     return jnp.uint8 if n_words * WORD_BITS + 1 <= 255 else jnp.uint16
 
 
-def _rank_ascending(ids):
-    """Rank of each id among its row, ascending: ``(b, m)`` distinct ints -> ``(b, m)`` int32.
-
-    O(m^2) compares, vectorised; far cheaper on the CPU than XLA's sort for m ~ 100.
-    """
-    return jnp.sum((ids[:, None, :] < ids[:, :, None]).astype(jnp.int32), axis=2)
-
-
 def _smallest(keys, k):
-    """Indices of the ``k`` smallest keys per row, best first (``lax.top_k``: lower index on ties).
-
-    ``top_k`` keeps a sorted buffer of the best values seen, so it is ~6x cheaper when rows come
-    roughly best-first; the later stages feed it that way, with keys made unique so that the
-    order of the input does not change the result.
-    """
+    """Indices of the ``k`` smallest keys per row, best first (``lax.top_k``: lower index on ties)."""
     return jax.lax.top_k(-keys.astype(jnp.float32), k)[1]
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _select_and_rescan(queries, planes, n_valid, group_keys, k):
-    """Best super-groups -> best groups -> exact top-k among the codes of those groups.
+def _select_topk(queries, planes, n_valid, group_keys, k):
+    """Best super-groups -> best groups -> exact top-k of their codes, all on the device.
 
     Kept apart from :func:`_group_keys` on purpose: inside one jit XLA fuses the distance loop
     into the super-key reduction and computes every distance twice (measured: 10x slower).
     """
-    n_words, group_size, n_groups = planes.shape
+    n_words, _, n_groups = planes.shape
     n_super = n_groups // SUPER_GROUP_SIZE
-    b = queries.shape[0]
-    rows = jnp.arange(b, dtype=jnp.int32)[:, None]
-    # Group g = step * n_super + super_group: ordering super-groups by (min key, super_group),
-    # with key = group minimum * 16 + step, orders their best groups by (minimum, g).
-    group_keys = group_keys.astype(jnp.int32)
-    steps = jnp.arange(SUPER_GROUP_SIZE, dtype=jnp.int32)
-    super_keys = jnp.min(group_keys.reshape(SUPER_GROUP_SIZE, n_super, b) * SUPER_GROUP_SIZE + steps[:, None, None], axis=0)
-    k_super = min(k, n_super)
-    best_super = _smallest(super_keys.T, k_super)  # (b, ks), best first
-
-    # Member groups of the chosen super-groups. Their key, minimum * n_groups + g, is unique and
-    # below 2**24 (prepare_database caps n_groups), so it orders them by (minimum, g) exactly.
-    member = (steps[None, None, :] * n_super + best_super[:, :, None]).reshape(b, -1)  # (b, ks * 16)
-    member_keys = group_keys[member, rows] * n_groups + member
+    # Without its super-group part the key stays small (exact in float32); top_k's lower-index
+    # rule then orders equal keys by super-group, which is the same order.
+    super_keys = _super_keys_columns(group_keys) // n_super
+    best_super = _smallest(super_keys.T, min(k, n_super))
+    member, member_keys = _member_keys(group_keys, best_super)
     best_groups = jnp.take_along_axis(member, _smallest(member_keys, min(k, member.shape[1])), axis=1)
-
-    # Rescan the codes of the best groups, best group first, keyed by (distance, position rank).
-    cand = jnp.take(planes, best_groups, axis=2)  # (n_words, s, b, kg)
-    cand_dist = None
-    for w in range(n_words):
-        x = jnp.bitwise_count(jnp.bitwise_xor(queries[None, :, w, None], cand[w])).astype(jnp.int32)
-        cand_dist = x if cand_dist is None else cand_dist + x
-    slots = jnp.arange(group_size, dtype=jnp.int32)
-    cand_pos = best_groups[:, :, None] * group_size + slots  # (b, kg, s)
-    cand_rank = _rank_ascending(best_groups)[:, :, None] * group_size + slots
-    cand_dist = jnp.transpose(cand_dist, (1, 2, 0))  # (b, kg, s)
-    cand_dist = jnp.where(cand_pos < n_valid, cand_dist, _far(n_words)).reshape(b, -1)
-    n_cand = cand_dist.shape[1]
-    order = _smallest(cand_dist * n_cand + cand_rank.reshape(b, -1), min(k, n_cand))
-    dist_out = jnp.take_along_axis(cand_dist, order, axis=1)
-    pos_out = jnp.take_along_axis(cand_pos.reshape(b, -1), order, axis=1)
+    dist, pos = _rescan(queries, planes, n_valid, jnp.sort(best_groups, axis=1))  # positions ascend
+    order = _smallest(dist, min(k, dist.shape[1]))
+    dist_out = jnp.take_along_axis(dist, order, axis=1)
+    pos_out = jnp.take_along_axis(pos, order, axis=1)
     missing = dist_out >= _far(n_words)
     return (jnp.where(missing, jnp.int32(MISSING_DISTANCE), dist_out), jnp.where(missing, jnp.int32(-1), pos_out))
 
@@ -200,7 +166,7 @@ def _select_and_rescan(queries, planes, n_valid, group_keys, k):
 def _knn_block_topk(queries, planes, n_valid, k):
     """One query block, selection by ``lax.top_k`` on the device (accelerators)."""
     q = jnp.asarray(queries)
-    d, p = _select_and_rescan(q, planes, n_valid, _group_keys(q.T, planes, n_valid), k)
+    d, p = _select_topk(q, planes, n_valid, _group_keys(q.T, planes, n_valid), k)
     return np.asarray(d), np.asarray(p)
 
 
