@@ -1,4 +1,5 @@
 import os
+import zlib
 from pathlib import Path
 
 import jax
@@ -13,15 +14,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def _seed_of(request) -> int:
+    # crc32, not hash(): Python salts str hashes per process, which would make seeds change per run.
+    return zlib.crc32(request.node.name.encode())
+
+
 @pytest.fixture
 def key(request):
     """A fresh PRNG key per test, derived from the test's name (stable across runs)."""
-    return jax.random.key(abs(hash(request.node.name)) % (2**31))
+    return jax.random.key(_seed_of(request))
 
 
 @pytest.fixture
 def rng(request):
-    return np.random.default_rng(abs(hash(request.node.name)) % (2**31))
+    return np.random.default_rng(_seed_of(request))
 
 
 def random_codes(rng, n, n_bits, distinct=None):

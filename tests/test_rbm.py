@@ -61,7 +61,8 @@ def test_cd_k_gradient_approaches_exact_gradient_as_k_grows(key):
     for k in (1, 3, 30):
         grads, _, _ = rbm.cd_gradient(jax.random.fold_in(key, k), params, many, k=k)
         errors.append(float(jnp.linalg.norm(grads.weights - exact.weights)))
-    assert errors[2] < errors[0] and errors[2] < errors[1]
+    # k = 3 may already sit at the sampling-noise floor, so only the robust statements are checked.
+    assert errors[2] < 0.5 * errors[0]
     assert errors[2] < 0.05 * float(jnp.linalg.norm(exact.weights)) + 0.02
 
 
