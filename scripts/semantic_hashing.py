@@ -59,7 +59,9 @@ def main():
     print(f"layers {'-'.join(map(str, hasher.layer_sizes_))}; training took {fit_seconds:.1f}s")
     for stage in dict.fromkeys(r["stage"] for r in hasher.history_):
         last = [r for r in hasher.history_ if r["stage"] == stage][-1]
-        print(f"  {stage}: {last['epoch']} epochs, final reconstruction error {last['reconstruction_error']:.4f}")
+        seconds = hasher.stage_seconds_.get(stage)
+        print(f"  {stage}: {last['epoch']} epochs, final reconstruction error {last['reconstruction_error']:.4f}"
+              + (f", {seconds:.1f}s" if seconds is not None else ""))
     cq, cd = hasher.encode(xq), hasher.encode(xd)
     value = evaluate(args.metric, cq, split.query_y, cd, split.db_y, n_bits=args.bits)
     print(f"{args.metric} = {value:.4f}")
