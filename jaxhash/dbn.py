@@ -19,7 +19,6 @@ from typing import NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from . import rbm
@@ -136,6 +135,3 @@ def hidden_features(p: rbm.RBMParams, x, batch: int = 8192) -> jnp.ndarray:
     """Hidden probabilities of a whole data set, computed in batches (bounded memory)."""
     return jnp.concatenate([rbm.hidden_probs(p, x[i : i + batch]) for i in range(0, x.shape[0], batch)])
 
-
-def as_numpy_tree(tree):
-    return jax.tree_util.tree_map(np.asarray, tree)

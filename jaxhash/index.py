@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .codes import check_codes, n_words_for
-from .search import MISSING_DISTANCE, PackedDatabase, knn_search, prepare_database, radius_search
+from .search import MISSING_DISTANCE, PackedDatabase, _check_k, knn_search, prepare_database, radius_search
 
 __all__ = ["HashIndex", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
 
@@ -155,13 +155,12 @@ class HashIndex:
           ``MISSING_DISTANCE`` (int32 max, as FAISS).
         """
         queries = self._check(queries, "query codes")
-        if isinstance(k, bool) or int(k) != k or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = _check_k(k)
         if self._warn_if_empty():
             return np.full((queries.shape[0], k), MISSING_DISTANCE, np.int32), np.full((queries.shape[0], k), -1, np.int64)
         if self._prepared is None:
             self._prepared = prepare_database(self._codes)
-        dist, pos = knn_search(queries, self._prepared, int(k))
+        dist, pos = knn_search(queries, self._prepared, k)
         return dist, np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
 
     def range_search(self, queries, radius: int):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .codes import check_codes, pairwise_hamming
+from .search import _check_k
 
 __all__ = [
     "mean_average_precision",
@@ -67,7 +68,7 @@ def _distance_blocks(q, db, block: int) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def _ranked_relevance(q, ql, db, dl, top: int | None, block: int = 256):
-    """Yield ``(start, relevance (b, top), n_relevant_total (b,))`` per query block."""
+    """Yield ``(start, relevance (b, top) bool)`` per query block, columns in ranking order."""
     for start, dist in _distance_blocks(q, db, block):
         order = np.argsort(dist, axis=1, kind="stable")
         if top is not None:
@@ -115,9 +116,7 @@ def mean_average_precision(query_codes, query_labels, db_codes, db_labels, top=N
 def precision_at_k(query_codes, query_labels, db_codes, db_labels, k: int) -> float:
     """Mean over queries of the fraction of relevant items among the first ``k`` results."""
     q, ql, db, dl = _prepare(query_codes, query_labels, db_codes, db_labels)
-    if isinstance(k, bool) or int(k) != k or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    k = min(int(k), db.shape[0])
+    k = min(_check_k(k), db.shape[0])
     total = 0.0
     for _, rel in _ranked_relevance(q, ql, db, dl, k):
         total += float(rel.sum()) / k

@@ -21,7 +21,6 @@ import numpy as np
 import optax
 
 from . import dbn, rbm
-from .codes import pack_bits
 from .hashers import Hasher, register
 
 __all__ = ["SemanticHasher", "PRESETS"]
@@ -106,7 +105,7 @@ class SemanticHasher(Hasher):
         self.variables_ = variables
         self.thresholds_ = np.full(int(self.n_bits), 0.5, np.float32)
         if sched.code_threshold == "median":
-            self.thresholds_ = np.median(self.code_probabilities(x), axis=0).astype(np.float32)
+            self.thresholds_ = np.median(self._code_probabilities(x), axis=0).astype(np.float32)
         elif sched.code_threshold != "round":
             raise ValueError(f"code_threshold must be 'round' or 'median', got {sched.code_threshold!r}")
         if ckpt is not None:
@@ -244,19 +243,17 @@ class SemanticHasher(Hasher):
 
     def code_probabilities(self, x) -> np.ndarray:
         """Sigmoid code-layer activations ``(n, n_bits)`` float32 of raw (unstandardised) features."""
-        x = self._check_x(x, fitting=False) if hasattr(self, "thresholds_") else np.asarray(x, np.float32)
+        return self._code_probabilities(self._check_x(x, fitting=False))
+
+    def _code_probabilities(self, x) -> np.ndarray:
         h = jnp.asarray(self._standardise(x))
         for kernel, bias in self._encoder_params():
             h = jax.nn.sigmoid(h @ kernel + bias)
         return np.asarray(h)
 
     def _project(self, x):
-        return self.code_probabilities(x) - self.thresholds_
-
-    def encode(self, x, batch_size: int = 65536) -> np.ndarray:
-        probs = [self.code_probabilities(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-        probs = np.concatenate(probs) if probs else np.zeros((0, int(self.n_bits)), np.float32)
-        return np.asarray(pack_bits(probs > self.thresholds_))
+        # The base class's encode packs ``_project(x) > 0``, i.e. probabilities above the thresholds.
+        return self._code_probabilities(x) - self.thresholds_
 
     def reconstruct(self, x) -> np.ndarray:
         """Autoencoder reconstructions of raw features (needs the fitted model, not a loaded one)."""
