@@ -2,46 +2,37 @@
 
 Every method ends in the same place: ``(n, ceil(n_bits / 32))`` uint32 packed codes (see
 :mod:`jaxhash.codes` for the bit order), searched exactly by :class:`HashIndex`.
+
+Public names are imported on first use (PEP 562), so ``import jaxhash`` and the ``jaxhash``
+command start without loading JAX, Flax or Optax until something needs them.
 """
-from . import baselines  # noqa: F401 - registers the classic hashers
-from . import hamming_net  # noqa: F401
-from . import semantic  # noqa: F401 - registers dbn-ae
-from .baselines import ITQ, KMH, LSH, PCAH, SH, SpH
-from .codes import binarize, hamming_distance, pack_bits, pairwise_hamming, unpack_bits
-from .hashers import Hasher, available_methods, load_hasher, make_hasher
-from .index import HashIndex, read_index, write_index
-from .semantic import SemanticHasher
-from .metrics import mean_average_precision, precision_at_k, precision_recall_curve, precision_within_radius
-from .search import knn_search, radius_search, rerank_euclidean, search_and_rerank
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "pack_bits",
-    "unpack_bits",
-    "binarize",
-    "hamming_distance",
-    "pairwise_hamming",
-    "knn_search",
-    "radius_search",
-    "rerank_euclidean",
-    "search_and_rerank",
-    "HashIndex",
-    "write_index",
-    "read_index",
-    "mean_average_precision",
-    "precision_at_k",
-    "precision_within_radius",
-    "precision_recall_curve",
-    "Hasher",
-    "make_hasher",
-    "load_hasher",
-    "available_methods",
-    "LSH",
-    "PCAH",
-    "ITQ",
-    "SH",
-    "SpH",
-    "KMH",
-    "SemanticHasher",
-]
+_EXPORTS = {
+    "codes": ["pack_bits", "unpack_bits", "binarize", "hamming_distance", "pairwise_hamming"],
+    "search": ["knn_search", "radius_search", "rerank_euclidean", "search_and_rerank"],
+    "index": ["HashIndex", "write_index", "read_index"],
+    "metrics": ["mean_average_precision", "precision_at_k", "precision_within_radius", "precision_recall_curve"],
+    "hashers": ["Hasher", "make_hasher", "load_hasher", "available_methods"],
+    "baselines": ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH"],
+    "semantic": ["SemanticHasher"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [name for names in _EXPORTS.values() for name in names]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'jaxhash' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

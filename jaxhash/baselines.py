@@ -1,6 +1,7 @@
 """Classic (non-neural) hashing baselines: LSH, PCAH, ITQ, SH, SpH, KMH.
 
-These are the comparison rows of seed 002's table. All are unsupervised and share the protocol
+These are the comparison rows of the deep-hashing tables (e.g. Zelensky, Pismenskova & Voronin's
+CNN + autoencoder hashing). All are unsupervised and share the protocol
 of :class:`jaxhash.hashers.Hasher`: ``fit(x)``, ``encode(x) -> packed uint32 codes``, save/load.
 Features are ``(n, dim)`` floats (e.g. flattened pixels in [0, 1]).
 

@@ -1,18 +1,20 @@
 """Per-epoch training checkpoints with Orbax, restorable into a template of the same structure.
 
-A checkpoint holds a pytree (flattened to named arrays) and a small JSON record (stage, epoch,
-architecture). Restoring rebuilds the tree from a freshly initialised template, so NamedTuple
+:class:`Checkpoints` is the ``on_epoch`` hook of :func:`jaxhash.train.fit` that saves a stage
+after every epoch and restores it exactly. A checkpoint holds a pytree (flattened to named
+arrays) and a small JSON record (stage, epoch, the run's architecture and schedule). Restoring rebuilds the tree from a freshly initialised template, so NamedTuple
 optimiser states come back with their types; a checkpoint made for another architecture is
 refused with a clear error rather than half-loaded.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
 import numpy as np
 
-__all__ = ["TrainingCheckpointer", "CheckpointMismatchError"]
+__all__ = ["Checkpoints", "TrainingCheckpointer", "CheckpointMismatchError"]
 
 
 class CheckpointMismatchError(ValueError):
@@ -67,3 +69,40 @@ class TrainingCheckpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+class Checkpoints:
+    """One training stage's checkpoints: an ``on_epoch`` hook that saves, and exact resume.
+
+    ``run`` is a JSON-able description of everything that must match for a checkpoint to be
+    resumed (architecture, schedule, seed); it is saved with every checkpoint and compared on
+    :meth:`restore`. Checkpoint ``e`` holds the state after epoch ``e`` (0-based).
+    """
+
+    def __init__(self, directory, run: dict, keep: int = 2):
+        self.directory = Path(directory).resolve()
+        self.run = json.loads(json.dumps(run))  # what it will read back as
+        self._checkpointer = TrainingCheckpointer(self.directory, keep=keep)
+
+    def restore(self, template, resume: bool):
+        """``(state, first epoch to run)``: ``(template, 0)`` when there is no checkpoint yet.
+
+        Refuses existing checkpoints unless ``resume`` (nothing is overwritten by accident), and
+        checkpoints written for another ``run``.
+        """
+        meta = self._checkpointer.latest_meta()
+        if meta is None:
+            return template, 0
+        if not resume:
+            raise FileExistsError(f"{self.directory} already holds checkpoints: pass resume=True (--resume) to continue, "
+                                  "or choose an empty folder")
+        if meta.get("run") != self.run:
+            raise CheckpointMismatchError(f"checkpoints in {self.directory} were written for {meta.get('run')}, not {self.run}: "
+                                          "another architecture or schedule; use another checkpoint folder")
+        return self._checkpointer.restore(meta["step"], template), int(meta["epoch"]) + 1
+
+    def __call__(self, end) -> None:
+        self._checkpointer.save(end.epoch, end.state, {"run": self.run, "stage": end.stage, "epoch": end.epoch})
+
+    def close(self) -> None:
+        self._checkpointer.close()

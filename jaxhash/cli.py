@@ -5,6 +5,9 @@
     jaxhash index --model models/itq64 --data fashion-mnist --out fmnist.jhx
     jaxhash index --model models/itq64 --folder ~/photos --out photos.jhx
     jaxhash search --model models/itq64 --index photos.jhx query.jpg --k 10 --grid results.png
+
+Only the standard library is imported to parse the command line; NumPy, JAX and a method's own
+dependencies (Flax, Optax for neural methods) are imported by the command that needs them.
 """
 from __future__ import annotations
 
@@ -15,8 +18,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-
-import numpy as np
 
 EPILOG = "Data sets: mnist, fashion-mnist, cifar10, cifar100, digits, tfds:NAME, or a path. See README.md."
 
@@ -35,32 +36,73 @@ def _bits(text: str) -> list[int]:
     return bits
 
 
-def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", required=required, help="data set name or path (mnist, fashion-mnist, cifar10, digits, tfds:NAME, DIR, FILE.tar.gz)")
-    p.add_argument("--data-dir", default=None, help="folder holding the data sets (DIR/mnist/, DIR/cifar10-jpg.tar.gz, ...); else $JAXHASH_DATA")
-    p.add_argument("--protocol", default="1k", help="retrieval protocol: 1k (1,000 queries, 100 per class), official, or a query count")
-    p.add_argument("--seed", type=int, default=0, help="seed for the protocol split and the hashers")
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
-def _hasher_options(method: str, args) -> dict:
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"--image-size takes SIZE or HEIGHTxWIDTH in pixels (e.g. 64 or 64x48), got {text!r}")
+    return size
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True, protocol_default: str | None = "1k",
+                   protocol_help: str = "") -> None:
+    p.add_argument("--data", required=required, metavar="NAME|PATH",
+                   help="data set name or path: mnist, fashion-mnist, cifar10, cifar100, digits, tfds:NAME, an image folder "
+                        "(class/*.jpg or train|test/class/*.jpg) or such a folder as .tar.gz")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder holding the named data sets (DIR/mnist/, DIR/cifar10-jpg.tar.gz, ...); default $JAXHASH_DATA")
+    p.add_argument("--protocol", default=protocol_default, metavar="P",
+                   help=protocol_help or "retrieval protocol: 1k (1,000 queries, 100 per class, the rest is the database), "
+                                          "official (test split as queries), or a query count such as 500 (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the protocol's query draw and of the hashers (default: %(default)s)")
+    p.add_argument("--image-size", type=_image_size, default=None, metavar="SIZE",
+                   help="resize every image to SIZE or HEIGHTxWIDTH pixels on loading (needed for folders of mixed sizes)")
+
+
+def _hasher_options(method: str, args, single_method: bool = True) -> dict:
     """Keyword arguments from the command line that this method's hasher accepts."""
     import inspect  # noqa: PLC0415
 
-    from .hashers import make_hasher  # noqa: PLC0415
+    from .hashers import hasher_class  # noqa: PLC0415
 
-    accepted = inspect.signature(type(make_hasher(method)).__init__).parameters
+    cls = hasher_class(method)
+    accepted = inspect.signature(cls.__init__).parameters
     wanted = {"preset": getattr(args, "preset", None), "checkpoint_dir": getattr(args, "checkpoint_dir", None),
               "resume": getattr(args, "resume", False) or None}
     unusable = [k for k, v in wanted.items() if v is not None and k not in accepted]
-    if unusable and len(_csv(getattr(args, "methods", method))) == 1:
+    if unusable and single_method:
         raise ValueError(f"method {method!r} takes no {', '.join('--' + k.replace('_', '-') for k in unusable)}")
+    presets = getattr(cls, "presets", None)
+    if wanted["preset"] is not None and presets is not None and wanted["preset"] not in presets:
+        raise ValueError(f"unknown --preset {wanted['preset']!r} for {method}; choose one of {', '.join(presets)}")
     return {k: v for k, v in wanted.items() if v is not None and k in accepted}
 
 
-def _load_split(args):
-    from .data import load_dataset, retrieval_split  # noqa: PLC0415
+def _load_dataset(args):
+    from .data import load_dataset  # noqa: PLC0415
 
-    dataset = load_dataset(args.data, data_dir=args.data_dir)
+    return load_dataset(args.data, data_dir=args.data_dir, image_size=args.image_size)
+
+
+def _load_split(args):
+    from .data import retrieval_split  # noqa: PLC0415
+
+    dataset = _load_dataset(args)
     return dataset, retrieval_split(dataset, args.protocol, seed=args.seed)
 
 
@@ -68,31 +110,32 @@ def _load_split(args):
 
 def cmd_benchmark(args) -> int:
     from . import metrics  # noqa: PLC0415
-    from .data import to_features  # noqa: PLC0415
     from .hashers import make_hasher  # noqa: PLC0415
 
     metric_names = _csv(args.metric)
     for m in metric_names:
         metrics.parse_metric(m)
     methods = _csv(args.methods)
-    for m in methods:
-        make_hasher(m)  # fail early on an unknown name
+    options = {m: _hasher_options(m, args, single_method=len(methods) == 1) for m in methods}  # fail early on a bad name
     dataset, split = _load_split(args)
-    xq, xd = to_features(split.query_x), to_features(split.db_x)
-    print(f"{dataset.name}, protocol {args.protocol}: {len(xq)} queries, {len(xd)} database/training images, {xd.shape[1]} features", flush=True)
+    n_features = 1
+    for s in split.db_x.shape[1:]:
+        n_features *= int(s)
+    print(f"{dataset.name}, protocol {args.protocol}: {len(split.query_x)} queries, {len(split.db_x)} database/training images "
+          f"of shape {tuple(split.db_x.shape[1:])} ({n_features} values)", flush=True)
     records = []
     table: dict[tuple[str, str], dict[int, float]] = {}
     for method in methods:
         for bits in args.bits:
-            hasher = make_hasher(method, n_bits=bits, seed=args.seed, **_hasher_options(method, args))
+            hasher = make_hasher(method, n_bits=bits, seed=args.seed, **options[method])
             t0 = time.perf_counter()
             try:
-                hasher.fit(xd)
+                hasher.fit(split.db_x, split.db_y)
             except ValueError as err:
                 print(f"  {method} @ {bits} bits skipped: {err}", file=sys.stderr)
                 continue
             t1 = time.perf_counter()
-            cq, cd = hasher.encode(xq), hasher.encode(xd)
+            cq, cd = hasher.encode(split.query_x), hasher.encode(split.db_x)
             t2 = time.perf_counter()
             for name in metric_names:
                 value = metrics.evaluate(name, cq, split.query_y, cd, split.db_y, n_bits=bits)
@@ -126,82 +169,69 @@ def _format_table(table, methods, bits_list, metric_names) -> str:
 
 def _write_json(path, records) -> None:
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--json {path} is a folder: give a file name, e.g. {path / 'results.json'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(records, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(records, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # -- fit ------------------------------------------------------------------------------------------
 
 def cmd_fit(args) -> int:
-    from .data import to_features  # noqa: PLC0415
+    from .data import retrieval_split  # noqa: PLC0415
     from .hashers import make_hasher  # noqa: PLC0415
 
-    dataset, split = _load_split(args)
     hasher = make_hasher(args.method, n_bits=args.bits, seed=args.seed, **_hasher_options(args.method, args))
+    dataset = _load_dataset(args)
+    if args.protocol is None:
+        images, labels, what = dataset.x_train, dataset.y_train, "training images" if len(dataset.x_test) else "images"
+    else:
+        split = retrieval_split(dataset, args.protocol, seed=args.seed)
+        images, labels, what = split.train_x, split.train_y, f"database images of protocol {args.protocol}"
     t0 = time.perf_counter()
-    hasher.fit(to_features(split.train_x), split.train_y)
-    hasher.input_shape_ = tuple(int(s) for s in dataset.image_shape)
-    hasher.dataset_ = dataset.name
+    hasher.fit(images, labels)
     hasher.save(args.out)
-    print(f"fitted {args.method} ({args.bits} bits) on {len(split.train_x)} images of {dataset.name} in {time.perf_counter() - t0:.1f}s; saved to {args.out}")
+    print(f"fitted {args.method} ({args.bits} bits) on the {len(images)} {what} of {dataset.name} "
+          f"({'x'.join(map(str, images.shape[1:]))}) in {time.perf_counter() - t0:.1f}s; saved to {args.out}")
     return 0
 
 
 # -- index ----------------------------------------------------------------------------------------
 
-def _load_model(path):
-    from .hashers import load_hasher  # noqa: PLC0415
-
-    hasher = load_hasher(path)
-    shape = getattr(hasher, "input_shape_", None)
-    return hasher, (tuple(shape) if shape is not None else None)
-
-
-def _encode_images(hasher, images, batch_size: int = 4096, desc: str = "encoding") -> np.ndarray:
-    from .data import to_features  # noqa: PLC0415
-    from .progress import progress  # noqa: PLC0415
-
-    parts = []
-    for start in progress(range(0, len(images), batch_size), desc=desc, unit=" batches", disable=len(images) <= batch_size):
-        parts.append(hasher.encode(to_features(images[start : start + batch_size])))
-    return np.concatenate(parts) if parts else np.zeros((0, -(-hasher.n_bits // 32)), np.uint32)
-
-
-def _load_folder_images(folder, shape):
-    from .data import load_image_folder  # noqa: PLC0415
-
-    if shape is None:
-        raise ValueError("this model does not record its input image shape; fit it with  jaxhash fit  to index image folders")
-    sets = load_image_folder(folder, image_size=shape[:2], channels=shape[2])
-    images = np.concatenate([s.images for s in sets.values()])
-    paths = [p for s in sets.values() for p in s.paths]
-    return images, paths
-
-
 def cmd_index(args) -> int:
-    from .index import HashIndex, write_index  # noqa: PLC0415
+    from .data import DatasetSource, FolderSource, load_image_folder, retrieval_split  # noqa: PLC0415
+    from .hashers import load_hasher  # noqa: PLC0415
+    from .index import HashIndex, ModelRef, write_index  # noqa: PLC0415
 
-    hasher, shape = _load_model(args.model)
     if (args.data is None) == (args.folder is None):
-        raise ValueError("give exactly one of --data (a data set's database split) or --folder (a folder or .tar.gz of images)")
+        raise ValueError("give exactly one of --data (a data set) or --folder (a folder or .tar.gz of images)")
+    hasher = load_hasher(args.model)
+    if hasher.input_shape_ is None:
+        raise ValueError(f"the model in {args.model} was fitted on feature vectors, so it cannot encode images: "
+                         "fit it on images (jaxhash fit, or hasher.fit(images) in Python)")
     if args.folder:
-        images, paths = _load_folder_images(args.folder, shape)
-        root = str(Path(args.folder).resolve())
+        import numpy as np  # noqa: PLC0415
+
+        shape = hasher.input_shape_
+        sets = load_image_folder(args.folder, image_size=shape[:2], channels=shape[2])
+        images = np.concatenate([s.images for s in sets.values()])
+        source = FolderSource(str(Path(args.folder).resolve()), tuple(p for s in sets.values() for p in s.paths))
     else:
-        _, split = _load_split(args)
-        images, paths, root = split.db_x, split.db_paths, None
-        if shape is not None and tuple(images.shape[1:]) != shape:
-            raise ValueError(f"the model expects {shape} images but {args.data} has {tuple(images.shape[1:])}")
-    codes = _encode_images(hasher, images)
-    metadata = {"model": str(Path(args.model).resolve())}
-    if args.data:
-        metadata.update({"data": args.data, "data_dir": args.data_dir and str(Path(args.data_dir).resolve()),
-                         "protocol": args.protocol, "seed": args.seed})
-    if paths is not None:
-        metadata.update({"root": root, "paths": list(paths)})
-    index = HashIndex(hasher.n_bits, metadata=metadata)
+        dataset = _load_dataset(args)
+        data_dir = args.data_dir and str(Path(args.data_dir).resolve())
+        if args.protocol is None:
+            images = dataset.x_train
+            source = DatasetSource(args.data, data_dir, "train", None, args.seed, args.image_size)
+        else:
+            images = retrieval_split(dataset, args.protocol, seed=args.seed).db_x
+            source = DatasetSource(args.data, data_dir, "database", args.protocol, args.seed, args.image_size)
+    codes = hasher.encode(images, progress=True)
+    index = HashIndex(hasher.n_bits, source=source, model=ModelRef.of(hasher, args.model))
     index.add(codes)
     write_index(index, args.out)
     print(f"indexed {index.ntotal} images as {hasher.n_bits}-bit codes into {args.out}")
@@ -210,49 +240,93 @@ def cmd_index(args) -> int:
 
 # -- search ---------------------------------------------------------------------------------------
 
-def cmd_search(args) -> int:
-    from .data.folders import decode_image  # noqa: PLC0415
-    from .index import read_index  # noqa: PLC0415
+def _read_queries(paths, shape):
+    from .images import decode_image  # noqa: PLC0415
 
-    hasher, shape = _load_model(args.model)
-    index = read_index(args.index)
-    if index.n_bits != hasher.n_bits:
-        raise ValueError(f"the index holds {index.n_bits}-bit codes but the model makes {hasher.n_bits}-bit codes: use the model the index was built with")
-    if shape is None:
-        raise ValueError("this model does not record its input image shape; fit it with  jaxhash fit")
     queries, names = [], []
-    for q in args.queries:
+    for q in paths:
+        path = Path(q)
+        if path.is_dir():
+            raise IsADirectoryError(f"query {q} is a folder: pass image files (e.g. {path / '*.jpg'}), or index the "
+                                    "folder with  jaxhash index --folder")
         try:
-            queries.append(decode_image(Path(q).read_bytes(), shape[:2], shape[2]))
-            names.append(q)
+            data = path.read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(f"query image {q} does not exist") from None
+        try:
+            queries.append(decode_image(data, shape[:2], shape[2]))
+            names.append(q)
         except (OSError, ValueError, SyntaxError):
             warnings.warn(f"skipped {q}: not a readable image", stacklevel=1)
     if not queries:
         raise ValueError("none of the query images could be read")
-    codes = _encode_images(hasher, np.stack(queries))
-    dist, ids = index.search(codes, args.k)
-    paths = index.metadata.get("paths")
+    return queries, names
+
+
+def cmd_search(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    from .data.source import source_entries  # noqa: PLC0415
+    from .hashers import load_hasher  # noqa: PLC0415
+    from .index import read_index  # noqa: PLC0415
+
+    hasher = load_hasher(args.model)
+    index = read_index(args.index)
+    index.check_model(hasher)
+    if hasher.input_shape_ is None:
+        raise ValueError(f"the model in {args.model} was fitted on feature vectors, so it cannot encode images: "
+                         "fit it on images (jaxhash fit, or hasher.fit(images) in Python)")
+    queries, names = _read_queries(args.queries, hasher.input_shape_)
+    dist, ids = index.search(hasher.encode(np.stack(queries)), args.k)
+    found = [int(i) for i in np.unique(ids[ids >= 0])]
+    want_images = args.grid is not None
+    entries = source_entries(index.source, found, images=want_images)
+    by_id = {i: n for n, i in enumerate(found)}
+    paths = getattr(index.source, "paths", None)
     results = []
     for name, drow, irow in zip(names, dist, ids):
-        print(f"query {name}")
+        query_class = _query_class(name, entries.class_names)
+        print(f"query {name}" + (f"  (class {query_class})" if query_class else ""))
         hits = []
         for rank, (d, i) in enumerate(zip(drow, irow), 1):
             if i < 0:
                 break
+            i = int(i)
+            cls = entries.classes[by_id[i]]
             path = paths[i] if paths is not None and i < len(paths) else None
-            hits.append({"rank": rank, "id": int(i), "distance": int(d), "path": path})
-            print(f"  {rank:>3}  id {int(i):>8}  distance {int(d):>3}" + (f"  {path}" if path else ""))
-        results.append({"query": name, "results": hits})
+            hit = {"rank": rank, "id": i, "distance": int(d), "class": cls, "path": path}
+            if query_class is not None and cls is not None:
+                hit["same_class"] = cls == query_class
+            hits.append(hit)
+            mark = {True: "  ok", False: "  --"}.get(hit.get("same_class"), "")
+            print(f"  {rank:>3}  id {i:>8}  distance {int(d):>3}{mark}" + (f"  [{cls}]" if cls else "") + (f"  {path}" if path else ""))
+        results.append({"query": name, "class": query_class, "results": hits})
     if args.json:
         _write_json(args.json, results)
-    if args.grid:
-        from .plots import draw_result_grid  # noqa: PLC0415
+    if want_images:
+        from .plots import GridCell, draw_result_grid  # noqa: PLC0415
 
-        draw_result_grid(args.grid, queries, names, results, index.metadata, shape)
+        rows = []
+        for query, name, res in zip(queries, names, results):
+            head = GridCell(query, Path(name).name, res["class"], None)
+            cells = [GridCell(entries.images[by_id[h["id"]]], f"#{h['rank']} d={h['distance']}", h["class"] or _short(h["path"]),
+                              h.get("same_class")) for h in res["results"]]
+            rows.append((head, cells))
+        draw_result_grid(args.grid, rows)
         print(f"wrote {args.grid}")
     return 0
+
+
+def _query_class(name: str, class_names) -> str | None:
+    """A query's class, when its parent folder is named like one of the index's classes."""
+    from .data.source import class_of_path  # noqa: PLC0415
+
+    cls = class_of_path(Path(name).as_posix())
+    return cls if cls in class_names else None
+
+
+def _short(path: str | None) -> str | None:
+    return None if path is None else Path(path).name
 
 
 # -- entry point ----------------------------------------------------------------------------------
@@ -261,52 +335,75 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxhash", description="Binary hashing and image retrieval in JAX.", epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("benchmark", help="methods x bits table of a retrieval metric", epilog=EPILOG)
+    preset_help = "size/schedule preset of a neural method (dbn-ae: tiny, cpu-small, seed)"
+    p = sub.add_parser("benchmark", help="methods x bits table of retrieval metrics on a data set", epilog=EPILOG,
+                       description="Fit each method at each code length on a protocol's database, encode queries and "
+                                   "database, and print one table per metric.")
     _add_data_args(p)
-    p.add_argument("--methods", default="lsh,pcah,itq,sh,sph", help="comma-separated hashing methods")
-    p.add_argument("--bits", type=_bits, default=[16, 32, 64], help="comma-separated code lengths")
-    p.add_argument("--metric", default="map@all", help="comma-separated: map@all, map@R, p@K, pr@RADIUS")
-    p.add_argument("--json", default=None, help="also write one record per (method, bits, metric) cell here")
-    p.add_argument("--preset", default=None, help="size/schedule preset for neural hashers (dbn-ae: tiny, cpu-small, seed)")
+    p.add_argument("--methods", default="lsh,pcah,itq,sh,sph", metavar="M1,M2",
+                   help="comma-separated hashing methods: lsh, pcah, itq, sh, sph, kmh, dbn-ae (default: %(default)s)")
+    p.add_argument("--bits", type=_bits, default=[16, 32, 64], metavar="B1,B2", help="comma-separated code lengths (default: 16,32,64)")
+    p.add_argument("--metric", default="map@all", metavar="M1,M2",
+                   help="comma-separated: map@all, map@R (mAP of the top R), p@K (precision of the top K), "
+                        "pr@RADIUS (precision within a Hamming radius) (default: %(default)s)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write one record per (method, bits, metric) cell here")
+    p.add_argument("--preset", default=None, help=preset_help)
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("fit", help="train a hasher and save it", epilog=EPILOG)
-    _add_data_args(p)
-    p.add_argument("--method", default="itq")
-    p.add_argument("--bits", type=int, default=64)
-    p.add_argument("--out", required=True, help="folder to save the hasher in")
-    p.add_argument("--preset", default=None, help="size/schedule preset for neural hashers (dbn-ae: tiny, cpu-small, seed)")
-    p.add_argument("--checkpoint-dir", default=None, help="neural hashers: save a checkpoint after every epoch here")
+    p = sub.add_parser("fit", help="train a hasher on a data set or image folder and save it", epilog=EPILOG,
+                       description="Train a hasher and save it as a folder. Without --protocol it trains on the data set's "
+                                   "training images: every image of a class/*.jpg folder, the train split of a "
+                                   "train|test/class/*.jpg folder or a named data set.")
+    _add_data_args(p, protocol_default=None,
+                   protocol_help="train on the database part of this retrieval protocol instead (1k, official or a query count)")
+    p.add_argument("--method", default="itq", help="hashing method: lsh, pcah, itq, sh, sph, kmh, dbn-ae (default: %(default)s)")
+    p.add_argument("--bits", type=_positive, default=64, help="code length in bits (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="folder to save the hasher in (replaced if it exists)")
+    p.add_argument("--preset", default=None, help=preset_help)
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="neural methods: save a checkpoint after every epoch here")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("index", help="encode a data set or an image folder into an index file", epilog=EPILOG)
-    _add_data_args(p, required=False)
-    p.add_argument("--folder", default=None, help="a folder (or .tar.gz) of images to index instead of --data")
-    p.add_argument("--model", required=True, help="folder of a hasher saved by  jaxhash fit")
-    p.add_argument("--out", required=True, help="index file to write")
+    p = sub.add_parser("index", help="encode an image folder or a data set into an index file", epilog=EPILOG,
+                       description="Encode images with a saved hasher into an index file (.jhx) that records where the "
+                                   "images are and which model made the codes.")
+    p.add_argument("--model", required=True, metavar="FOLDER", help="folder of a hasher saved by  jaxhash fit  (or hasher.save)")
+    p.add_argument("--folder", default=None, metavar="PATH",
+                   help="a folder (or .tar.gz) of images to index; images are resized to the model's input size")
+    _add_data_args(p, required=False, protocol_default=None,
+                   protocol_help="with --data: index the database part of this retrieval protocol (default: the data set's "
+                                 "training images)")
+    p.add_argument("--out", required=True, metavar="FILE", help="index file to write (.jhx; replaced atomically)")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("search", help="query images -> ranked ids, paths and distances")
-    p.add_argument("queries", nargs="+", help="query image files")
-    p.add_argument("--model", required=True)
-    p.add_argument("--index", required=True)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--grid", default=None, help="draw each query beside its results into this PNG")
-    p.add_argument("--json", default=None, help="also write the results as JSON")
+    p = sub.add_parser("search", help="query images -> ranked ids, classes, paths and distances",
+                       description="Search an index with query images encoded by the model that built it.")
+    p.add_argument("queries", nargs="+", metavar="IMAGE", help="query image files (any size; resized to the model's input)")
+    p.add_argument("--model", required=True, metavar="FOLDER", help="the saved hasher the index was built with")
+    p.add_argument("--index", required=True, metavar="FILE", help="index file written by  jaxhash index")
+    p.add_argument("--k", type=_positive, default=10, help="number of results per query (default: %(default)s)")
+    p.add_argument("--grid", default=None, metavar="PNG",
+                   help="draw each query beside its results, labelled with rank, distance and class (green: same class "
+                        "as the query, red: another class)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=cmd_search)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # Notes (skipped files, converted images) as one line each, not with a source line attached.
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"jaxhash {args.command}: note: {message}\n"
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError, FloatingPointError) as err:
+    except (OSError, ValueError, TypeError, ImportError, FloatingPointError) as err:
         if os.environ.get("JAXHASH_DEBUG"):
             raise
         print(f"jaxhash {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

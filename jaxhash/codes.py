@@ -8,18 +8,15 @@ position ``j % 32`` (value ``1 << (j % 32)``). Unused high bits of the last word
 as bytes on a little-endian machine (``codes.view(np.uint8)``), this is exactly FAISS's binary
 layout: bit ``j`` in byte ``j // 8`` at position ``j % 8``.
 
-Everything here is pure and jit-able; the ``check_*`` helpers validate concrete arrays before
-they enter jitted code, so bad input fails with a message instead of silent garbage.
+Everything here is pure and jit-able. :func:`check_codes` and :func:`n_words_for` live in
+:mod:`jaxhash.checks` (validation in one place) and are re-exported here.
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-WORD_BITS = 32
+from .checks import WORD_BITS, check_codes, n_words_for
 
 __all__ = [
     "WORD_BITS",
@@ -31,13 +28,6 @@ __all__ = [
     "pairwise_hamming",
     "check_codes",
 ]
-
-
-def n_words_for(n_bits: int) -> int:
-    """Number of uint32 words that hold ``n_bits`` bits."""
-    if int(n_bits) != n_bits or n_bits <= 0:
-        raise ValueError(f"n_bits must be a positive integer, got {n_bits!r}")
-    return math.ceil(int(n_bits) / WORD_BITS)
 
 
 def binarize(values, method: str = "sign", threshold: float = 0.0):
@@ -102,30 +92,3 @@ def pairwise_hamming(queries, database):
     """All distances between ``(q, n_words)`` and ``(m, n_words)`` packed codes -> ``(q, m)`` int32."""
     one_to_all = jax.vmap(hamming_distance, in_axes=(None, 0))
     return jax.vmap(one_to_all, in_axes=(0, None))(queries, database)
-
-
-def check_codes(codes, n_bits: int | None = None, name: str = "codes") -> np.ndarray:
-    """Validate packed codes and return them as a C-contiguous ``(n, n_words)`` uint32 NumPy array.
-
-    Raises a ``ValueError``/``TypeError`` that names the problem and the fix when the array is not
-    2-D, not uint32, has the wrong number of words for ``n_bits``, or has bits set beyond ``n_bits``.
-    """
-    arr = np.asarray(codes)
-    if arr.ndim == 1 and n_bits is not None and arr.shape[0] == n_words_for(n_bits):
-        raise ValueError(f"{name} has shape {arr.shape}: pass a 2-D (n, n_words) array, e.g. {name}[None, :]")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (n, n_words) array of packed codes, got shape {arr.shape}")
-    if arr.dtype != np.uint32:
-        hint = " (these look like unpacked bits: call jaxhash.pack_bits first)" if arr.dtype in (np.bool_, np.uint8) else ""
-        raise TypeError(f"{name} must be packed uint32 codes, got dtype {arr.dtype}{hint}")
-    if n_bits is not None:
-        n_words = n_words_for(n_bits)
-        if arr.shape[1] != n_words:
-            raise ValueError(
-                f"{name} have {arr.shape[1]} words ({arr.shape[1] * WORD_BITS} bits max) but {n_bits}-bit codes "
-                f"need {n_words} words: codes from a hasher with another code length cannot be mixed"
-            )
-        spare = n_words * WORD_BITS - n_bits
-        if spare and arr.shape[0] and np.any(arr[:, -1] >> np.uint32(WORD_BITS - spare)):
-            raise ValueError(f"{name} have bits set beyond n_bits={n_bits}: they were packed for a longer code")
-    return np.ascontiguousarray(arr)

@@ -1,4 +1,7 @@
-"""Deep belief network pretraining and the unrolled deep autoencoder (seed 000: semantic hashing).
+"""Deep belief network pretraining and the unrolled deep autoencoder of semantic hashing.
+
+Semantic hashing (Salakhutdinov & Hinton, 2009) with the deep autoencoder of Hinton &
+Salakhutdinov (Science, 2006):
 
 1. Greedy layer-wise pretraining: a Gaussian-Bernoulli RBM on the standardised data, then
    Bernoulli RBMs, each trained on the previous layer's hidden probabilities.
@@ -6,7 +9,7 @@
    biases and whose decoder starts from the transposed weights and the RBMs' visible biases.
    Freshly unrolled, its reconstruction equals the stack's mean-field up-down pass.
 3. Fine-tuning by backprop (optax SGD with momentum) of half the summed squared error over a
-   mini-batch (the scale at which the seed's learning rate of 1e-6 makes sense), optionally with
+   mini-batch (the scale at which the published learning rate of 1e-6 makes sense), optionally with
    Gaussian noise added before the sigmoid code layer so that codes become near-binary.
 
 The code layer is sigmoid; ``code > 0.5`` is the binary code.
@@ -14,6 +17,8 @@ The code layer is sigmoid; ``code > 0.5`` is the binary code.
 from __future__ import annotations
 
 import functools
+import time
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import flax.linen as nn
@@ -21,13 +26,33 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import rbm
+from . import rbm, train
+from .checks import check_positive_int
 
-__all__ = ["DeepAutoencoder", "unroll", "up_down_mean_field", "finetune_epoch", "encoder_sizes_check", "DBNSchedule"]
+__all__ = [
+    "DBNSchedule",
+    "DeepAutoencoder",
+    "AutoencoderState",
+    "unroll",
+    "up_down_mean_field",
+    "finetune_step",
+    "finetune_epoch",
+    "encoder_sizes_check",
+    "hidden_features",
+    "pretrain",
+    "finetune",
+    "train_dbn",
+]
 
 
 class DBNSchedule(NamedTuple):
-    """Hyper-parameters of pretraining and fine-tuning (seed 000's values are the defaults)."""
+    """Hyper-parameters of pretraining and fine-tuning.
+
+    The defaults are the CIFAR-10 setting of the deep-autoencoder semantic hashing this module
+    reproduces: 100 epochs per RBM, mini-batches of 100, learning rates 0.001 (Gaussian visible
+    units) and 0.01 (binary), momentum 0.9, weight decay 0.0002, CD-1; fine-tuning 150 epochs at
+    1e-6 with momentum 0.9.
+    """
 
     rbm_epochs: int = 100
     batch_size: int = 100
@@ -40,12 +65,12 @@ class DBNSchedule(NamedTuple):
     finetune_lr: float = 1e-6
     finetune_momentum: float = 0.9
     code_noise: float = 0.0
-    code_threshold: str = "round"  # "round": code > 0.5 (the seed); "median": per-bit training medians
+    code_threshold: str = "round"  # "round": code > 0.5 (the paper); "median": per-bit training medians
 
 
 def encoder_sizes_check(layer_sizes: Sequence[int], n_features: int) -> tuple[int, ...]:
-    sizes = tuple(int(s) for s in layer_sizes)
-    if len(sizes) < 2 or any(s <= 0 for s in sizes):
+    sizes = tuple(check_positive_int(s, "every layer size") for s in layer_sizes)
+    if len(sizes) < 2:
         raise ValueError(f"layer sizes must list at least the input and the code size, all positive; got {sizes}")
     if sizes[0] != n_features:
         raise ValueError(f"layer sizes start at {sizes[0]} but the data have {n_features} features: "
@@ -105,33 +130,125 @@ def up_down_mean_field(rbms: Sequence[rbm.RBMParams], x, gaussian_first: bool = 
     return h
 
 
-@functools.partial(jax.jit, static_argnames=("model", "optimizer", "batch_size", "code_noise"))
-def finetune_epoch(key, variables, opt_state, data, model: DeepAutoencoder, optimizer, batch_size: int, code_noise: float):
-    """One shuffled epoch of backprop as a ``lax.scan``. Returns (variables, opt_state, mean squared error)."""
-    n_batches = data.shape[0] // batch_size
-    key_perm, key_noise = jax.random.split(key)
-    order = jax.random.permutation(key_perm, data.shape[0])[: n_batches * batch_size]
-    batches = data[order].reshape(n_batches, batch_size, data.shape[1])
+class AutoencoderState(NamedTuple):
+    """The fine-tuning train state: autoencoder parameters and optimiser state."""
+
+    params: dict
+    opt_state: optax.OptState
+
+
+def finetune_step(state: AutoencoderState, batch, key, model: DeepAutoencoder, optimizer, code_noise: float):
+    """One backprop update on ``(batch, n_features)``; returns ``(state, mean squared error)``.
+
+    The loss is half the summed squared error over the mini-batch; ``code_noise`` > 0 adds
+    Gaussian noise of that standard deviation before the sigmoid code layer.
+    """
     code_size = model.layer_sizes[-1]
 
-    def loss_fn(params, batch, noise):
+    def loss_fn(params, noise):
         recon = model.apply({"params": params}, batch, noise)
         return 0.5 * jnp.sum(jnp.square(recon - batch)), recon
 
-    def step(carry, inputs):
-        params, opt_state = carry
-        batch, noise_key = inputs
-        noise = code_noise * jax.random.normal(noise_key, (batch.shape[0], code_size), jnp.float32) if code_noise else None
-        (_, recon), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, noise)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), jnp.mean(jnp.square(recon - batch))
+    noise = code_noise * jax.random.normal(key, (batch.shape[0], code_size), jnp.float32) if code_noise else None
+    (_, recon), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, noise)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return AutoencoderState(optax.apply_updates(state.params, updates), opt_state), jnp.mean(jnp.square(recon - batch))
 
-    keys = jax.random.split(key_noise, n_batches)
-    (params, opt_state), errors = jax.lax.scan(step, (variables["params"], opt_state), (batches, keys))
-    return {"params": params}, opt_state, jnp.mean(errors)
+
+@functools.partial(jax.jit, static_argnames=("model", "optimizer", "batch_size", "code_noise"))
+def finetune_epoch(key, variables, opt_state, data, model: DeepAutoencoder, optimizer, batch_size: int, code_noise: float):
+    """One shuffled epoch of :func:`finetune_step` as a ``lax.scan``. Returns (variables, opt_state, mean squared error)."""
+    step = functools.partial(finetune_step, model=model, optimizer=optimizer, code_noise=code_noise)
+    state, error = train.epoch_scan(step, AutoencoderState(variables["params"], opt_state), data, key, batch_size)
+    return {"params": state.params}, state.opt_state, error
 
 
 def hidden_features(p: rbm.RBMParams, x, batch: int = 8192) -> jnp.ndarray:
     """Hidden probabilities of a whole data set, computed in batches (bounded memory)."""
     return jnp.concatenate([rbm.hidden_probs(p, x[i : i + batch]) for i in range(0, x.shape[0], batch)])
 
+
+# -- training: greedy pretraining, then fine-tuning, each stage on the shared training loop -------------
+
+def _rbm_optimizer(schedule: DBNSchedule, visible: str):
+    lr = schedule.gaussian_lr if visible == "gaussian" else schedule.binary_lr
+    return rbm.rbm_optimizer(lr, schedule.momentum, schedule.weight_decay)
+
+
+def _stage_options(checkpoint_dir, stage: str, run: dict, resume: bool, progress: bool, history) -> dict:
+    return {"checkpoint_dir": None if checkpoint_dir is None else Path(checkpoint_dir) / stage, "run": run,
+            "resume": resume, "progress": progress, "history": history}
+
+
+def pretrain(key, data, sizes: Sequence[int], schedule: DBNSchedule, *, checkpoint_dir=None, resume: bool = False,
+             progress: bool = True, history: list | None = None, stage_seconds: dict | None = None,
+             run: dict | None = None) -> list[rbm.RBMParams]:
+    """Greedy layer-wise RBM training on standardised ``data`` ``(n, sizes[0])``: one training stage per layer.
+
+    Layer ``i`` (stage ``rbm{i+1}``) is a Gaussian-Bernoulli RBM for ``i = 0`` and a Bernoulli RBM
+    on the previous layer's hidden probabilities otherwise. With ``checkpoint_dir``, each stage
+    keeps its checkpoints in ``checkpoint_dir/rbm{i+1}``; ``resume`` continues where a run stopped.
+    Returns the stack of RBM parameters, input side first.
+    """
+    n_layers = len(sizes) - 1
+    stack, layer_input = [], data
+    for layer in range(n_layers):
+        visible = "gaussian" if layer == 0 else "bernoulli"
+        opt = _rbm_optimizer(schedule, visible)
+        layer_key = jax.random.fold_in(key, layer + 1)
+        init_key = jax.random.fold_in(layer_key, 10**6)
+        state = rbm.init_train_state(init_key, rbm.init_rbm(init_key, sizes[layer], sizes[layer + 1]), opt)
+
+        def epoch_fn(state, epoch_key, inputs=layer_input, opt=opt, visible=visible):
+            state, error = rbm.train_epoch(epoch_key, state, inputs, opt, batch_size=schedule.batch_size,
+                                           k=schedule.cd_k, visible=visible)
+            return state, {"reconstruction_error": error}
+
+        stage = f"rbm{layer + 1}"
+        t0 = time.perf_counter()
+        state = train.run_stage(state, epoch_fn, key=layer_key, epochs=schedule.rbm_epochs, stage=stage,
+                                desc=f"RBM {layer + 1}/{n_layers} {sizes[layer]}-{sizes[layer + 1]} ({visible})",
+                                divergence_hint="lower this RBM's learning rate",
+                                **_stage_options(checkpoint_dir, stage, run, resume, progress, history))
+        if stage_seconds is not None:
+            stage_seconds[stage] = round(time.perf_counter() - t0, 2)
+        stack.append(state.params)
+        layer_input = hidden_features(state.params, layer_input)
+    return stack
+
+
+def finetune(key, data, sizes: Sequence[int], schedule: DBNSchedule, stack: Sequence[rbm.RBMParams], *, checkpoint_dir=None,
+             resume: bool = False, progress: bool = True, history: list | None = None, stage_seconds: dict | None = None,
+             run: dict | None = None) -> dict:
+    """Unroll ``stack`` into a :class:`DeepAutoencoder` and fine-tune it by backprop (stage ``finetune``).
+
+    Returns the autoencoder's variables ``{"params": ...}``.
+    """
+    model = DeepAutoencoder(tuple(sizes))
+    opt = optax.sgd(schedule.finetune_lr, momentum=schedule.finetune_momentum)
+    variables = unroll(stack)
+    state = AutoencoderState(variables["params"], opt.init(variables["params"]))
+
+    def epoch_fn(state, epoch_key):
+        variables, opt_state, error = finetune_epoch(epoch_key, {"params": state.params}, state.opt_state, data, model, opt,
+                                                     schedule.batch_size, float(schedule.code_noise))
+        return AutoencoderState(variables["params"], opt_state), {"reconstruction_error": error}
+
+    t0 = time.perf_counter()
+    state = train.run_stage(state, epoch_fn, key=jax.random.fold_in(key, 1000), epochs=schedule.finetune_epochs,
+                            stage="finetune", desc=f"fine-tuning {'-'.join(map(str, sizes))}",
+                            divergence_hint="lower finetune_lr",
+                            **_stage_options(checkpoint_dir, "finetune", run, resume, progress, history))
+    if stage_seconds is not None:
+        stage_seconds["finetune"] = round(time.perf_counter() - t0, 2)
+    return {"params": state.params}
+
+
+def train_dbn(key, data, sizes: Sequence[int], schedule: DBNSchedule, **options) -> dict:
+    """Pretrain the RBM stack, then fine-tune the unrolled autoencoder; returns its variables.
+
+    ``data``: ``(n, sizes[0])`` float32 standardised features on the device. ``options`` are those
+    of :func:`pretrain` (checkpoint_dir, resume, progress, history, stage_seconds, run).
+    """
+    stack = pretrain(key, data, sizes, schedule, **options)
+    return finetune(key, data, sizes, schedule, stack, **options)

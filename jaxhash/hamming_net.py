@@ -1,4 +1,4 @@
-"""The Hamming network with Maxnet, and its two-stage variant (seed 003: Chervyakov & Balan, 2008).
+"""The Hamming network with Maxnet, and its two-stage variant (Chervyakov & Balan, 2008).
 
 Classic network. Inputs are m-dimensional bipolar vectors s in {-1, +1}^m (binary images with
 1 -> +1, 0 -> -1). The lower (Hamming) layer holds the n stored prototypes v_k without training:
@@ -13,8 +13,8 @@ iterates lateral inhibition a_j <- max(0, a_j - eps * sum_{i != j} a_i) with eps
 single neuron stays positive. When the largest similarity is shared, the tied neurons stay equal
 and die together: Maxnet reports the tie -- the classic network's known weakness.
 
-Two-stage network (the seed's proposal). Prototypes whose similarity passes a recognition
-threshold (80-85% in the seed) are kept; none -> "not recognised" (the seed's unrelated pattern
+Two-stage network (Chervyakov & Balan's proposal). Prototypes whose similarity passes a recognition
+threshold (80-85% in the paper) are kept; none -> "not recognised" (the paper's unrelated pattern
 scored 61.7% against its nearest letter). Several -> input and prototypes are cut into a1 x b1
 parts, each part is scored by its own Hamming sub-network, and Maxnet picks the prototype with
 the largest sum of part scores. A linear part score would sum back to the whole-image score and
@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .codes import check_codes, pack_bits, pairwise_hamming, unpack_bits
+from .checks import check_codes
+from .codes import pack_bits, pairwise_hamming, unpack_bits
 
 __all__ = [
     "NOT_RECOGNISED",
@@ -220,7 +221,7 @@ def two_stage_classify(net: HammingNet, x_bits, image_shape, part_shape, thresho
 
     ``tie_only=True`` sends to stage 2 only the prototypes tied at the top similarity (a variant:
     under independent pixel flips the nearest prototype is the maximum-likelihood answer, so the
-    parts are best used to break exact ties; the seed sends every prototype above the threshold).
+    parts are best used to break exact ties; the paper sends every prototype above the threshold).
     """
     check_part_shape(image_shape, part_shape, net.weights.shape[1])
     part_threshold = threshold if part_threshold is None else part_threshold
@@ -234,7 +235,7 @@ def two_stage_classify(net: HammingNet, x_bits, image_shape, part_shape, thresho
     part_sim = activation(u, 1.0 / m_p, float(m_p))
     part_scores = jnp.sum(jnp.where(part_sim >= part_threshold, part_sim, 0.0), axis=1)
     # Part scores move in steps of 1/m_p; the whole-image similarity, scaled below half a step,
-    # only orders candidates whose part scores are equal (an extension of the seed: without it a
+    # only orders candidates whose part scores are equal (an extension of the paper: without it a
     # tie of part sums would discard the stage-1 evidence). Exact ties on both remain ties.
     part_scores = jnp.where(candidates, part_scores + sim / (2.0 * m_p), 0.0)
     stage2 = maxnet(part_scores).winner

@@ -4,25 +4,50 @@ A hasher follows scikit-learn's conventions: ``__init__`` only stores hyper-para
 keyword arguments, including ``n_bits`` and ``seed``), ``fit(x, y=None)`` learns attributes whose
 names end in ``_`` and returns ``self``, and ``encode(x)`` returns ``(n, ceil(n_bits/32))`` uint32
 packed codes. ``save(dir)`` / ``load(dir)`` keep the hyper-parameters as JSON and the learned
-arrays as ``.npz``. A new method is one class plus one :func:`register` line.
+arrays as ``.npz``. A new method is one class plus one :func:`register` line (and, for a method
+that ships with jaxhash, one line in ``_BUILTIN`` so that it is imported only when asked for).
+
+What a hasher consumes is declared by its class attribute ``consumes``:
+
+* ``"pixels"``: real-valued vectors ``(n, dim)``. Given ``(n, H, W, C)`` uint8 images, ``fit``
+  flattens them to pixels in [0, 1] and records ``input_shape_ = (H, W, C)``; ``encode`` then
+  takes images of any size and channel count and brings them to that shape first. Fitted on
+  feature vectors instead, the hasher encodes feature vectors only (``input_shape_`` is None).
+* ``"images"``: ``(n, H, W, C)`` uint8 images at ``input_shape_`` (neural image models).
 """
 from __future__ import annotations
 
+import hashlib
+import importlib
 import inspect
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .codes import pack_bits
+from .checks import check_features, check_n_bits, check_positive_int, n_words_for
+from .images import conform_images, conversion_note, is_image_batch, to_features
 
-__all__ = ["Hasher", "register", "make_hasher", "load_hasher", "available_methods", "NotFittedError"]
+__all__ = ["Hasher", "register", "make_hasher", "load_hasher", "hasher_class", "available_methods", "NotFittedError"]
 
 FORMAT_VERSION = 1
+CONSUMES = ("pixels", "images")
 _REGISTRY: dict[str, type["Hasher"]] = {}
+# Methods that ship with jaxhash, imported on first use so that the command line and a
+# pixel-hasher search never load Flax or Optax.
+_BUILTIN = {
+    "lsh": "jaxhash.baselines",
+    "pcah": "jaxhash.baselines",
+    "itq": "jaxhash.baselines",
+    "sh": "jaxhash.baselines",
+    "sph": "jaxhash.baselines",
+    "kmh": "jaxhash.baselines",
+    "dbn-ae": "jaxhash.semantic",
+}
 
 
 class NotFittedError(RuntimeError):
@@ -33,6 +58,8 @@ def register(name: str) -> Callable[[type], type]:
     """Class decorator: make a hasher available by ``name`` to :func:`make_hasher` and the CLI."""
 
     def deco(cls):
+        if cls.consumes not in CONSUMES:
+            raise ValueError(f"{cls.__name__}.consumes must be one of {CONSUMES}, got {cls.consumes!r}")
         cls.method = name
         _REGISTRY[name] = cls
         return cls
@@ -41,15 +68,23 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def available_methods() -> list[str]:
-    return sorted(_REGISTRY)
+    """Names of every registered or built-in method (imports nothing)."""
+    return sorted(set(_REGISTRY) | set(_BUILTIN))
+
+
+def hasher_class(name: str) -> type["Hasher"]:
+    """The class registered as ``name``, importing its module on first use."""
+    key = str(name).strip().lower()
+    if key not in _REGISTRY and key in _BUILTIN:
+        importlib.import_module(_BUILTIN[key])
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown hashing method {name!r}; available: {', '.join(available_methods())}")
+    return _REGISTRY[key]
 
 
 def make_hasher(name: str, **params) -> "Hasher":
     """Instantiate a registered hasher, e.g. ``make_hasher("itq", n_bits=32, seed=0)``."""
-    key = name.strip().lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown hashing method {name!r}; available: {', '.join(available_methods())}")
-    return _REGISTRY[key](**params)
+    return hasher_class(name)(**params)
 
 
 def load_hasher(path) -> "Hasher":
@@ -61,6 +96,8 @@ def load_hasher(path) -> "Hasher":
 
 def _read_meta(path: Path) -> dict:
     meta_file = path / "hasher.json"
+    if path.is_file():
+        raise ValueError(f"{path} is a file, not a saved hasher: pass the folder written by  jaxhash fit ... --out FOLDER")
     if not meta_file.is_file():
         raise FileNotFoundError(f"no saved hasher in {path} (expected {meta_file}); train one with  jaxhash fit ... --out {path}")
     try:
@@ -74,12 +111,16 @@ def _read_meta(path: Path) -> dict:
 
 
 class Hasher:
-    """Base class: input checks, packing, save/load. Subclasses implement ``_fit`` and ``_project``.
+    """Base class: input checks, batching, packing, save/load. Subclasses implement ``_fit`` and ``_project``.
 
-    ``_project(x)`` returns real values ``(n, n_bits)`` whose sign is the code (bit = value > 0).
+    ``_fit(x, y, rng)`` gets ``(n, dim)`` float32 features (``consumes = "pixels"``) or
+    ``(n, H, W, C)`` uint8 images (``consumes = "images"``). ``_project(x)`` gets a batch of the
+    same kind and returns real values ``(b, n_bits)`` whose sign is the code (bit = value > 0).
     """
 
     method = "base"
+    consumes = "pixels"
+    input_shape_: tuple[int, int, int] | None = None  # hashers saved before it was recorded
 
     def __init__(self, n_bits: int = 32, seed: int = 0):
         self.n_bits = n_bits
@@ -94,57 +135,134 @@ class Hasher:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    # -- input checks -----------------------------------------------------------------------
-    def _check_x(self, x, fitting: bool) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim != 2:
-            raise ValueError(f"{self.method}: expected features as a 2-D (n, dim) array, got shape {x.shape}; flatten images with x.reshape(len(x), -1)")
-        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
-            raise TypeError(f"{self.method}: features must be numeric, got dtype {x.dtype}")
-        x = x.astype(np.float32)
-        if not np.all(np.isfinite(x)):
-            bad = int((~np.isfinite(x)).any(axis=1).sum())
-            raise ValueError(f"{self.method}: {bad} rows contain NaN or infinite values; drop or impute them first")
-        if fitting:
-            if isinstance(self.n_bits, bool) or int(self.n_bits) != self.n_bits or self.n_bits <= 0:
-                raise ValueError(f"n_bits must be a positive integer, got {self.n_bits!r}")
-            if x.shape[0] < 2:
-                raise ValueError(f"{self.method}: need at least 2 training rows, got {x.shape[0]}")
-        elif not self.is_fitted:
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(x) first")
-        elif x.shape[1] != self.n_features_in_:
-            raise ValueError(f"{self.method}: fitted on {self.n_features_in_} features but got {x.shape[1]}")
-        return x
-
     @property
     def is_fitted(self) -> bool:
         return hasattr(self, "n_features_in_")
 
+    # -- input ------------------------------------------------------------------------------
+    def _fit_input(self, x):
+        """Validate training input; returns ``(what _fit consumes, input shape or None)``."""
+        if is_image_batch(x):
+            images = np.asarray(x) if not isinstance(x, (list, tuple)) else x
+            if isinstance(images, np.ndarray) and images.ndim == 3:
+                images = images[..., None]
+            shape = self._fit_shape(images)
+            images = conform_images(images, shape)  # a no-op unless the model has its own input size
+            return (images if self.consumes == "images" else to_features(images)), shape
+        if self.consumes == "images":
+            raise ValueError(f"{self.method} learns from images: pass (n, H, W, C) uint8 images, got an array of shape {np.shape(x)}")
+        return check_features(x), None
+
+    def _fit_shape(self, images) -> tuple[int, int, int]:
+        """The input shape a model fitted on ``images`` keeps (pixel hashers: the images' own)."""
+        shapes = {np.shape(im) if np.ndim(im) == 3 else np.shape(im) + (1,) for im in images}
+        if len(shapes) != 1:
+            raise ValueError(f"{self.method}: images of different shapes {sorted(shapes)[:3]}: resize them to one size first "
+                             "(jaxhash.images.conform_images, or --image-size on the command line)")
+        return tuple(int(s) for s in shapes.pop())
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(x) first")
+
+    def _batches(self, x, batch_size: int):
+        """Yield what ``_project`` consumes, ``batch_size`` rows at a time (images converted per batch,
+        with one note at the end if any had another size or channel count)."""
+        self._check_fitted()
+        if is_image_batch(x):
+            if self.input_shape_ is None:
+                raise ValueError(f"this {self.method} hasher was fitted on feature vectors, not images, so it cannot encode "
+                                 "images: fit it on (n, H, W, C) uint8 images (e.g. split.db_x) to use it on pictures")
+            counts: dict = {}
+            for start in range(0, len(x), batch_size):
+                batch = conform_images(x[start : start + batch_size], self.input_shape_, counts)
+                yield batch if self.consumes == "images" else to_features(batch)
+            note = conversion_note(counts, self.input_shape_)
+            if note:
+                warnings.warn(note, stacklevel=3)
+            return
+        if self.consumes == "images":
+            raise ValueError(f"{self.method} encodes images: pass (n, H, W, C) uint8 images, got an array of shape {np.shape(x)}")
+        x = check_features(x)
+        if x.shape[1] != self.n_features_in_:
+            hint = f" (images of shape {self.input_shape_} flatten to {self.n_features_in_})" if self.input_shape_ else ""
+            raise ValueError(f"{self.method}: fitted on {self.n_features_in_} features but got {x.shape[1]}{hint}")
+        for start in range(0, x.shape[0], batch_size):
+            yield x[start : start + batch_size]
+
     # -- protocol ---------------------------------------------------------------------------
     def fit(self, x, y=None) -> "Hasher":
-        """Learn the hash functions from ``(n, dim)`` features (``y`` is ignored by unsupervised methods)."""
-        x = self._check_x(x, fitting=True)
-        self.n_features_in_ = x.shape[1]
+        """Learn the hash functions.
+
+        Args:
+          x: ``(n, H, W, C)`` uint8 images (recorded as ``input_shape_``, so the hasher can later
+            encode pictures of any size), or, for pixel hashers, ``(n, dim)`` feature vectors.
+          y: ``(n,)`` labels, used by supervised methods and ignored by the others.
+        """
+        check_n_bits(self.n_bits)
+        x, shape = self._fit_input(x)
+        if len(x) < 2:
+            raise ValueError(f"{self.method}: need at least 2 training rows, got {len(x)}")
+        self.input_shape_ = shape
+        self.n_features_in_ = int(np.prod(x.shape[1:]))
         self._fit(x, None if y is None else np.asarray(y), np.random.default_rng(self.seed))
         return self
 
-    def project(self, x) -> np.ndarray:
+    def project(self, x, batch_size: int = 4096) -> np.ndarray:
         """Real-valued outputs ``(n, n_bits)`` float32 before binarisation (bit = output > 0)."""
-        x = self._check_x(x, fitting=False)
-        return np.asarray(self._project(x), np.float32)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        parts = [np.asarray(self._project(b), np.float32) for b in self._batches(x, batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, int(self.n_bits)), np.float32)
 
-    def encode(self, x, batch_size: int = 65536) -> np.ndarray:
-        """Packed codes ``(n, ceil(n_bits / 32))`` uint32 of ``(n, dim)`` features."""
-        x = self._check_x(x, fitting=False)
-        parts = [np.asarray(pack_bits(np.asarray(self._project(x[i : i + batch_size])) > 0)) for i in range(0, x.shape[0], batch_size)]
-        if not parts:
-            return np.zeros((0, -(-self.n_bits // 32)), np.uint32)
-        return np.concatenate(parts)
+    def encode(self, x, batch_size: int = 4096, progress: bool = False) -> np.ndarray:
+        """Packed codes ``(n, ceil(n_bits / 32))`` uint32, computed ``batch_size`` rows at a time.
 
-    def _fit(self, x: np.ndarray, y, rng: np.random.Generator) -> None:
+        Args:
+          x: images -- a ``(n, H, W, C)`` / ``(n, H, W)`` uint8 array or a list of ``(H, W[, C])``
+            uint8 arrays of any sizes (converted to ``input_shape_``, with one note) -- or, for a
+            hasher fitted on feature vectors, ``(n, dim)`` features.
+          progress: show a progress bar (images per second) for long inputs.
+        """
+        from .codes import pack_bits  # noqa: PLC0415 - JAX only when codes are made
+
+        batch_size = check_positive_int(batch_size, "batch_size")
+        total = len(x)
+        bar = None
+        if progress and total > batch_size:
+            from .progress import progress as progress_bar  # noqa: PLC0415
+
+            bar = progress_bar(total=total, desc=f"encoding ({self.method})", unit=" images", leave=False)
+        parts = []
+        for batch in self._batches(x, batch_size):
+            parts.append(np.asarray(pack_bits(np.asarray(self._project(batch)) > 0)))
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        return np.concatenate(parts) if parts else np.zeros((0, n_words_for(self.n_bits)), np.uint32)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the method and everything learned: equal fingerprints give equal codes.
+
+        An index records the fingerprint of the model that built it, so that searching it with
+        codes of another model (even one of the same code length) is refused.
+        """
+        self._check_fitted()
+        digest = hashlib.sha256(f"{self.method}|{int(self.n_bits)}".encode())
+        learned = self._learned()
+        for name in sorted(learned):
+            value = learned[name]
+            if isinstance(value, np.ndarray):
+                digest.update(f"|{name}:{value.dtype.str}:{value.shape}|".encode())
+                digest.update(np.ascontiguousarray(value).tobytes())
+            else:
+                digest.update(f"|{name}={json.dumps(value, default=_jsonable, sort_keys=True)}".encode())
+        return digest.hexdigest()
+
+    def _fit(self, x, y, rng: np.random.Generator) -> None:
         raise NotImplementedError
 
-    def _project(self, x: np.ndarray):
+    def _project(self, x):
         raise NotImplementedError
 
     # -- persistence ------------------------------------------------------------------------

@@ -3,15 +3,20 @@
 ``HashIndex`` keeps codes in memory as a ``(ntotal, n_words)`` uint32 array with an int64 id per
 code, and answers exact Hamming queries with :mod:`jaxhash.search`.
 
-File format (version 1, all integers little-endian)::
+File format (version 2, all integers little-endian)::
 
     magic      8 bytes   b"JAXHASH\\0"
-    version    uint32    1
+    version    uint32    2
     header_len uint32    length of the JSON header in bytes
-    header     JSON      {"format": "jaxhash-index", "n_bits", "n_words", "ntotal", "metadata"}
+    header     JSON      {"format": "jaxhash-index", "n_bits", "n_words", "ntotal", "metadata",
+                          "source": where the images are (see jaxhash.data.source) or null,
+                          "model": {"method", "n_bits", "fingerprint", "path"} or null}
     codes      ntotal * n_words uint32
     ids        ntotal int64
     checksum   32 bytes  SHA-256 of every byte above
+
+Version 1 files (no ``source`` or ``model``; a folder's ``root``/``paths`` or a data set's
+``data``/``protocol``/``seed`` in ``metadata``) are still read.
 
 Files are written to a temporary file in the same folder, flushed to disk and then renamed over
 the target, so a crash mid-write leaves the previous file intact and never a partial one.
@@ -25,16 +30,18 @@ import struct
 import tempfile
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from .codes import check_codes, n_words_for
-from .search import MISSING_DISTANCE, PackedDatabase, _check_k, knn_search, prepare_database, radius_search
+from .checks import check_codes, check_k, n_words_for
+from .data.source import ImageSource, source_from_json, source_from_legacy_metadata, source_to_json
+from .search import MISSING_DISTANCE, PackedDatabase, knn_search, prepare_database, radius_search
 
-__all__ = ["HashIndex", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
+__all__ = ["HashIndex", "ModelRef", "ModelMismatchError", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
 
 MAGIC = b"JAXHASH\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PREFIX = struct.Struct("<8sII")
 _CHECKSUM_BYTES = 32
 
@@ -43,19 +50,48 @@ class IndexFormatError(ValueError):
     """The file is not a jaxhash index, is from a newer version, or is damaged."""
 
 
+class ModelMismatchError(ValueError):
+    """Query codes come from another model than the one that built the index."""
+
+
+class ModelRef(NamedTuple):
+    """The model that built an index: its method, code length, fingerprint and (if saved) folder."""
+
+    method: str
+    n_bits: int
+    fingerprint: str
+    path: str | None = None
+
+    @classmethod
+    def of(cls, hasher, path=None) -> "ModelRef":
+        """Reference to a fitted hasher (``path``: the folder it was loaded from or saved to)."""
+        return cls(hasher.method, int(hasher.n_bits), hasher.fingerprint(), None if path is None else str(Path(path).resolve()))
+
+    def describe(self) -> str:
+        where = f" from {self.path}" if self.path else ""
+        return f"{self.method} {self.n_bits}-bit model {self.fingerprint[:12]}{where}"
+
+
 class HashIndex:
     """Exact Hamming-distance index over ``n_bits``-bit packed codes (FAISS ``IndexBinaryFlat``-like).
 
     Attributes:
       n_bits: code length in bits; n_words: uint32 words per code.
       ntotal: number of stored codes.
-      metadata: a JSON-serialisable dict saved with the index (e.g. file paths by id).
+      source: where the images of the entries are (:class:`jaxhash.data.DatasetSource` or
+        :class:`jaxhash.data.FolderSource`, entry id = position in the source), or None.
+      model: :class:`ModelRef` of the model that made the codes, or None; queries from another
+        model are refused by :meth:`check_model`.
+      metadata: any other JSON-serialisable dict saved with the index.
     """
 
-    def __init__(self, n_bits: int, metadata: dict | None = None):
+    def __init__(self, n_bits: int, metadata: dict | None = None, source: ImageSource | None = None,
+                 model: ModelRef | None = None):
         self.n_words = n_words_for(n_bits)
         self.n_bits = int(n_bits)
         self.metadata = dict(metadata or {})
+        self.source = source
+        self.model = model
         self._codes = np.zeros((0, self.n_words), np.uint32)
         self._ids = np.zeros(0, np.int64)
         self._prepared: PackedDatabase | None = None
@@ -84,6 +120,19 @@ class HashIndex:
 
     def __repr__(self) -> str:
         return f"HashIndex(n_bits={self.n_bits}, ntotal={self.ntotal})"
+
+    def check_model(self, hasher) -> None:
+        """Refuse a hasher other than the one that built this index (same fingerprint required).
+
+        Codes of two models are not comparable even at the same code length: searching with the
+        wrong one returns wrong neighbours without any other sign.
+        """
+        if int(hasher.n_bits) != self.n_bits:
+            raise ModelMismatchError(f"the index holds {self.n_bits}-bit codes but the model makes {hasher.n_bits}-bit codes: "
+                                     "use the model the index was built with")
+        if self.model is not None and hasher.fingerprint() != self.model.fingerprint:
+            raise ModelMismatchError(f"this index was built by the {self.model.describe()}, not by the given {hasher.method} "
+                                     "model: search it with that model, or rebuild the index with  jaxhash index --model ...")
 
     def _check(self, codes, name: str) -> np.ndarray:
         try:
@@ -155,7 +204,7 @@ class HashIndex:
           ``MISSING_DISTANCE`` (int32 max, as FAISS).
         """
         queries = self._check(queries, "query codes")
-        k = _check_k(k)
+        k = check_k(k)
         if self._warn_if_empty():
             return np.full((queries.shape[0], k), MISSING_DISTANCE, np.int32), np.full((queries.shape[0], k), -1, np.int64)
         if self._prepared is None:
@@ -212,7 +261,7 @@ def codes_to_bytes(codes, n_bits: int) -> np.ndarray:
     """Packed uint32 codes -> ``(n, ceil(n_bits / 8))`` uint8, FAISS's binary layout."""
     codes = check_codes(codes, n_bits=n_bits)
     raw = codes.astype("<u4").view(np.uint8).reshape(codes.shape[0], -1)
-    return np.ascontiguousarray(raw[:, : -(-n_bits // 8)])
+    return np.ascontiguousarray(raw[:, : (n_bits + 7) // 8])
 
 
 def bytes_to_codes(raw, n_bits: int) -> np.ndarray:
@@ -242,6 +291,8 @@ def write_index(index: HashIndex, path) -> Path:
             "n_words": index.n_words,
             "ntotal": index.ntotal,
             "metadata": index.metadata,
+            "source": source_to_json(index.source),
+            "model": None if index.model is None else index.model._asdict(),
         }
     ).encode()
     digest = hashlib.sha256()
@@ -301,9 +352,18 @@ def read_index(path) -> HashIndex:
     expected = offset + ntotal * n_words * 4 + ntotal * 8
     if header.get("format") != "jaxhash-index" or n_words != n_words_for(n_bits) or expected != len(body):
         raise IndexFormatError(damaged + " (sizes do not match the header)")
+    metadata = header.get("metadata") or {}
+    try:
+        if version == 1:
+            source, model = source_from_legacy_metadata(metadata), None
+        else:
+            source = source_from_json(header.get("source"))
+            model = None if header.get("model") is None else ModelRef(**header["model"])
+    except (ValueError, TypeError, AttributeError) as err:
+        raise IndexFormatError(f"{damaged} (bad source or model record: {err})") from None
     codes = np.frombuffer(body, "<u4", ntotal * n_words, offset).astype(np.uint32).reshape(ntotal, n_words)
     ids = np.frombuffer(body, "<i8", ntotal, offset + codes.nbytes).astype(np.int64)
-    index = HashIndex(n_bits, metadata=header.get("metadata") or {})
+    index = HashIndex(n_bits, metadata=metadata, source=source, model=model)
     index._append(codes, ids)
     return index
 

@@ -17,8 +17,8 @@ from typing import Iterator, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from .codes import check_codes, pairwise_hamming
-from .search import _check_k
+from .checks import check_codes, check_k, check_labels, check_positive_int, check_radius, check_same_width
+from .codes import pairwise_hamming
 
 __all__ = [
     "mean_average_precision",
@@ -31,22 +31,14 @@ __all__ = [
 ]
 
 
-def _check_labels(labels, n: int, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim not in (1, 2) or labels.shape[0] != n:
-        raise ValueError(f"{name} must be (n,) class ids or (n, n_classes) multi-hot with n={n}, got shape {labels.shape}")
-    return labels
-
-
-def _prepare(query_codes, query_labels, db_codes, db_labels):
+def _prepare(query_codes, query_labels, database_codes, database_labels):
     q = check_codes(query_codes, name="query codes")
-    db = check_codes(db_codes, name="database codes")
-    if q.shape[1] != db.shape[1]:
-        raise ValueError(f"query codes have {q.shape[1]} words but database codes have {db.shape[1]}")
+    db = check_codes(database_codes, name="database codes")
+    check_same_width(q.shape[1], db.shape[1])
     if db.shape[0] == 0:
         raise ValueError("the database is empty: there is nothing to rank")
-    ql = _check_labels(query_labels, q.shape[0], "query labels")
-    dl = _check_labels(db_labels, db.shape[0], "database labels")
+    ql = check_labels(query_labels, q.shape[0], "query labels")
+    dl = check_labels(database_labels, db.shape[0], "database labels")
     if ql.ndim != dl.ndim:
         raise ValueError("query and database labels must both be class ids or both multi-hot")
     return q, ql, db, dl
@@ -81,12 +73,10 @@ def _ranked_relevance(q, ql, db, dl, top: int | None, block: int = 256):
 def _parse_top(top, n_db: int) -> int | None:
     if top is None or top == "all":
         return None
-    if isinstance(top, bool) or int(top) != top or top <= 0:
-        raise ValueError(f"top must be a positive integer or 'all', got {top!r}")
-    return min(int(top), n_db)
+    return min(check_positive_int(top, "top (a positive integer or 'all')"), n_db)
 
 
-def mean_average_precision(query_codes, query_labels, db_codes, db_labels, top=None) -> float:
+def mean_average_precision(query_codes, query_labels, database_codes, database_labels, top=None) -> float:
     """Mean average precision over the top ``top`` results (``None`` or ``"all"``: whole ranking).
 
     For one query with relevance ``rel_i`` at rank ``i`` (1-based) among the first R results,
@@ -95,11 +85,11 @@ def mean_average_precision(query_codes, query_labels, db_codes, db_labels, top=N
 
     Args:
       query_codes: ``(q, n_words)`` uint32; query_labels: ``(q,)`` ints or ``(q, c)`` multi-hot.
-      db_codes: ``(n, n_words)`` uint32; db_labels: ``(n,)`` or ``(n, c)``.
+      database_codes: ``(n, n_words)`` uint32; database_labels: ``(n,)`` or ``(n, c)``.
     Returns:
       mAP as a Python float in [0, 1].
     """
-    q, ql, db, dl = _prepare(query_codes, query_labels, db_codes, db_labels)
+    q, ql, db, dl = _prepare(query_codes, query_labels, database_codes, database_labels)
     top = _parse_top(top, db.shape[0])
     if q.shape[0] == 0:
         raise ValueError("no queries given")
@@ -113,10 +103,10 @@ def mean_average_precision(query_codes, query_labels, db_codes, db_labels, top=N
     return total / q.shape[0]
 
 
-def precision_at_k(query_codes, query_labels, db_codes, db_labels, k: int) -> float:
+def precision_at_k(query_codes, query_labels, database_codes, database_labels, k: int) -> float:
     """Mean over queries of the fraction of relevant items among the first ``k`` results."""
-    q, ql, db, dl = _prepare(query_codes, query_labels, db_codes, db_labels)
-    k = min(_check_k(k), db.shape[0])
+    q, ql, db, dl = _prepare(query_codes, query_labels, database_codes, database_labels)
+    k = min(check_k(k), db.shape[0])
     total = 0.0
     for _, rel in _ranked_relevance(q, ql, db, dl, k):
         total += float(rel.sum()) / k
@@ -137,15 +127,14 @@ def _histograms(q, ql, db, dl, n_bits: int, block: int = 256):
     return all_hist, rel_hist
 
 
-def precision_within_radius(query_codes, query_labels, db_codes, db_labels, n_bits: int, radius: int = 2) -> float:
+def precision_within_radius(query_codes, query_labels, database_codes, database_labels, n_bits: int, radius: int = 2) -> float:
     """Mean precision of the items within Hamming distance ``radius`` (inclusive) of each query.
 
     A query with no database item inside the radius counts as precision 0 (the usual convention
     in hash-lookup evaluation: the lookup returned nothing useful).
     """
-    q, ql, db, dl = _prepare(query_codes, query_labels, db_codes, db_labels)
-    if isinstance(radius, bool) or int(radius) != radius or not 0 <= radius <= n_bits:
-        raise ValueError(f"radius must be an integer in [0, n_bits={n_bits}], got {radius!r}")
+    q, ql, db, dl = _prepare(query_codes, query_labels, database_codes, database_labels)
+    radius = check_radius(radius, n_bits)
     all_hist, rel_hist = _histograms(q, ql, db, dl, n_bits)
     retrieved = all_hist[:, : radius + 1].sum(axis=1)
     relevant = rel_hist[:, : radius + 1].sum(axis=1)
@@ -160,13 +149,13 @@ class PRCurve(NamedTuple):
     recall: np.ndarray  # (n_bits + 1,) float
 
 
-def precision_recall_curve(query_codes, query_labels, db_codes, db_labels, n_bits: int) -> PRCurve:
+def precision_recall_curve(query_codes, query_labels, database_codes, database_labels, n_bits: int) -> PRCurve:
     """Precision–recall curve of radius lookup, micro-averaged over queries.
 
     At radius r: precision = (relevant items within r, summed over queries) / (items within r,
     summed over queries); recall = the same numerator / (all relevant items, summed over queries).
     """
-    q, ql, db, dl = _prepare(query_codes, query_labels, db_codes, db_labels)
+    q, ql, db, dl = _prepare(query_codes, query_labels, database_codes, database_labels)
     all_hist, rel_hist = _histograms(q, ql, db, dl, n_bits)
     retrieved = np.cumsum(all_hist.sum(axis=0))
     relevant = np.cumsum(rel_hist.sum(axis=0))
@@ -189,11 +178,11 @@ def parse_metric(name: str) -> tuple[str, int | None]:
     return kind, None if m.group(2) == "all" else int(m.group(2))
 
 
-def evaluate(name: str, query_codes, query_labels, db_codes, db_labels, n_bits: int) -> float:
+def evaluate(name: str, query_codes, query_labels, database_codes, database_labels, n_bits: int) -> float:
     """Compute a metric given by name (see :func:`parse_metric`)."""
     kind, value = parse_metric(name)
     if kind == "map":
-        return mean_average_precision(query_codes, query_labels, db_codes, db_labels, top=value)
+        return mean_average_precision(query_codes, query_labels, database_codes, database_labels, top=value)
     if kind == "p":
-        return precision_at_k(query_codes, query_labels, db_codes, db_labels, k=value)
-    return precision_within_radius(query_codes, query_labels, db_codes, db_labels, n_bits=n_bits, radius=value)
+        return precision_at_k(query_codes, query_labels, database_codes, database_labels, k=value)
+    return precision_within_radius(query_codes, query_labels, database_codes, database_labels, n_bits=n_bits, radius=value)

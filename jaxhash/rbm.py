@@ -1,8 +1,9 @@
 """Restricted Boltzmann machines: pure, jit-able functions over a parameter NamedTuple.
 
-Two visible-unit types (seed 000): ``"bernoulli"`` (binary units, data in [0, 1]) and
-``"gaussian"`` (linear units with unit variance, for standardised real data -- the seed's
-"linear-binary RBM"); hidden units are always Bernoulli.
+Two visible-unit types, as in Hinton & Salakhutdinov's deep autoencoders (Science, 2006):
+``"bernoulli"`` (binary units, data in [0, 1]) and ``"gaussian"`` (linear units with unit
+variance, for standardised real data -- the "linear-binary RBM" of semantic hashing); hidden
+units are always Bernoulli.
 
 Energy: E(v, h) = -v.b - h.c - v W h (Bernoulli visible) or |v - b|^2 / 2 - h.c - v W h (Gaussian).
 
@@ -18,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from . import train
 
 __all__ = [
     "RBMParams",
@@ -36,6 +39,7 @@ __all__ = [
     "RBMTrainState",
     "rbm_optimizer",
     "init_train_state",
+    "cd_step",
     "train_epoch",
     "exact_log_partition",
     "ais_log_partition",
@@ -192,34 +196,32 @@ def init_train_state(key, params: RBMParams, optimizer: optax.GradientTransforma
     return RBMTrainState(params, optimizer.init(params), chain)
 
 
+def cd_step(state: RBMTrainState, batch, key, optimizer, k: int = 1, visible: str = "bernoulli"):
+    """One CD-k / PCD update on a mini-batch ``(batch, n_visible)``: the train step of :mod:`jaxhash.train`.
+
+    Returns ``(new state, reconstruction error)``; for CD-1 the error is measured on E[v|h] with h
+    *sampled* (free with the negative phase), otherwise on the mean-field up-down pass.
+    """
+    grads, vk, vk_mean = cd_gradient(key, state.params, batch, k, visible, state.chain)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if state.chain is None and k == 1:
+        error = jnp.mean(jnp.square(batch - vk_mean))  # CD-1's negative phase is the reconstruction
+    else:
+        error = reconstruction_error(state.params, batch, visible)
+    chain = None if state.chain is None else vk
+    return RBMTrainState(params, opt_state, chain), error
+
+
 @functools.partial(jax.jit, static_argnames=("optimizer", "batch_size", "k", "visible"))
 def train_epoch(key, state: RBMTrainState, data, optimizer, batch_size: int = 100, k: int = 1, visible: str = "bernoulli"):
-    """One epoch: shuffle with ``key``, then one ``lax.scan`` of CD-k/PCD updates over mini-batches.
+    """One epoch: shuffle with ``key``, then one ``lax.scan`` of :func:`cd_step` over mini-batches.
 
     ``data``: ``(n, n_visible)`` float32; a remainder smaller than ``batch_size`` is dropped this
-    epoch (the shuffle differs every epoch). Returns ``(new state, mean reconstruction error)``;
-    for CD-1 the error is measured on E[v|h] with h *sampled* (free with the negative phase),
-    otherwise on the mean-field up-down pass.
+    epoch (the shuffle differs every epoch). Returns ``(new state, mean reconstruction error)``.
     """
-    n_batches = data.shape[0] // batch_size
-    key_perm, key_steps = jax.random.split(key)
-    order = jax.random.permutation(key_perm, data.shape[0])[: n_batches * batch_size]
-    batches = data[order].reshape(n_batches, batch_size, data.shape[1])
-
-    def step(state, inputs):
-        batch, step_key = inputs
-        grads, vk, vk_mean = cd_gradient(step_key, state.params, batch, k, visible, state.chain)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        if state.chain is None and k == 1:
-            error = jnp.mean(jnp.square(batch - vk_mean))  # CD-1's negative phase is the reconstruction
-        else:
-            error = reconstruction_error(state.params, batch, visible)
-        chain = None if state.chain is None else vk
-        return RBMTrainState(params, opt_state, chain), error
-
-    state, errors = jax.lax.scan(step, state, (batches, jax.random.split(key_steps, n_batches)))
-    return state, jnp.mean(errors)
+    step = functools.partial(cd_step, optimizer=optimizer, k=k, visible=visible)
+    return train.epoch_scan(step, state, data, key, batch_size)
 
 
 def check_rbm_data(x, visible: str = "bernoulli") -> np.ndarray:

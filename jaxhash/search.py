@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .codes import WORD_BITS, check_codes, pairwise_hamming
+from .checks import WORD_BITS, check_codes, check_features, check_k, check_radius, check_same_width
+from .codes import pairwise_hamming
 
 __all__ = [
     "MISSING_DISTANCE",
@@ -250,25 +251,19 @@ def _default_selection() -> str:
     return "numpy" if jax.default_backend() == "cpu" else "topk"
 
 
-def _check_k(k) -> int:
-    if isinstance(k, bool) or int(k) != k or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
 def _default_block(n_groups: int) -> int:
     # Bound the per-block group keys (block * n_groups int32 at most, two in flight) to ~64 MiB.
     block = (32 << 20) // (4 * n_groups)
     return int(max(16, min(256, block // 16 * 16)))
 
 
-def knn_search(queries, database, k: int, *, n_bits: int | None = None, block_size: int | None = None,
+def knn_search(query_codes, database_codes, k: int, *, n_bits: int | None = None, block_size: int | None = None,
                selection: str | None = None):
     """Exact k-nearest neighbours by Hamming distance.
 
     Args:
-      queries: ``(q, n_words)`` uint32 packed codes.
-      database: ``(n, n_words)`` uint32 packed codes, or a :class:`PackedDatabase` from
+      query_codes: ``(q, n_words)`` uint32 packed codes.
+      database_codes: ``(n, n_words)`` uint32 packed codes, or a :class:`PackedDatabase` from
         :func:`prepare_database` (reuse it across calls to skip the layout copy).
       k: number of neighbours (> 0). Where fewer than ``k`` codes exist, the tail of each row
         holds position -1 and distance :data:`MISSING_DISTANCE`.
@@ -280,16 +275,11 @@ def knn_search(queries, database, k: int, *, n_bits: int | None = None, block_si
       ``(distances, positions)``: two ``(q, k)`` int32 NumPy arrays, rows sorted by
       (distance, position).
     """
-    k = _check_k(k)
-    if not isinstance(database, PackedDatabase):
-        database = prepare_database(database)
+    k = check_k(k)
+    database = database_codes if isinstance(database_codes, PackedDatabase) else prepare_database(database_codes)
     n_words = database.planes.shape[0]
-    queries = check_codes(queries, n_bits=n_bits, name="query codes")
-    if queries.shape[1] != n_words:
-        raise ValueError(
-            f"query codes have {queries.shape[1]} words but the database has {n_words}: "
-            "queries and database must come from hashers with the same code length"
-        )
+    queries = check_codes(query_codes, n_bits=n_bits, name="query codes")
+    check_same_width(queries.shape[1], n_words)
     n_q = queries.shape[0]
     dist_out = np.full((n_q, k), MISSING_DISTANCE, np.int32)
     pos_out = np.full((n_q, k), -1, np.int32)
@@ -322,25 +312,20 @@ def knn_search(queries, database, k: int, *, n_bits: int | None = None, block_si
     return dist_out, pos_out
 
 
-def radius_search(queries, database, radius: int, *, block_size: int = 64):
+def radius_search(query_codes, database_codes, radius: int, *, block_size: int = 64):
     """All database codes within Hamming distance ``radius`` (inclusive) of each query.
 
     Args:
-      queries: ``(q, n_words)`` uint32; database: ``(n, n_words)`` uint32; radius: int >= 0.
+      query_codes: ``(q, n_words)`` uint32; database_codes: ``(n, n_words)`` uint32; radius: int >= 0.
     Returns:
       ``(lims, distances, positions)`` in FAISS's layout: the results of query ``i`` are
       ``distances[lims[i]:lims[i+1]]`` and ``positions[lims[i]:lims[i+1]]``, sorted by
       (distance, position). ``lims`` is ``(q + 1,)`` int64; the others int32.
     """
-    if isinstance(radius, bool) or int(radius) != radius or radius < 0:
-        raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
-    database = check_codes(database, name="database codes")
-    queries = check_codes(queries, name="query codes")
-    if queries.shape[1] != database.shape[1]:
-        raise ValueError(
-            f"query codes have {queries.shape[1]} words but the database has {database.shape[1]}: "
-            "queries and database must come from hashers with the same code length"
-        )
+    radius = check_radius(radius)
+    database = check_codes(database_codes, name="database codes")
+    queries = check_codes(query_codes, name="query codes")
+    check_same_width(queries.shape[1], database.shape[1])
     lims = [0]
     all_d, all_p = [], []
     db = jnp.asarray(database)
@@ -357,15 +342,6 @@ def radius_search(queries, database, radius: int, *, block_size: int = 64):
     return np.asarray(lims, np.int64), cat(all_d), cat(all_p)
 
 
-def _check_features(x, name: str) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (n, dim) array, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contain NaN or infinite values: clean or impute them before re-ranking")
-    return x
-
-
 @jax.jit
 def _rerank_block(query_feats, db_feats, candidates):
     cand = jnp.take(db_feats, jnp.maximum(candidates, 0), axis=0)  # (q, c, dim)
@@ -376,7 +352,7 @@ def _rerank_block(query_feats, db_feats, candidates):
 
 
 def rerank_euclidean(query_features, database_features, candidates, k: int | None = None):
-    """Re-rank a short-list by Euclidean distance on real-valued features (seed 002's second stage).
+    """Re-rank a short-list by Euclidean distance on real-valued features (two-stage search).
 
     Args:
       query_features: ``(q, dim)`` float; database_features: ``(n, dim)`` float.
@@ -387,8 +363,8 @@ def rerank_euclidean(query_features, database_features, candidates, k: int | Non
       ``(distances, positions)``: ``(q, k)`` float32 Euclidean distances (inf where missing) and
       int32 positions (-1 where missing), sorted ascending; ties keep the short-list order.
     """
-    qf = _check_features(query_features, "query features")
-    dbf = _check_features(database_features, "database features")
+    qf = check_features(query_features, "query features")
+    dbf = check_features(database_features, "database features")
     cand = np.asarray(candidates)
     if cand.ndim != 2 or cand.shape[0] != qf.shape[0]:
         raise ValueError(f"candidates must be (q, c) with q={qf.shape[0]}, got shape {cand.shape}")
@@ -396,7 +372,7 @@ def rerank_euclidean(query_features, database_features, candidates, k: int | Non
         raise ValueError(f"query features have dim {qf.shape[1]} but database features have {dbf.shape[1]}")
     if cand.size and cand.max() >= dbf.shape[0]:
         raise ValueError(f"candidate position {cand.max()} is outside the {dbf.shape[0]} database features")
-    k = cand.shape[1] if k is None else min(_check_k(k), cand.shape[1])
+    k = cand.shape[1] if k is None else min(check_k(k), cand.shape[1])
     d2, pos = _rerank_block(jnp.asarray(qf), jnp.asarray(dbf), jnp.asarray(cand, jnp.int32))
     return np.sqrt(np.asarray(d2)[:, :k]), np.asarray(pos)[:, :k]
 
@@ -406,5 +382,5 @@ def search_and_rerank(query_codes, database_codes, query_features, database_feat
 
     Returns ``(distances, positions)`` as :func:`rerank_euclidean`, ``(q, k)``.
     """
-    _, cand = knn_search(query_codes, database_codes, max(_check_k(k), _check_k(shortlist)))
+    _, cand = knn_search(query_codes, database_codes, max(check_k(k), check_k(shortlist, "shortlist")))
     return rerank_euclidean(query_features, database_features, cand, k)

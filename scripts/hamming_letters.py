@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Seed 003's experiment: classic and two-stage Hamming networks on noisy 15x15 Russian letters.
+"""Chervyakov & Balan's experiment (two-stage Hamming network, 2008): classic and two-stage Hamming networks on noisy 15x15 Russian letters.
 
 Prints, for a noisy "Й", its similarity to every prototype above the recognition threshold (the
 seed: 95% to Й, 94.1% to И) and, for a pattern unlike any letter, that nothing passes the
-threshold (the seed: 61.7% to Г at best); then recognition accuracy against the flip probability
+threshold (the paper: 61.7% to Г at best); then recognition accuracy against the flip probability
 p for both networks (1,000 trials per level), with the ties the classic network could not resolve.
 Writes PNGs (prototypes, a noisy input, accuracy vs p) and, with --json, one record per level.
 
@@ -39,7 +39,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--noise", default="0,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4", help="flip probabilities")
     parser.add_argument("--trials", type=int, default=1000, help="noisy letters per noise level")
-    parser.add_argument("--threshold", type=float, default=0.8, help="recognition threshold (seed: 0.80-0.85)")
+    parser.add_argument("--threshold", type=float, default=0.8, help="recognition threshold (the paper: 0.80-0.85)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/hamming_letters", help="folder for the PNG figures")
     parser.add_argument("--json", default=None)

@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""Seed 000 reproduced: semantic hashing with a DBN-pretrained deep autoencoder.
+"""Semantic hashing (Salakhutdinov & Hinton) reproduced: semantic hashing with a DBN-pretrained deep autoencoder.
 
-The default is the seed's exact setting (preset "seed"): CIFAR-10 standardised (per-pixel mean
+The default is the paper's exact setting (preset "seed"): CIFAR-10 standardised (per-pixel mean
 removed, divided by the global standard deviation), 3072-4096-2048-1024-512-256, 100 epochs per
 RBM, mini-batches of 100, learning rate 0.001 (Gaussian RBM) and 0.01 (binary RBMs), momentum
 0.9, then 150 epochs of fine-tuning at 1e-6 with momentum 0.9 -- hours on a CPU, minutes on a
 GPU. ``--preset cpu-small`` or ``--preset tiny`` run on a CPU in minutes or seconds.
 
-Writes PNGs: originals beside reconstructions (seed figure 6), queries with their nearest
+Writes PNGs: originals beside reconstructions (the paper's figure 6), queries with their nearest
 images and Hamming distances (figures 7-8), and the fraction of same-class images against
-Hamming distance (the seed's closing observation); ``--json`` gets mAP and time per stage.
+Hamming distance (the paper's closing observation); ``--json`` gets mAP and time per stage.
 
     python scripts/semantic_hashing.py --data-dir ../shared/data --preset cpu-small --bits 64 --out results/semantic_hashing
 """
@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--data", default="cifar10")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--protocol", default="1k")
-    parser.add_argument("--preset", default="seed", help="seed (the paper), cpu-small, tiny")
+    parser.add_argument("--preset", default="seed", help="seed (the published setting), cpu-small, tiny")
     parser.add_argument("--bits", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N database images only")

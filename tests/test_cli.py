@@ -1,4 +1,6 @@
+import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -6,8 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import jaxhash
 from conftest import REPO
 from jaxhash.cli import main
+from jaxhash.data import load_image_folder
+from jaxhash.index import ModelRef
 
 
 def test_benchmark_table_and_json(tmp_path, capsys):
@@ -95,3 +100,105 @@ def test_bench_search_script_runs_and_matches_faiss(tmp_path):
     (record,) = json.loads(out.read_text())
     assert record["same_distances_as_faiss"] and record["ratio_faiss_over_jaxhash"] > 0
     assert "ratio faiss/jaxhash" in result.stdout
+
+
+def make_photo_folder(root, rng, per_class=8):
+    """class/*.jpg|png as a user brings it: colour and a few grey photos, one larger, one PNG."""
+    colours = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
+    for name, colour in colours.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = Image.fromarray(np.clip(np.array(colour) + rng.integers(-25, 25, (16, 16, 3)), 0, 255).astype(np.uint8))
+            if i == 0:
+                img.convert("L").save(root / name / f"{i}.jpg")
+            elif i == 1 and name == "blue":
+                img.resize((40, 30)).save(root / name / f"{i}.png")
+            else:
+                img.save(root / name / f"{i}.jpg")
+
+
+def test_fit_on_a_photo_folder_of_mixed_sizes_and_channels(tmp_path, rng, capsys):
+    folder = tmp_path / "photos"
+    make_photo_folder(folder, rng)
+    model = tmp_path / "model"
+    assert main(["fit", "--data", str(folder), "--method", "pcah", "--bits", "2", "--out", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "different sizes: 16x16 (23 images), 30x40 (1 images)" in err and "--image-size 16x16" in err
+    with pytest.warns(UserWarning, match=r"converted 3 grey images to RGB \(21 of 24 images are RGB\)"):
+        assert main(["fit", "--data", str(folder), "--method", "pcah", "--bits", "2", "--image-size", "16", "--out", str(model)]) == 0
+    assert "on the 24 images of photos (16x16x3)" in capsys.readouterr().out  # every image: no protocol asked for
+    assert jaxhash.load_hasher(model).input_shape_ == (16, 16, 3)
+    shell = subprocess.run([sys.executable, "-m", "jaxhash.cli", "fit", "--data", str(folder), "--method", "pcah", "--bits", "2",
+                            "--image-size", "16", "--out", str(model)], capture_output=True, text=True, cwd=REPO,
+                           env={**os.environ, "JAXHASH_PROGRESS": "0"})
+    assert shell.returncode == 0 and shell.stderr.splitlines() == [
+        f"jaxhash fit: note: {folder}: converted 3 grey images to RGB (21 of 24 images are RGB)"]
+    with pytest.warns(UserWarning):
+        assert main(["fit", "--data", str(folder), "--method", "pcah", "--bits", "2", "--image-size", "16", "--protocol", "1k",
+                     "--out", str(model)]) == 2
+    assert "too few for 333 queries per class" in capsys.readouterr().err  # asked for a protocol the folder cannot hold
+
+
+@pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
+def test_a_hasher_fitted_in_python_indexes_a_folder_and_searches(tmp_path, rng, capsys):
+    folder = tmp_path / "photos"
+    make_photo_folder(folder, rng)
+    sets = load_image_folder(folder, image_size=(16, 16), progress=False)
+    jaxhash.PCAH(n_bits=2).fit(sets["all"].images).save(tmp_path / "model")
+    index, grid, out = tmp_path / "photos.jhx", tmp_path / "grid.png", tmp_path / "r.json"
+    assert main(["index", "--model", str(tmp_path / "model"), "--folder", str(folder), "--out", str(index)]) == 0
+    query = folder / "blue" / "1.png"  # 40x30: resized to the model's 16x16
+    assert main(["search", "--model", str(tmp_path / "model"), "--index", str(index), str(query), "--k", "5",
+                 "--grid", str(grid), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"query {query}  (class blue)" in text and "ok  [blue]  blue/" in text
+    (result,) = json.loads(out.read_text())
+    assert result["class"] == "blue"
+    assert all(h["class"] == "blue" and h["same_class"] and h["path"].startswith("blue/") for h in result["results"])
+    with Image.open(grid) as img:
+        assert img.size[0] > 5 * 96
+        assert img.getpixel((6 + 96 + 12 - 1, 6 + 40)) == (0, 140, 0)  # a correct result is framed in green
+
+
+@pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
+def test_an_index_refuses_another_model_and_folders_as_queries(tmp_path, rng, capsys):
+    folder = tmp_path / "photos"
+    make_photo_folder(folder, rng)
+    common = ["--data", str(folder), "--bits", "8", "--image-size", "16"]
+    assert main(["fit", *common, "--method", "lsh", "--out", str(tmp_path / "a")]) == 0
+    assert main(["fit", *common, "--method", "lsh", "--seed", "1", "--out", str(tmp_path / "b")]) == 0
+    assert main(["index", "--model", str(tmp_path / "a"), "--folder", str(folder), "--out", str(tmp_path / "i.jhx")]) == 0
+    capsys.readouterr()
+    query = str(folder / "red" / "2.jpg")
+    assert main(["search", "--model", str(tmp_path / "b"), "--index", str(tmp_path / "i.jhx"), query]) == 2
+    assert "this index was built by the lsh 8-bit model" in capsys.readouterr().err
+    assert main(["search", "--model", str(tmp_path / "a"), "--index", str(tmp_path / "i.jhx"), str(folder / "red")]) == 2
+    assert "is a folder: pass image files" in capsys.readouterr().err
+
+
+def test_every_option_has_help():
+    from jaxhash.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"jaxhash {name} {action.option_strings or action.dest} has no help text"
+
+
+def test_commands_import_only_what_they_need(tmp_path, rng):
+    """--help loads no JAX; searching with a classic hasher loads neither Flax nor Optax."""
+    images = rng.integers(0, 256, (40, 8, 8, 3)).astype(np.uint8)
+    hasher = jaxhash.ITQ(n_bits=16).fit(images)
+    hasher.save(tmp_path / "m")
+    index = jaxhash.HashIndex(16, model=ModelRef.of(hasher))
+    index.add(hasher.encode(images))
+    jaxhash.write_index(index, tmp_path / "i.jhx")
+    Image.fromarray(images[0]).save(tmp_path / "q.png")
+    probe = ("import sys, contextlib, io\nfrom jaxhash.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+             "    try:\n        main(sys.argv[1:])\n    except SystemExit:\n        pass\n"
+             "print(sorted(m for m in ('jax', 'flax', 'optax', 'orbax') if m in sys.modules))")
+    run = lambda *argv: subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=REPO).stdout.strip()  # noqa: E731
+    assert run("--help") == "[]"
+    assert run("search", "--model", str(tmp_path / "m"), "--index", str(tmp_path / "i.jhx"), str(tmp_path / "q.png")) == "['jax']"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxhash import binarize, hamming_distance, pack_bits, pairwise_hamming, unpack_bits
-from jaxhash.codes import check_codes, n_words_for
+from jaxhash.codes import n_words_for
 
 
 @pytest.mark.parametrize("n_bits", [1, 7, 31, 32, 33, 48, 64, 100, 128, 256])
@@ -56,16 +56,7 @@ def test_binarize_sign_and_threshold():
         binarize(x, "median")
 
 
-def test_check_codes_explains_bad_input():
-    good = np.zeros((2, 2), np.uint32)
-    assert check_codes(good, n_bits=64).shape == (2, 2)
-    with pytest.raises(TypeError, match="pack_bits"):
-        check_codes(np.zeros((2, 64), np.uint8))
-    with pytest.raises(ValueError, match="need 1 words"):
-        check_codes(good, n_bits=32)
-    with pytest.raises(ValueError, match="2-D"):
-        check_codes(np.zeros(2, np.uint32), n_bits=64)
-    with pytest.raises(ValueError, match="beyond n_bits"):
-        check_codes(np.full((1, 1), 1 << 20, np.uint32), n_bits=16)
-    with pytest.raises(ValueError, match="positive integer"):
-        n_words_for(0)
+def test_codes_reexports_the_checks():
+    from jaxhash import checks, codes
+
+    assert codes.check_codes is checks.check_codes and codes.n_words_for is checks.n_words_for

@@ -1,4 +1,5 @@
 import gzip
+import json
 import pickle
 import tarfile
 
@@ -10,6 +11,7 @@ from conftest import shared_data_or_skip
 from jaxhash import data as jdata
 from jaxhash.data import DatasetNotFoundError, load_dataset, load_image_folder, retrieval_split, to_features
 from jaxhash.data.idx import read_idx
+from jaxhash.data.source import source_from_json, source_from_legacy_metadata, source_to_json
 
 
 def write_idx(path, array):
@@ -115,10 +117,68 @@ def test_image_folder_resizes_and_converts(tmp_path, rng):
     root.mkdir(parents=True)
     Image.fromarray(rng.integers(0, 256, (10, 12, 3)).astype(np.uint8)).save(root / "x.png")
     Image.fromarray(rng.integers(0, 256, (20, 5)).astype(np.uint8)).save(root / "y.png")
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(ValueError, match=r"different sizes: 10x12 \(1 images\), 20x5 \(1 images\).*--image-size 10x12.*image_size=\(10, 12\)"):
         load_image_folder(tmp_path / "imgs", progress=False)
     sets = load_image_folder(tmp_path / "imgs", image_size=(28, 28), channels=1, progress=False)
     assert sets["all"].images.shape == (2, 28, 28, 1)
+
+
+def test_mixed_grey_and_colour_go_to_the_majority_with_one_note(tmp_path, rng):
+    for cls, modes in (("a", ["RGB", "RGB", "L"]), ("b", ["RGB", "RGBA"])):
+        (tmp_path / "mix" / cls).mkdir(parents=True)
+        for i, mode in enumerate(modes):
+            Image.fromarray(rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)).convert(mode).save(tmp_path / "mix" / cls / f"{i}.png")
+    with pytest.warns(UserWarning, match=r"converted 1 grey images to RGB \(4 of 5 images are RGB\)") as caught:
+        sets = load_image_folder(tmp_path / "mix", progress=False)
+    assert len(caught) == 1 and sets["all"].images.shape == (5, 6, 6, 3)
+    grey_only = load_image_folder(tmp_path / "mix", channels=1, progress=False)
+    assert grey_only["all"].images.shape == (5, 6, 6, 1)
+
+
+def test_load_dataset_resizes_on_request(tmp_path, rng):
+    make_idx_folder(tmp_path / "mnist", rng)
+    ds = load_dataset("mnist", data_dir=tmp_path, image_size=(14, 10))
+    assert ds.x_train.shape == (30, 14, 10, 1) and ds.x_test.shape == (10, 14, 10, 1)
+    with pytest.raises(ValueError, match="image height must be a positive integer"):
+        load_dataset("mnist", data_dir=tmp_path, image_size=(0, 10))
+
+
+def test_sources_round_trip_and_give_images_and_classes(tmp_path, rng):
+    root = tmp_path / "pets"
+    make_image_tree(root, rng)
+    with pytest.warns(UserWarning):
+        sets = load_image_folder(root, progress=False)
+    paths = sets["train"].paths + sets["test"].paths
+    folder = jdata.FolderSource(str(root), paths)
+    assert source_from_json(json.loads(json.dumps(source_to_json(folder)))) == folder
+    entries = jdata.source_entries(folder, [0, 5, 99])
+    assert entries.classes == ["cat", "dog", None] and entries.class_names == {"cat", "dog"}
+    np.testing.assert_array_equal(entries.images[1], sets["train"].images[5])
+    assert entries.images[2] is None
+    assert jdata.source_entries(folder, [0], images=False).images == [None]
+    archive = tmp_path / "pets.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname=".")
+    from_tar = jdata.source_entries(jdata.FolderSource(str(archive), paths), [5])
+    np.testing.assert_array_equal(from_tar.images[0], sets["train"].images[5])
+    moved = jdata.source_entries(jdata.FolderSource(str(tmp_path / "gone"), paths), [5])
+    assert moved.images == [None] and moved.classes == ["dog"]
+
+
+def test_dataset_source_reads_the_same_part(tmp_path, rng):
+    make_idx_folder(tmp_path / "mnist", rng, n_train=40, n_test=20)
+    src = jdata.DatasetSource("mnist", str(tmp_path), "database", "10", 3)
+    assert source_from_json(source_to_json(src)) == src
+    split = retrieval_split(load_dataset("mnist", data_dir=tmp_path), "10", seed=3)
+    entries = jdata.source_entries(src, [0, 7])
+    np.testing.assert_array_equal(entries.images[1], split.db_x[7])
+    assert entries.classes == [str(split.db_y[0]), str(split.db_y[7])]
+    with pytest.raises(ValueError, match="needs a retrieval protocol"):
+        source_to_json(jdata.DatasetSource("mnist", None, "query"))
+    with pytest.raises(ValueError, match="unknown image source kind"):
+        source_from_json({"kind": "web"})
+    assert source_from_legacy_metadata({"data": "mnist", "protocol": "1k", "seed": 2}) == jdata.DatasetSource("mnist", None, "database", "1k", 2)
+    assert source_from_legacy_metadata({"root": "/x", "paths": ["a/1.png"]}) == jdata.FolderSource("/x", ("a/1.png",))
 
 
 def test_protocols(rng):

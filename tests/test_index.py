@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from conftest import oracle_knn, random_codes
+import jaxhash
 from jaxhash import HashIndex, read_index, write_index
-from jaxhash.index import IndexFormatError, bytes_to_codes, codes_to_bytes
+from jaxhash.data import DatasetSource, FolderSource
+from jaxhash.index import IndexFormatError, ModelMismatchError, ModelRef, bytes_to_codes, codes_to_bytes
 
 
 @pytest.fixture
@@ -156,3 +158,41 @@ def test_faiss_conversion_round_trip(filled, rng):
     assert HashIndex.from_faiss(flat).ntotal == index.ntotal
     with pytest.raises(ValueError, match="multiple of 8"):
         HashIndex(12).to_faiss()
+
+
+def test_source_and_model_are_stored_in_the_header(filled, tmp_path, rng):
+    index, codes, _ = filled
+    images = rng.integers(0, 256, (50, 4, 4, 1)).astype(np.uint8)
+    hasher = jaxhash.LSH(n_bits=64, seed=0).fit(images)
+    index.source = FolderSource("/photos", tuple(f"c{i % 3}/{i}.jpg" for i in range(index.ntotal)))
+    index.model = ModelRef.of(hasher, tmp_path / "model")
+    again = read_index(write_index(index, tmp_path / "i.jhx"))
+    assert again.source == index.source and again.model == index.model
+    again.check_model(hasher)
+    other = jaxhash.LSH(n_bits=64, seed=1).fit(images)
+    with pytest.raises(ModelMismatchError, match=r"built by the lsh 64-bit model .* from .*model, not by the given lsh model"):
+        again.check_model(other)
+    with pytest.raises(ModelMismatchError, match="64-bit codes but the model makes 32-bit"):
+        again.check_model(jaxhash.LSH(n_bits=32).fit(images))
+
+
+def write_v1(path, codes, metadata):
+    """A version-1 file as jaxhash 0.1 wrote it (no source or model records)."""
+    import hashlib
+    import json
+    import struct
+
+    header = json.dumps({"format": "jaxhash-index", "n_bits": 64, "n_words": 2, "ntotal": len(codes), "metadata": metadata}).encode()
+    body = struct.pack("<8sII", b"JAXHASH\0", 1, len(header)) + header + codes.astype("<u4").tobytes()
+    body += np.arange(len(codes), dtype="<i8").tobytes()
+    path.write_bytes(body + hashlib.sha256(body).digest())
+
+
+def test_version_1_files_still_read(filled, tmp_path):
+    _, codes, _ = filled
+    write_v1(tmp_path / "old.jhx", codes, {"model": "/m", "root": "/photos", "paths": ["a/1.png"] * len(codes)})
+    old = read_index(tmp_path / "old.jhx")
+    assert old.ntotal == len(codes) and old.model is None and old.source == FolderSource("/photos", ("a/1.png",) * len(codes))
+    np.testing.assert_array_equal(old.codes, codes)
+    write_v1(tmp_path / "old2.jhx", codes, {"data": "mnist", "protocol": "1k", "seed": 0})
+    assert read_index(tmp_path / "old2.jhx").source == DatasetSource("mnist", None, "database", "1k", 0)

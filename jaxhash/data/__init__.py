@@ -20,9 +20,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..checks import check_positive_int
+from ..images import conform_images, to_features
 from .cifar import load_pickle_folder, pickle_folder_kind
 from .folders import ImageSet, is_archive, load_image_folder
 from .idx import has_idx_set, load_idx_folder
+from .source import DatasetSource, FolderSource, ImageSource, SourceEntries, class_of_path, source_entries
 
 __all__ = [
     "Dataset",
@@ -35,6 +38,12 @@ __all__ = [
     "ImageSet",
     "DatasetNotFoundError",
     "KNOWN_DATASETS",
+    "DatasetSource",
+    "FolderSource",
+    "ImageSource",
+    "SourceEntries",
+    "source_entries",
+    "class_of_path",
 ]
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -102,12 +111,6 @@ class RetrievalSplit(NamedTuple):
         return self.db_y
 
 
-def to_features(images) -> np.ndarray:
-    """``(n, H, W, C)`` uint8 images -> ``(n, H*W*C)`` float32 pixels in [0, 1]."""
-    images = np.asarray(images)
-    return images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255.0)
-
-
 # -- locating -------------------------------------------------------------------------------------
 
 def _search_dirs(data_dir) -> list[Path]:
@@ -160,10 +163,11 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("JAXHASH_CACHE", Path.home() / ".cache" / "jaxhash"))
 
 
-def _cached_archive(path: Path, progress: bool) -> dict[str, ImageSet]:
+def _cached_archive(path: Path, progress: bool, image_size=None) -> dict[str, ImageSet]:
     """Decoding tens of thousands of JPEGs takes a while: keep the arrays in a cache keyed by file."""
     stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v1".encode()).hexdigest()[:20]
+    sized = "" if image_size is None else f"|{image_size[0]}x{image_size[1]}"
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v1{sized}".encode()).hexdigest()[:20]
     cache = _cache_dir() / f"{path.name}.{key}.npz"
     if cache.is_file():
         try:
@@ -173,7 +177,7 @@ def _cached_archive(path: Path, progress: bool) -> dict[str, ImageSet]:
                 return {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], names, tuple(str(p) for p in z[f"{s}_paths"])) for s in splits}
         except (OSError, ValueError, KeyError):
             cache.unlink(missing_ok=True)  # damaged cache: rebuild below
-    sets = load_image_folder(path, progress=progress)
+    sets = load_image_folder(path, image_size=image_size, progress=progress)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"splits": np.asarray(sorted(sets)), "class_names": np.asarray(next(iter(sets.values())).class_names)}
@@ -199,7 +203,7 @@ def _from_image_sets(name: str, sets: dict[str, ImageSet]) -> Dataset:
     return Dataset(name, train.images, train.labels, test.images, test.labels, train.class_names, train.paths, test.paths)
 
 
-def _load_path(path: Path, name: str, progress: bool) -> Dataset:
+def _load_path(path: Path, name: str, progress: bool, image_size=None) -> Dataset:
     if path.is_dir() and has_idx_set(path):
         splits = load_idx_folder(path)
         classes = FASHION_CLASSES if "fashion" in name else tuple(str(i) for i in range(10))
@@ -209,9 +213,9 @@ def _load_path(path: Path, name: str, progress: bool) -> Dataset:
             splits, names = load_pickle_folder(folder)
             return Dataset(name, *splits["train"], *splits["test"], tuple(names))
     if is_archive(path):
-        return _from_image_sets(name, _cached_archive(path, progress))
+        return _from_image_sets(name, _cached_archive(path, progress, image_size))
     if path.is_dir():
-        return _from_image_sets(name, load_image_folder(path, progress=progress))
+        return _from_image_sets(name, load_image_folder(path, image_size=image_size, progress=progress))
     raise ValueError(f"{path} is neither an IDX folder, CIFAR pickle batches, an image folder nor a .tar.gz of images")
 
 
@@ -239,22 +243,33 @@ def _load_tfds(name: str, data_dir) -> Dataset:
     return Dataset(f"tfds:{name}", *out["train"], *out["test"], tuple(str(i) for i in range(n_classes)))
 
 
-def load_dataset(spec: str, data_dir=None, progress: bool = True) -> Dataset:
-    """Load a data set by name or path (see the module docstring for where names are looked up)."""
+def load_dataset(spec: str, data_dir=None, progress: bool = True, image_size: tuple[int, int] | None = None) -> Dataset:
+    """Load a data set by name or path (see the module docstring for where names are looked up).
+
+    ``image_size`` = ``(H, W)`` resizes every image (an image folder of mixed sizes needs it).
+    """
+    if image_size is not None:
+        image_size = (check_positive_int(image_size[0], "image height"), check_positive_int(image_size[1], "image width"))
     text = str(spec)
     key = text.lower()
     if key.startswith("tfds:"):
-        return _load_tfds(text[5:], data_dir)
-    if key == "digits":
-        return _load_digits()
-    if key in KNOWN_DATASETS:
-        return _load_path(locate_dataset(key, data_dir), key, progress)
-    path = Path(text).expanduser()
-    if path.exists():
-        return _load_path(path, path.name.split(".")[0], progress)
-    raise DatasetNotFoundError(
-        f"{spec!r} is neither a known data set ({', '.join(KNOWN_DATASETS)}, digits, tfds:NAME) nor an existing path"
-    )
+        dataset = _load_tfds(text[5:], data_dir)
+    elif key == "digits":
+        dataset = _load_digits()
+    elif key in KNOWN_DATASETS:
+        dataset = _load_path(locate_dataset(key, data_dir), key, progress, image_size)
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise DatasetNotFoundError(
+                f"{spec!r} is neither a known data set ({', '.join(KNOWN_DATASETS)}, digits, tfds:NAME) nor an existing path"
+            )
+        dataset = _load_path(path, path.name.split(".")[0], progress, image_size)
+    if image_size is not None and dataset.image_shape[:2] != tuple(image_size):
+        shape = tuple(image_size) + (dataset.image_shape[2],)
+        dataset = dataset._replace(x_train=conform_images(dataset.x_train, shape, counts={}),
+                                   x_test=conform_images(dataset.x_test, shape, counts={}))
+    return dataset
 
 
 # -- protocols ------------------------------------------------------------------------------------

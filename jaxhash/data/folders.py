@@ -1,14 +1,15 @@
 """Images from folders laid out ``split/class/*.ext`` (or ``class/*.ext``), or the same in a .tar.gz."""
 from __future__ import annotations
 
-import io
 import tarfile
 import warnings
 from pathlib import Path, PurePosixPath
 from typing import Iterator, NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
+
+from ..images import conform_images, decode_image
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation", "query", "database")
@@ -44,20 +45,6 @@ def _iter_entries(root: Path) -> Iterator[tuple[str, callable]]:
         yield path.relative_to(root).as_posix(), path.read_bytes
 
 
-def decode_image(data: bytes, image_size: tuple[int, int] | None, channels: int | None) -> np.ndarray:
-    """Decode bytes to ``(H, W, C)`` uint8; convert to ``channels`` (1 or 3) and resize if asked."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        if channels == 1 or (channels is None and img.mode in ("L", "1", "I;16", "I")):
-            img = img.convert("L")
-        else:
-            img = img.convert("RGB")
-        if image_size is not None and img.size != (image_size[1], image_size[0]):
-            img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
-        arr = np.asarray(img, np.uint8)
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
 def _split_class(rel: str) -> tuple[str, str]:
     parts = PurePosixPath(rel).parts
     if len(parts) >= 3 and parts[-3].lower() in SPLIT_NAMES:
@@ -73,8 +60,11 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
 
     Layout ``split/class/name.ext`` gives splits (train, test, ...) and labels; ``class/name.ext``
     gives one split ``"all"``; loose files are unlabelled (label -1). Files that are not readable
-    images are skipped and listed in one warning. Without ``image_size`` all images must share
-    one size.
+    images are skipped and listed in one warning.
+
+    ``image_size`` = ``(H, W)`` resizes every image; without it all images must share one size.
+    ``channels`` = 1 or 3 converts every image; without it a folder mixing grey and colour images
+    is converted to the channel count of the majority, with one note.
 
     Returns ``{split: ImageSet}``; class ids are the sorted class-folder names, shared by splits.
     """
@@ -102,18 +92,39 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
         warnings.warn(f"skipped {len(skipped)} unreadable or non-image files in {root}: {shown}", stacklevel=2)
     if not records:
         raise ValueError(f"no readable images found in {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    shapes = {img.shape for recs in records.values() for _, _, img in recs}
-    if len(shapes) > 1:
-        raise ValueError(f"images in {root} have different sizes {sorted(shapes)[:4]}...: pass image_size=(H, W) to resize them")
+    images = [img for recs in records.values() for _, _, img in recs]
+    shape = _common_shape(root, images)
     class_names = tuple(sorted({cls for recs in records.values() for _, cls, _ in recs if cls}))
     class_id = {c: i for i, c in enumerate(class_names)}
     out = {}
     for split, recs in records.items():
         recs.sort(key=lambda r: r[0])
         out[split] = ImageSet(
-            np.stack([r[2] for r in recs]),
+            conform_images([r[2] for r in recs], shape, counts={}),
             np.asarray([class_id.get(r[1], -1) for r in recs], np.int32),
             class_names,
             tuple(r[0] for r in recs),
         )
     return out
+
+
+def _common_shape(root: Path, images: list[np.ndarray]) -> tuple[int, int, int]:
+    """The one size all images share (else a clear error), and the majority's channel count (with a note)."""
+    sizes: dict[tuple[int, int], int] = {}
+    channel_counts = {1: 0, 3: 0}
+    for img in images:
+        sizes[img.shape[:2]] = sizes.get(img.shape[:2], 0) + 1
+        channel_counts[img.shape[2]] += 1
+    if len(sizes) > 1:
+        common = sorted(sizes.items(), key=lambda kv: -kv[1])
+        listed = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in common[:4]) + (", ..." if len(common) > 4 else "")
+        (h, w), _ = common[0]
+        raise ValueError(f"images in {root} have different sizes: {listed}. Resize them to one size on loading: "
+                         f"--image-size {h}x{w} on the command line, or image_size=({h}, {w}) in Python")
+    channels = 3 if channel_counts[3] >= channel_counts[1] else 1
+    minority = channel_counts[1 if channels == 3 else 3]
+    if minority:
+        warnings.warn(f"{root}: converted {minority} {'grey' if channels == 3 else 'colour'} images to "
+                      f"{'RGB' if channels == 3 else 'grey'} ({channel_counts[channels]} of {len(images)} images are "
+                      f"{'RGB' if channels == 3 else 'grey'})", stacklevel=3)
+    return next(iter(sizes)) + (channels,)

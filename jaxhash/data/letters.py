@@ -1,4 +1,4 @@
-"""The 33 Russian capital letters as 15x15 binary images (seed 003's prototypes).
+"""The 33 Russian capital letters as 15x15 binary images (the prototypes of Chervyakov & Balan's two-stage Hamming network).
 
 Rendered once by ``scripts/render_letters.py`` from DejaVu Sans Condensed Bold (Debian package
 fonts-dejavu-extra) and kept in the
@@ -28,6 +28,6 @@ def load_cyrillic_letters() -> tuple[tuple[str, ...], np.ndarray]:
 
 
 def add_flip_noise(rng: np.random.Generator, images, p: float) -> np.ndarray:
-    """Flip every pixel independently with probability ``p`` (the seed's noisy letters)."""
+    """Flip every pixel independently with probability ``p`` (the paper's noisy letters)."""
     images = np.asarray(images, np.uint8)
     return images ^ (rng.random(images.shape) < p).astype(np.uint8)

@@ -1,0 +1,137 @@
+"""Images as hashers consume them: decoding, channel conversion, resizing, pixel features.
+
+An image is a ``(H, W, C)`` uint8 array with ``C`` = 1 (grey) or 3 (RGB). A hasher records the
+shape it was fitted on (``input_shape_``); :func:`conform_images` brings images of any size and
+channel count to that shape, so that a folder of mixed photos, a single query or an upload can
+all be encoded by the same model. NumPy and Pillow only.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["to_features", "decode_image", "conform_images", "conversion_note", "is_image_batch", "GREY_MODES"]
+
+# Pillow modes decoded as one grey channel; everything else becomes RGB (alpha is dropped).
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def to_features(images) -> np.ndarray:
+    """``(n, H, W, C)`` uint8 images -> ``(n, H*W*C)`` float32 pixels in [0, 1]."""
+    images = np.asarray(images)
+    return images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255.0)
+
+
+def decode_image(data: bytes, image_size: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
+    """Decode encoded image bytes to ``(H, W, C)`` uint8.
+
+    ``channels`` = 1 or 3 converts (grey is repeated to RGB, RGBA loses its alpha); ``None`` keeps
+    grey images grey and makes everything else RGB. ``image_size`` = ``(H, W)`` resizes (bilinear).
+    Raises ``OSError``/``ValueError`` (Pillow's) for bytes that are not a readable image.
+    """
+    from PIL import Image  # noqa: PLC0415 - keeps `import jaxhash` light
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        grey = channels == 1 or (channels is None and img.mode in GREY_MODES)
+        img = img.convert("L" if grey else "RGB")
+        if image_size is not None and img.size != (image_size[1], image_size[0]):
+            img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
+        arr = np.asarray(img, np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def is_image_batch(x) -> bool:
+    """Whether ``x`` is a batch of images: a 3-D ``(n, H, W)`` / 4-D ``(n, H, W, C)`` array or a list of arrays."""
+    if isinstance(x, (list, tuple)):
+        return True
+    return getattr(x, "ndim", np.ndim(x)) in (3, 4)
+
+
+def _as_hwc(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"an image must be (H, W) or (H, W, C) with C in 1..4, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"images must be uint8 (0..255), got dtype {image.dtype}: convert with (x * 255).round().astype(np.uint8)")
+    return image
+
+
+def _convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    c = image.shape[2]
+    if c in (2, 4):  # grey + alpha, RGBA: drop the alpha channel (Pillow's convert does the same)
+        image, c = image[..., : c - 1], c - 1
+    if c == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=2)
+    # ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
+    grey = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None]
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image  # noqa: PLC0415
+
+    pil = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
+    out = np.asarray(pil.resize((size[1], size[0]), Image.BILINEAR), np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def conform_images(images, shape: Sequence[int], counts: dict | None = None) -> np.ndarray:
+    """Bring images to ``shape`` = ``(H, W, C)``: convert channels, then resize (bilinear).
+
+    Args:
+      images: a ``(n, H, W, C)`` or ``(n, H, W)`` uint8 array, or a list of ``(H, W[, C])`` uint8
+        arrays of any sizes and channel counts (1 grey, 2 grey + alpha, 3 RGB, 4 RGBA).
+      shape: the target ``(H, W, C)``; ``C`` is 1 or 3.
+      counts: a dict to add ``{"images", "converted", "resized"}`` to, for callers that convert in
+        batches and give one note at the end (:func:`conversion_note`); without it, one warning
+        here says what was converted.
+    Returns:
+      ``(n, H, W, C)`` uint8; the input itself when it already has that shape.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) <= 0:
+        raise ValueError(f"target shape must be (H, W, C) with C = 1 or 3, got {shape}")
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = images[..., None]  # (n, H, W) grey
+    tally = {"images": len(images), "converted": 0, "resized": 0}
+    if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1:] == shape and images.dtype == np.uint8:
+        out = images
+    else:
+        out = np.empty((len(images),) + shape, np.uint8)
+        for i, image in enumerate(images):
+            image = _as_hwc(image)
+            if image.shape[2] != shape[2]:
+                tally["converted"] += 1
+            image = _convert_channels(image, shape[2])
+            if image.shape[:2] != shape[:2]:
+                tally["resized"] += 1
+                image = _resize(image, shape[:2])
+            out[i] = image
+    if counts is None:
+        message = conversion_note(tally, shape)
+        if message:
+            warnings.warn(message, stacklevel=2)
+    else:
+        for key, value in tally.items():
+            counts[key] = counts.get(key, 0) + value
+    return out
+
+
+def conversion_note(counts: dict, shape: Sequence[int]) -> str | None:
+    """One sentence saying how many images :func:`conform_images` converted, or None if none."""
+    what = []
+    if counts.get("converted"):
+        what.append(f"converted {counts['converted']} to {'RGB' if shape[2] == 3 else 'grey'}")
+    if counts.get("resized"):
+        what.append(f"resized {counts['resized']} to {shape[0]}x{shape[1]}")
+    if not what:
+        return None
+    return f"{' and '.join(what)} of {counts['images']} images for the model's input shape {tuple(shape)}"

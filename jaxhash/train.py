@@ -1,0 +1,215 @@
+"""The one training loop every neural model in jaxhash runs on.
+
+A model supplies a train step, ``step(state, batch, key) -> (state, metrics)``, pure and
+jit-able over a state pytree (a NamedTuple of parameters and optimiser state). This module turns
+steps into epochs and epochs into a training run:
+
+* :func:`epoch_scan` -- one shuffled epoch as a single ``lax.scan`` on the device (data already
+  on the device; fastest for small models, e.g. RBMs and the DBN autoencoder).
+* :func:`epoch_from_host` -- the same epoch fed from NumPy in device-sized batches (large image
+  sets: no whole-data copy per epoch). Both draw the same batches and keys from the same key, so
+  they give the same result.
+* :func:`fit` -- epochs ``start_epoch .. epochs - 1``, epoch ``e`` with key ``fold_in(key, e)``
+  (so a resumed run equals an uninterrupted one), a guard that stops on NaN/inf metrics before
+  anything of that epoch is saved, and ``on_epoch`` hooks: :class:`ProgressBar`,
+  :class:`History` and :class:`jaxhash.checkpoint.Checkpoints`.
+* :func:`run_stage` -- :func:`fit` with those three hooks set up, resume included::
+
+    epoch = jax.jit(lambda s, k: epoch_scan(step, s, data, k, 128))
+    state = run_stage(init_state, epoch, key=key, epochs=10, stage="training",
+                      checkpoint_dir="ck", run={"model": "mlp-256", "lr": 0.1}, resume=True, history=log)
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .checks import check_positive_int
+
+__all__ = [
+    "EpochEnd",
+    "TrainingDiverged",
+    "batch_order",
+    "epoch_scan",
+    "epoch_from_host",
+    "fit",
+    "run_stage",
+    "ProgressBar",
+    "History",
+]
+
+Step = Callable[[Any, Any, jax.Array], tuple[Any, Any]]
+
+
+class EpochEnd(NamedTuple):
+    """What ``on_epoch`` hooks receive after each finished epoch."""
+
+    stage: str
+    epoch: int  # 0-based index of the epoch just finished
+    epochs: int  # epochs in the whole run
+    metrics: dict  # name -> Python float, the epoch's mean of each step metric
+    state: Any
+    seconds: float
+
+
+class TrainingDiverged(FloatingPointError):
+    """A metric became NaN or infinite; nothing of that epoch was kept or saved."""
+
+
+def batch_order(key, n: int, batch_size: int):
+    """Shuffled example indices ``(n // batch_size, batch_size)`` and one key per batch.
+
+    The remainder smaller than ``batch_size`` is left out of this epoch (the shuffle differs
+    every epoch, so every example is used over a run).
+    """
+    n_batches = n // batch_size
+    if n_batches == 0:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} training examples: use a smaller batch")
+    key_perm, key_steps = jax.random.split(key)
+    order = jax.random.permutation(key_perm, n)[: n_batches * batch_size].reshape(n_batches, batch_size)
+    return order, jax.random.split(key_steps, n_batches)
+
+
+def _mean_metrics(metrics):
+    return jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0), metrics)
+
+
+def epoch_scan(step: Step, state, data, key, batch_size: int):
+    """One epoch of ``step`` over shuffled mini-batches of ``data`` as one ``lax.scan``.
+
+    Call it inside ``jax.jit`` (with ``step`` and ``batch_size`` static). ``data`` is an array or
+    a pytree of arrays with a common first axis (e.g. ``(images, labels)``).
+    Returns ``(state, metrics averaged over the epoch's steps)``.
+    """
+    n = jax.tree_util.tree_leaves(data)[0].shape[0]
+    order, keys = batch_order(key, n, batch_size)
+    batches = jax.tree_util.tree_map(lambda a: a[order.reshape(-1)].reshape(order.shape + a.shape[1:]), data)
+    state, metrics = jax.lax.scan(lambda s, inputs: step(s, *inputs), state, (batches, keys))
+    return state, _mean_metrics(metrics)
+
+
+def epoch_from_host(step: Step, state, data, key, batch_size: int, device_put: Callable = jax.device_put):
+    """The epoch of :func:`epoch_scan`, with ``data`` (NumPy arrays) sent to the device one batch at a time.
+
+    ``step`` should be jitted (``jax.jit(step)``); ``device_put`` may place or shard each batch.
+    Only one batch is gathered on the host at a time; the next is copied while a step runs.
+    """
+    leaves = jax.tree_util.tree_leaves(data)
+    order, keys = batch_order(key, leaves[0].shape[0], batch_size)
+    order = np.asarray(order)
+    gather = lambda idx: device_put(jax.tree_util.tree_map(lambda a: np.asarray(a)[idx], data))  # noqa: E731
+    all_metrics = []
+    upcoming = gather(order[0])
+    for i in range(order.shape[0]):
+        batch = upcoming
+        state, metrics = step(state, batch, keys[i])
+        if i + 1 < order.shape[0]:
+            upcoming = gather(order[i + 1])  # overlaps with the step dispatched above
+        all_metrics.append(metrics)
+    stacked = jax.tree_util.tree_map(lambda *m: jnp.stack(m), *all_metrics)
+    return state, _mean_metrics(stacked)
+
+
+def _as_floats(metrics) -> dict:
+    if not isinstance(metrics, dict):
+        metrics = {"loss": metrics}
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def fit(state, epoch_fn: Callable, *, key, epochs: int, start_epoch: int = 0, stage: str = "training",
+        on_epoch: Iterable[Callable[[EpochEnd], None]] = (), divergence_hint: str = "lower the learning rate"):
+    """Run epochs ``start_epoch .. epochs - 1`` of ``epoch_fn(state, key) -> (state, metrics)``.
+
+    Epoch ``e`` gets ``jax.random.fold_in(key, e)``: its randomness depends on the key and the
+    epoch number alone, so resuming from a checkpoint of epoch ``e - 1`` reproduces the same run.
+    ``metrics`` is a dict of scalars (or one scalar, named ``loss``). After each epoch the metrics
+    are checked: a NaN or infinite value raises :class:`TrainingDiverged` before any hook sees the
+    epoch, so checkpoints keep the last good epoch. Hooks with a ``close()`` method are closed
+    at the end, also on errors.
+
+    Returns the state after the last epoch.
+    """
+    epochs = check_positive_int(epochs, "epochs")
+    hooks = [h for h in on_epoch if h is not None]
+    try:
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            new_state, metrics = epoch_fn(state, jax.random.fold_in(key, epoch))
+            metrics = _as_floats(metrics)
+            bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+            if bad:
+                shown = ", ".join(f"{k}={v}" for k, v in bad.items())
+                kept = f"the checkpoint of epoch {epoch} is the last good one" if epoch else "no epoch finished"
+                raise TrainingDiverged(f"{stage} diverged at epoch {epoch + 1} ({shown}); {kept}: {divergence_hint}")
+            state = new_state
+            end = EpochEnd(stage, epoch, epochs, metrics, state, time.perf_counter() - t0)
+            for hook in hooks:
+                hook(end)
+    finally:
+        for hook in hooks:
+            close = getattr(hook, "close", None)
+            if close is not None:
+                close()
+    return state
+
+
+class ProgressBar:
+    """``on_epoch`` hook: a progress bar over epochs showing the latest metrics."""
+
+    def __init__(self, epochs: int, desc: str, start_epoch: int = 0, disable: bool = False, fmt: str = ".4f"):
+        from .progress import progress  # noqa: PLC0415
+
+        self._bar = progress(total=epochs, desc=desc, unit="epoch", disable=disable, leave=False)
+        self._bar.update(start_epoch)
+        self._fmt = fmt
+
+    def __call__(self, end: EpochEnd) -> None:
+        self._bar.set_postfix({k: format(v, self._fmt) for k, v in end.metrics.items()})
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class History:
+    """``on_epoch`` hook: appends ``{"stage", "epoch" (1-based), **metrics}`` to a list."""
+
+    def __init__(self, records: list):
+        self.records = records
+
+    def __call__(self, end: EpochEnd) -> None:
+        self.records.append({"stage": end.stage, "epoch": end.epoch + 1, **end.metrics})
+
+
+def run_stage(state, epoch_fn: Callable, *, key, epochs: int, stage: str, desc: str | None = None, checkpoint_dir=None,
+              run: dict | None = None, resume: bool = False, progress: bool = True, history: list | None = None,
+              on_epoch: Iterable[Callable[[EpochEnd], None]] = (), divergence_hint: str = "lower the learning rate"):
+    """:func:`fit` with the usual hooks: a progress bar, a history list, Orbax checkpoints with resume.
+
+    ``state`` is the freshly initialised state; it is also the template that a checkpoint in
+    ``checkpoint_dir`` is restored into (``resume=True``; without it, existing checkpoints are
+    refused rather than overwritten). ``run`` describes the architecture and schedule: a
+    checkpoint written for another ``run`` is refused. Returns the final state.
+    """
+    start = 0
+    hooks = []
+    if checkpoint_dir is not None:
+        from .checkpoint import Checkpoints  # noqa: PLC0415 - Orbax only when checkpointing
+
+        checkpoints = Checkpoints(checkpoint_dir, run or {})
+        try:
+            state, start = checkpoints.restore(state, resume)
+        except BaseException:
+            checkpoints.close()
+            raise
+        hooks.append(checkpoints)
+    if history is not None:
+        hooks.append(History(history))
+    hooks.insert(0, ProgressBar(epochs, desc or stage, start, disable=not progress))
+    return fit(state, epoch_fn, key=key, epochs=epochs, start_epoch=start, stage=stage, on_epoch=[*hooks, *on_epoch],
+               divergence_hint=divergence_hint)

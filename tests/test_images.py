@@ -1,0 +1,71 @@
+import io
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxhash.images import conform_images, conversion_note, decode_image, is_image_batch, to_features
+
+
+def encoded(array, fmt="PNG", mode=None):
+    buf = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_decode_keeps_grey_grey_and_drops_alpha(rng):
+    grey = rng.integers(0, 256, (5, 7)).astype(np.uint8)
+    assert decode_image(encoded(grey)).shape == (5, 7, 1)
+    rgba = rng.integers(0, 256, (5, 7, 4)).astype(np.uint8)
+    rgb = decode_image(encoded(rgba))
+    np.testing.assert_array_equal(rgb, rgba[..., :3])
+    assert decode_image(encoded(grey), image_size=(10, 3), channels=3).shape == (10, 3, 3)
+    with pytest.raises(OSError):
+        decode_image(b"not an image")
+
+
+def test_conform_converts_channels_and_sizes_with_one_note(rng):
+    mixed = [rng.integers(0, 256, (8, 8, 3)).astype(np.uint8), rng.integers(0, 256, (8, 8)).astype(np.uint8),
+             rng.integers(0, 256, (16, 12, 4)).astype(np.uint8)]
+    with pytest.warns(UserWarning, match=r"converted 2 to RGB and resized 1 to 8x8 of 3 images") as caught:
+        out = conform_images(mixed, (8, 8, 3))
+    assert len(caught) == 1 and out.shape == (3, 8, 8, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], mixed[0])
+    np.testing.assert_array_equal(out[1], np.repeat(mixed[1][..., None], 3, axis=2))  # grey broadcast to 3 channels
+
+
+def test_conform_to_grey_uses_luma_like_pillow(rng):
+    rgb = rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)
+    with pytest.warns(UserWarning, match="converted 1 to grey"):
+        ours = conform_images([rgb], (6, 6, 1))[0, ..., 0]
+    pillow = np.asarray(Image.fromarray(rgb).convert("L"))
+    assert np.abs(ours.astype(int) - pillow).max() <= 1
+
+
+def test_conform_is_a_no_op_on_the_right_shape_and_counts_silently(rng):
+    batch = rng.integers(0, 256, (4, 5, 5, 1)).astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert conform_images(batch, (5, 5, 1)) is batch
+        counts = {}
+        conform_images(batch[..., 0].repeat(2, axis=1), (5, 5, 1), counts)  # (4, 10, 5) grey
+    assert counts == {"images": 4, "converted": 0, "resized": 4}
+    assert conversion_note(counts, (5, 5, 1)) == "resized 4 to 5x5 of 4 images for the model's input shape (5, 5, 1)"
+    assert conversion_note({"images": 4}, (5, 5, 1)) is None
+
+
+def test_bad_images_are_refused_clearly():
+    with pytest.raises(TypeError, match="uint8"):
+        conform_images([np.zeros((4, 4, 3), np.float32)], (4, 4, 3))
+    with pytest.raises(ValueError, match="C in 1..4"):
+        conform_images([np.zeros((4, 4, 5), np.uint8)], (4, 4, 3))
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        conform_images([np.zeros((4, 4, 3), np.uint8)], (4, 4, 2))
+
+
+def test_features_and_batch_detection():
+    x = np.full((2, 3, 3, 1), 255, np.uint8)
+    f = to_features(x)
+    assert f.shape == (2, 9) and f.dtype == np.float32 and f.max() == 1.0
+    assert is_image_batch(x) and is_image_batch([x[0]]) and not is_image_batch(f)

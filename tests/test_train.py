@@ -1,0 +1,136 @@
+"""The shared training loop: epochs from keys, both ways of feeding data, hooks, exact resume,
+the divergence guard."""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxhash import train
+from jaxhash.checkpoint import CheckpointMismatchError, TrainingCheckpointer
+
+OPT = optax.sgd(0.05, momentum=0.9)
+
+
+class State(NamedTuple):
+    w: jax.Array
+    opt_state: optax.OptState
+
+
+def step(state, batch, key):
+    """Least squares with a little gradient noise, so the keys matter."""
+    x, y = batch
+
+    def loss_fn(w):
+        return jnp.mean(jnp.square(x @ w - y))
+
+    loss, grad = jax.value_and_grad(loss_fn)(state.w)
+    grad = grad + 0.01 * jax.random.normal(key, grad.shape)
+    updates, opt_state = OPT.update(grad, state.opt_state, state.w)
+    return State(optax.apply_updates(state.w, updates), opt_state), {"loss": loss, "w_norm": jnp.linalg.norm(state.w)}
+
+
+@pytest.fixture
+def problem(rng):
+    x = rng.normal(size=(203, 5)).astype(np.float32)
+    y = x @ np.arange(1, 6, dtype=np.float32) + 0.1 * rng.normal(size=203).astype(np.float32)
+    w = jnp.zeros(5)
+    return (x, y), State(w, OPT.init(w))
+
+
+scan_epoch = jax.jit(lambda state, data, key: train.epoch_scan(step, state, data, key, 16))
+
+
+def test_host_fed_epoch_equals_scanned_epoch(problem, key):
+    data, state = problem
+    a, ma = scan_epoch(state, data, key)
+    b, mb = train.epoch_from_host(jax.jit(step), state, data, key, 16)
+    np.testing.assert_allclose(a.w, b.w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-5)
+
+
+def test_batches_cover_the_data_once_and_differ_per_key(key):
+    order, keys = train.batch_order(key, 50, 16)
+    assert order.shape == (3, 16) and keys.shape[0] == 3 and len(set(np.asarray(order).ravel())) == 48
+    assert not np.array_equal(order, train.batch_order(jax.random.fold_in(key, 1), 50, 16)[0])
+    with pytest.raises(ValueError, match="larger than the 10 training examples"):
+        train.batch_order(key, 10, 16)
+
+
+def test_fit_learns_and_a_split_run_equals_one_run(problem, key):
+    data, state = problem
+    epoch = lambda s, k: scan_epoch(s, data, k)  # noqa: E731
+    log = []
+    whole = train.fit(state, epoch, key=key, epochs=6, on_epoch=[train.History(log)])
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5, 6] and log[-1]["loss"] < 0.1 * log[0]["loss"]
+    half = train.fit(state, epoch, key=key, epochs=3)
+    rest = train.fit(half, epoch, key=key, epochs=6, start_epoch=3)
+    np.testing.assert_array_equal(rest.w, whole.w)
+
+
+def test_run_stage_resumes_exactly_after_a_crash(problem, key, tmp_path):
+    data, state = problem
+    epoch = lambda s, k: scan_epoch(s, data, k)  # noqa: E731
+    run = {"model": "least-squares", "lr": 0.05}
+    reference = train.run_stage(state, epoch, key=key, epochs=5, stage="ls", progress=False)
+
+    def crash(end):
+        if end.epoch == 2:
+            raise KeyboardInterrupt("power cut")
+
+    with pytest.raises(KeyboardInterrupt):
+        train.run_stage(state, epoch, key=key, epochs=5, stage="ls", checkpoint_dir=tmp_path / "ck", run=run,
+                        progress=False, on_epoch=[crash])
+    with pytest.raises(FileExistsError, match="resume"):
+        train.run_stage(state, epoch, key=key, epochs=5, stage="ls", checkpoint_dir=tmp_path / "ck", run=run, progress=False)
+    with pytest.raises(CheckpointMismatchError, match="another architecture"):
+        train.run_stage(state, epoch, key=key, epochs=5, stage="ls", checkpoint_dir=tmp_path / "ck", run={**run, "lr": 1.0},
+                        resume=True, progress=False)
+    log = []
+    resumed = train.run_stage(state, epoch, key=key, epochs=5, stage="ls", checkpoint_dir=tmp_path / "ck", run=run,
+                              resume=True, progress=False, history=log)
+    assert [r["epoch"] for r in log] == [4, 5]  # epochs 1-3 came from the checkpoint of epoch 3
+    np.testing.assert_array_equal(resumed.w, reference.w)
+    again = train.run_stage(state, epoch, key=key, epochs=5, stage="ls", checkpoint_dir=tmp_path / "ck", run=run,
+                            resume=True, progress=False)  # finished: nothing left to run
+    np.testing.assert_array_equal(again.w, reference.w)
+
+
+def test_divergence_stops_before_the_bad_epoch_is_saved(problem, key, tmp_path):
+    data, state = problem
+    calls = {"n": 0}
+
+    def epoch(s, k):
+        calls["n"] += 1
+        s, metrics = scan_epoch(s, data, k)
+        if calls["n"] == 3:
+            metrics = dict(metrics, loss=jnp.nan)
+        return s, metrics
+
+    with pytest.raises(train.TrainingDiverged, match=r"ls diverged at epoch 3 \(loss=nan\); the checkpoint of epoch 2 is the last good one"):
+        train.run_stage(state, epoch, key=key, epochs=5, stage="ls", checkpoint_dir=tmp_path / "ck", run={}, progress=False)
+    ckpt = TrainingCheckpointer(tmp_path / "ck")
+    assert ckpt.latest_meta()["epoch"] == 1  # 0-based: the second epoch
+    ckpt.close()
+    with pytest.raises(FloatingPointError, match="no epoch finished: lower the learning rate"):
+        train.fit(state, lambda s, k: (s, {"loss": jnp.inf}), key=key, epochs=2)
+
+
+def test_hooks_are_closed_on_errors(problem, key):
+    data, state = problem
+    closed = []
+
+    class Hook:
+        def __call__(self, end):
+            raise RuntimeError("hook failed")
+
+        def close(self):
+            closed.append(True)
+
+    with pytest.raises(RuntimeError, match="hook failed"):
+        train.fit(state, lambda s, k: scan_epoch(s, data, k), key=key, epochs=2, on_epoch=[Hook(), None])
+    assert closed == [True]
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        train.fit(state, lambda s, k: scan_epoch(s, data, k), key=key, epochs=0)
