@@ -192,18 +192,18 @@ class HashIndex:
             return True
         return False
 
-    def search(self, queries, k: int):
+    def search(self, query_codes, k: int):
         """Exact k nearest neighbours of each query.
 
         Args:
-          queries: ``(q, n_words)`` uint32 packed codes.
+          query_codes: ``(q, n_words)`` uint32 packed codes.
           k: neighbours per query (> 0).
         Returns:
           ``(D, I)``: ``(q, k)`` int32 Hamming distances and ``(q, k)`` int64 ids, sorted by
           (distance, insertion order). Where fewer than ``k`` codes exist, ``I`` is -1 and ``D`` is
           ``MISSING_DISTANCE`` (int32 max, as FAISS).
         """
-        queries = self._check(queries, "query codes")
+        queries = self._check(query_codes, "query codes")
         k = check_k(k)
         if self._warn_if_empty():
             return np.full((queries.shape[0], k), MISSING_DISTANCE, np.int32), np.full((queries.shape[0], k), -1, np.int64)
@@ -212,13 +212,13 @@ class HashIndex:
         dist, pos = knn_search(queries, self._prepared, k)
         return dist, np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
 
-    def range_search(self, queries, radius: int):
+    def range_search(self, query_codes, radius: int):
         """All codes within Hamming distance ``radius`` (inclusive), FAISS layout.
 
         Returns ``(lims, D, I)``: results of query ``i`` are ``D[lims[i]:lims[i+1]]`` (int32) and
         ``I[lims[i]:lims[i+1]]`` (int64 ids), sorted by (distance, insertion order).
         """
-        queries = self._check(queries, "query codes")
+        queries = self._check(query_codes, "query codes")
         if self._warn_if_empty():
             return np.zeros(queries.shape[0] + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
         lims, dist, pos = radius_search(queries, self._codes, radius)

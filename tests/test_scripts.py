@@ -1,0 +1,48 @@
+"""The scripts under scripts/ run end to end on tiny data (they print measured figures; no timings are asserted)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run_script(name, *args, tmp_path):
+    env = {**os.environ, "JAXHASH_PROGRESS": "0", "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_bench_search_script_runs_and_matches_faiss(tmp_path):
+    pytest.importorskip("faiss")
+    out = tmp_path / "b.json"
+    stdout = run_script("bench_search.py", "--n", "20000", "--queries", "64", "--bits", "64", "--repeats", "1", "--json", str(out),
+                        tmp_path=tmp_path)
+    (record,) = json.loads(out.read_text())
+    assert record["same_distances_as_faiss"] and record["ratio_faiss_over_jaxhash"] > 0
+    assert "ratio faiss/jaxhash" in stdout
+
+
+def test_semantic_hashing_script_on_the_training_loop(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "r.json"
+    stdout = run_script("semantic_hashing.py", "--data", "digits", "--protocol", "200", "--preset", "tiny", "--bits", "8",
+                        "--out", str(tmp_path / "fig"), "--json", str(out), tmp_path=tmp_path)
+    record = json.loads(out.read_text())
+    assert [h["stage"] for h in record["history"]] == ["rbm1"] * 2 + ["rbm2"] * 2 + ["finetune"] * 2
+    assert set(record["stage_seconds"]) == {"rbm1", "rbm2", "finetune"} and 0 <= record["value"] <= 1
+    assert "layers 64-64-8" in stdout
+    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"reconstructions.png", "nearest.png", "same_class_vs_distance.png"}
+
+
+def test_bench_rbm_script(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "r.json"
+    stdout = run_script("bench_rbm.py", "--data", "digits", "--n", "600", "--hidden", "16", "--repeats", "1", "--quality-epochs", "1",
+                        "--json", str(out), tmp_path=tmp_path)
+    record = json.loads(out.read_text())
+    assert record["n"] == 600 and record["ratio_sklearn_over_jaxhash"] > 0 and "ratio sklearn/jaxhash" in stdout
