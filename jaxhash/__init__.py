@@ -22,6 +22,8 @@ _EXPORTS = {
     "semantic": ["SemanticHasher"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_SUBMODULES = {"atomic", "baselines", "checkpoint", "checks", "cli", "codes", "data", "dbn", "hamming_net", "hashers", "images",
+               "index", "metrics", "plots", "progress", "rbm", "search", "semantic", "train"}
 
 __all__ = [name for names in _EXPORTS.values() for name in names]
 
@@ -31,6 +33,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
         globals()[name] = value  # later lookups skip this function
         return value
+    if name in _SUBMODULES:  # jaxhash.metrics etc. without importing them first
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'jaxhash' has no attribute {name!r}")
 
 

@@ -71,6 +71,13 @@ class TrainingCheckpointer:
         self._manager.close()
 
 
+def _differences(there, here) -> str:
+    if not isinstance(there, dict):
+        return f"{there!r} there, {here!r} here"
+    keys = [k for k in dict.fromkeys([*there, *here]) if there.get(k) != here.get(k)]
+    return "; ".join(f"{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in keys)
+
+
 class Checkpoints:
     """One training stage's checkpoints: an ``on_epoch`` hook that saves, and exact resume.
 
@@ -97,8 +104,9 @@ class Checkpoints:
             raise FileExistsError(f"{self.directory} already holds checkpoints: pass resume=True (--resume) to continue, "
                                   "or choose an empty folder")
         if meta.get("run") != self.run:
-            raise CheckpointMismatchError(f"checkpoints in {self.directory} were written for {meta.get('run')}, not {self.run}: "
-                                          "another architecture or schedule; use another checkpoint folder")
+            raise CheckpointMismatchError(f"checkpoints in {self.directory} were written for another architecture or data "
+                                          f"({_differences(meta.get('run'), self.run)}): use another checkpoint folder, or drop "
+                                          "--resume (resume=False) and an empty folder to start again")
         return self._checkpointer.restore(meta["step"], template), int(meta["epoch"]) + 1
 
     def __call__(self, end) -> None:

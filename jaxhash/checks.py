@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "WORD_BITS",
+    "MAX_BITS",
     "n_words_for",
     "check_positive_int",
     "check_n_bits",
@@ -20,11 +21,16 @@ __all__ = [
     "check_radius",
     "check_codes",
     "check_same_width",
+    "check_ids",
     "check_features",
     "check_labels",
 ]
 
 WORD_BITS = 32
+# The widest code jaxhash handles: search keys stay exact (see jaxhash.search) up to here.
+MAX_BITS = 1 << 19
+# Features beyond this magnitude overflow float32 once squared (distances, covariances).
+MAX_FEATURE = 1e18
 
 
 def _as_int(value, name: str) -> int:
@@ -47,8 +53,11 @@ def check_positive_int(value, name: str) -> int:
 
 
 def check_n_bits(n_bits) -> int:
-    """A code length in bits (a positive integer)."""
-    return check_positive_int(n_bits, "n_bits")
+    """A code length in bits: a positive integer up to :data:`MAX_BITS`."""
+    out = check_positive_int(n_bits, "n_bits")
+    if out > MAX_BITS:
+        raise ValueError(f"n_bits must be at most {MAX_BITS} (64 KiB per code), got {n_bits!r}")
+    return out
 
 
 def n_words_for(n_bits: int) -> int:
@@ -97,6 +106,18 @@ def check_codes(codes, n_bits: int | None = None, name: str = "codes") -> np.nda
     return np.ascontiguousarray(arr)
 
 
+def check_ids(ids, name: str = "ids") -> np.ndarray:
+    """Index ids as a 1-D int64 array; refuses non-integral, non-finite or non-numeric values."""
+    arr = np.asarray(ids)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.size == 0):
+        raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = arr[~np.isfinite(arr) | (arr != np.round(arr))] if arr.size else arr
+        if bad.size:
+            raise ValueError(f"{name} must be integers, got {bad.ravel()[:3].tolist()}")
+    return arr.astype(np.int64).ravel()
+
+
 def check_same_width(query_words: int, database_words: int) -> None:
     """Query and database codes must have the same number of words (come from the same code length)."""
     if query_words != database_words:
@@ -117,6 +138,10 @@ def check_features(x, name: str = "features") -> np.ndarray:
     if not np.all(np.isfinite(x)):
         bad = int((~np.isfinite(x)).any(axis=1).sum())
         raise ValueError(f"{name}: {bad} rows contain NaN or infinite values; drop or impute them first")
+    largest = float(np.abs(x).max()) if x.size else 0.0
+    if largest > MAX_FEATURE:
+        raise ValueError(f"{name} reach {largest:.3g}: their squares overflow float32 arithmetic; standardise them "
+                         "first, e.g. (x - x.mean(0)) / x.std()")
     return x
 
 

@@ -37,13 +37,12 @@ def _bits(text: str) -> list[int]:
 
 
 def _positive(text: str) -> int:
+    from .checks import check_positive_int  # noqa: PLC0415 - NumPy only
+
     try:
-        value = int(text)
+        return check_positive_int(int(text), "the value")
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -168,31 +167,25 @@ def _format_table(table, methods, bits_list, metric_names) -> str:
 
 
 def _write_json(path, records) -> None:
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"--json {path} is a folder: give a file name, e.g. {path / 'results.json'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(records, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .atomic import atomic_write  # noqa: PLC0415
+
+    atomic_write(path, [(json.dumps(records, indent=2) + "\n").encode()])
 
 
 # -- fit ------------------------------------------------------------------------------------------
 
 def cmd_fit(args) -> int:
-    from .data import retrieval_split  # noqa: PLC0415
+    from .data import dataset_part  # noqa: PLC0415
     from .hashers import make_hasher  # noqa: PLC0415
 
     hasher = make_hasher(args.method, n_bits=args.bits, seed=args.seed, **_hasher_options(args.method, args))
     dataset = _load_dataset(args)
-    if args.protocol is None:
-        images, labels, what = dataset.x_train, dataset.y_train, "training images" if len(dataset.x_test) else "images"
+    part = "train" if args.protocol is None else "database"
+    images, labels, _ = dataset_part(dataset, part, args.protocol, args.seed)
+    if part == "train":
+        what = "training images" if len(dataset.x_test) else "images"
     else:
-        split = retrieval_split(dataset, args.protocol, seed=args.seed)
-        images, labels, what = split.train_x, split.train_y, f"database images of protocol {args.protocol}"
+        what = f"database images of protocol {args.protocol}"
     t0 = time.perf_counter()
     hasher.fit(images, labels)
     hasher.save(args.out)
@@ -203,33 +196,45 @@ def cmd_fit(args) -> int:
 
 # -- index ----------------------------------------------------------------------------------------
 
-def cmd_index(args) -> int:
-    from .data import DatasetSource, FolderSource, load_image_folder, retrieval_split  # noqa: PLC0415
+def _load_image_model(path):
+    """A saved hasher that can encode pictures (it was fitted on images, so it knows their shape)."""
     from .hashers import load_hasher  # noqa: PLC0415
+
+    hasher = load_hasher(path)
+    if hasher.input_shape_ is None:
+        raise ValueError(f"the model in {path} was fitted on feature vectors, so it cannot encode images: "
+                         "fit it on images (jaxhash fit, or hasher.fit(images) in Python)")
+    return hasher
+
+
+def cmd_index(args) -> int:
+    from .data import DatasetSource, FolderSource, dataset_part, load_image_folder  # noqa: PLC0415
     from .index import HashIndex, ModelRef, write_index  # noqa: PLC0415
 
     if (args.data is None) == (args.folder is None):
         raise ValueError("give exactly one of --data (a data set) or --folder (a folder or .tar.gz of images)")
-    hasher = load_hasher(args.model)
-    if hasher.input_shape_ is None:
-        raise ValueError(f"the model in {args.model} was fitted on feature vectors, so it cannot encode images: "
-                         "fit it on images (jaxhash fit, or hasher.fit(images) in Python)")
+    if args.folder and (args.protocol is not None or args.image_size is not None):
+        raise ValueError("--protocol and --image-size apply to --data; a --folder is indexed whole, at the model's input size")
+    hasher = _load_image_model(args.model)
+    shape = hasher.input_shape_
     if args.folder:
         import numpy as np  # noqa: PLC0415
 
-        shape = hasher.input_shape_
         sets = load_image_folder(args.folder, image_size=shape[:2], channels=shape[2])
         images = np.concatenate([s.images for s in sets.values()])
         source = FolderSource(str(Path(args.folder).resolve()), tuple(p for s in sets.values() for p in s.paths))
     else:
+        if args.image_size is None:
+            args.image_size = tuple(shape[:2])  # a folder of mixed sizes is loaded at the model's size
         dataset = _load_dataset(args)
-        data_dir = args.data_dir and str(Path(args.data_dir).resolve())
-        if args.protocol is None:
-            images = dataset.x_train
-            source = DatasetSource(args.data, data_dir, "train", None, args.seed, args.image_size)
+        part = "train" if args.protocol is None else "database"
+        images, _, paths = dataset_part(dataset, part, args.protocol, args.seed)
+        if paths is not None and dataset.root is not None:  # files: the index points at them directly
+            source = FolderSource(dataset.root, tuple(paths))
         else:
-            images = retrieval_split(dataset, args.protocol, seed=args.seed).db_x
-            source = DatasetSource(args.data, data_dir, "database", args.protocol, args.seed, args.image_size)
+            spec = args.data if not Path(args.data).expanduser().exists() else str(Path(args.data).expanduser().resolve())
+            source = DatasetSource(spec, args.data_dir and str(Path(args.data_dir).resolve()), part, args.protocol,
+                                   args.seed, args.image_size)
     codes = hasher.encode(images, progress=True)
     index = HashIndex(hasher.n_bits, source=source, model=ModelRef.of(hasher, args.model))
     index.add(codes)
@@ -256,8 +261,9 @@ def _read_queries(paths, shape):
         try:
             queries.append(decode_image(data, shape[:2], shape[2]))
             names.append(q)
-        except (OSError, ValueError, SyntaxError):
-            warnings.warn(f"skipped {q}: not a readable image", stacklevel=1)
+        except (OSError, ValueError, SyntaxError) as err:
+            reason = str(err) if isinstance(err, ValueError) and "pixels" in str(err) else "not a readable image"
+            warnings.warn(f"skipped {q}: {reason}", stacklevel=1)
     if not queries:
         raise ValueError("none of the query images could be read")
     return queries, names
@@ -267,15 +273,11 @@ def cmd_search(args) -> int:
     import numpy as np  # noqa: PLC0415
 
     from .data.source import source_entries  # noqa: PLC0415
-    from .hashers import load_hasher  # noqa: PLC0415
     from .index import read_index  # noqa: PLC0415
 
-    hasher = load_hasher(args.model)
+    hasher = _load_image_model(args.model)
     index = read_index(args.index)
     index.check_model(hasher)
-    if hasher.input_shape_ is None:
-        raise ValueError(f"the model in {args.model} was fitted on feature vectors, so it cannot encode images: "
-                         "fit it on images (jaxhash fit, or hasher.fit(images) in Python)")
     queries, names = _read_queries(args.queries, hasher.input_shape_)
     dist, ids = index.search(hasher.encode(np.stack(queries)), args.k)
     found = [int(i) for i in np.unique(ids[ids >= 0])]
@@ -335,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxhash", description="Binary hashing and image retrieval in JAX.", epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    preset_help = "size/schedule preset of a neural method (dbn-ae: tiny, cpu-small, seed)"
+    preset_help = "size/schedule preset of a neural method (dbn-ae: tiny, cpu-small, paper)"
     p = sub.add_parser("benchmark", help="methods x bits table of retrieval metrics on a data set", epilog=EPILOG,
                        description="Fit each method at each code length on a protocol's database, encode queries and "
                                    "database, and print one table per metric.")
@@ -392,16 +394,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    # Notes (skipped files, converted images) as one line each, not with a source line attached.
+    # jaxhash's notes (skipped files, converted images) as one line each, without a source line.
     formatwarning = warnings.formatwarning
-    warnings.formatwarning = lambda message, *_, **__: f"jaxhash {args.command}: note: {message}\n"
+    package = str(Path(__file__).resolve().parent)
+
+    def one_line(message, category, filename, lineno, line=None):
+        if str(Path(filename).resolve()).startswith(package):
+            return f"jaxhash {args.command}: note: {message}\n"
+        return formatwarning(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
     try:
         return args.func(args)
-    except (OSError, ValueError, TypeError, ImportError, FloatingPointError) as err:
+    except (OSError, ValueError, TypeError, ImportError, FloatingPointError, MemoryError) as err:
         if os.environ.get("JAXHASH_DEBUG"):
             raise
-        print(f"jaxhash {args.command}: error: {err}", file=sys.stderr)
+        message = str(err) or type(err).__name__
+        if isinstance(err, MemoryError):
+            message = f"out of memory ({message}): use smaller inputs, fewer bits or a smaller --k"
+        elif isinstance(err, OSError) and err.filename is not None and err.strerror:
+            message = f"{err.strerror}: {err.filename}"  # the system's words, without the errno prefix
+        print(f"jaxhash {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"jaxhash {args.command}: interrupted", file=sys.stderr)
+        return 130
     finally:
         warnings.formatwarning = formatwarning
 

@@ -88,7 +88,7 @@ def hamming_distance(a, b):
 
 
 @jax.jit
-def pairwise_hamming(queries, database):
+def pairwise_hamming(query_codes, database_codes):
     """All distances between ``(q, n_words)`` and ``(m, n_words)`` packed codes -> ``(q, m)`` int32."""
     one_to_all = jax.vmap(hamming_distance, in_axes=(None, 0))
-    return jax.vmap(one_to_all, in_axes=(0, None))(queries, database)
+    return jax.vmap(one_to_all, in_axes=(0, None))(query_codes, database_codes)

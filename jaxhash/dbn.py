@@ -28,6 +28,7 @@ import optax
 
 from . import rbm, train
 from .checks import check_positive_int
+from .checkpoint import CheckpointMismatchError
 
 __all__ = [
     "DBNSchedule",
@@ -175,9 +176,13 @@ def _rbm_optimizer(schedule: DBNSchedule, visible: str):
     return rbm.rbm_optimizer(lr, schedule.momentum, schedule.weight_decay)
 
 
-def _stage_options(checkpoint_dir, stage: str, run: dict, resume: bool, progress: bool, history) -> dict:
-    return {"checkpoint_dir": None if checkpoint_dir is None else Path(checkpoint_dir) / stage, "run": run,
-            "resume": resume, "progress": progress, "history": history}
+def _stage_options(checkpoint_dir, stage: str, run: dict | None, resume: bool, progress: bool, history, **identity) -> dict:
+    """Options of :func:`jaxhash.train.run_stage` for one stage. A stage's checkpoints are resumable
+    when its architecture, batch size and everything it was started with (``run``: e.g. seed and
+    data) agree; learning rates and epoch counts may change between runs (e.g. a lower learning
+    rate after a divergence, or more epochs), then the resumed run is no longer bit-identical."""
+    return {"checkpoint_dir": None if checkpoint_dir is None else Path(checkpoint_dir) / stage,
+            "run": {"stage": stage, **identity, **(run or {})}, "resume": resume, "progress": progress, "history": history}
 
 
 def pretrain(key, data, sizes: Sequence[int], schedule: DBNSchedule, *, checkpoint_dir=None, resume: bool = False,
@@ -208,8 +213,10 @@ def pretrain(key, data, sizes: Sequence[int], schedule: DBNSchedule, *, checkpoi
         t0 = time.perf_counter()
         state = train.run_stage(state, epoch_fn, key=layer_key, epochs=schedule.rbm_epochs, stage=stage,
                                 desc=f"RBM {layer + 1}/{n_layers} {sizes[layer]}-{sizes[layer + 1]} ({visible})",
-                                divergence_hint="lower this RBM's learning rate",
-                                **_stage_options(checkpoint_dir, stage, run, resume, progress, history))
+                                divergence_hint=f"lower the {'gaussian' if layer == 0 else 'binary'}_lr of the RBMs and resume",
+                                **_stage_options(checkpoint_dir, stage, run, resume, progress, history,
+                                                 sizes=[int(v) for v in sizes[: layer + 2]], visible=visible,
+                                                 batch_size=schedule.batch_size, cd_k=schedule.cd_k))
         if stage_seconds is not None:
             stage_seconds[stage] = round(time.perf_counter() - t0, 2)
         stack.append(state.params)
@@ -237,8 +244,10 @@ def finetune(key, data, sizes: Sequence[int], schedule: DBNSchedule, stack: Sequ
     t0 = time.perf_counter()
     state = train.run_stage(state, epoch_fn, key=jax.random.fold_in(key, 1000), epochs=schedule.finetune_epochs,
                             stage="finetune", desc=f"fine-tuning {'-'.join(map(str, sizes))}",
-                            divergence_hint="lower finetune_lr",
-                            **_stage_options(checkpoint_dir, "finetune", run, resume, progress, history))
+                            divergence_hint="lower finetune_lr and resume",
+                            **_stage_options(checkpoint_dir, "finetune", run, resume, progress, history,
+                                             sizes=[int(v) for v in sizes], batch_size=schedule.batch_size,
+                                             code_noise=float(schedule.code_noise)))
     if stage_seconds is not None:
         stage_seconds["finetune"] = round(time.perf_counter() - t0, 2)
     return {"params": state.params}
@@ -250,5 +259,9 @@ def train_dbn(key, data, sizes: Sequence[int], schedule: DBNSchedule, **options)
     ``data``: ``(n, sizes[0])`` float32 standardised features on the device. ``options`` are those
     of :func:`pretrain` (checkpoint_dir, resume, progress, history, stage_seconds, run).
     """
+    folder = options.get("checkpoint_dir")
+    if folder is not None and Path(folder).is_dir() and any(p.name.isdigit() for p in Path(folder).iterdir()):
+        raise CheckpointMismatchError(f"{folder} holds checkpoints of jaxhash 0.1 (one folder for all stages), which this "
+                                      "version cannot resume: use a new checkpoint folder")
     stack = pretrain(key, data, sizes, schedule, **options)
     return finetune(key, data, sizes, schedule, stack, **options)

@@ -21,16 +21,17 @@ import hashlib
 import importlib
 import inspect
 import json
-import shutil
-import tempfile
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .atomic import current_version, save_versioned
 from .checks import check_features, check_n_bits, check_positive_int, n_words_for
-from .images import conform_images, conversion_note, is_image_batch, to_features
+from .images import as_image_batch, common_shape, conform_images, conversion_note, to_features
 
 __all__ = ["Hasher", "register", "make_hasher", "load_hasher", "hasher_class", "available_methods", "NotFittedError"]
 
@@ -88,25 +89,51 @@ def make_hasher(name: str, **params) -> "Hasher":
 
 
 def load_hasher(path) -> "Hasher":
-    """Load any saved hasher; the method is read from the saved files."""
+    """Load any saved hasher; the method is read from the saved files.
+
+    A save publishes a new version while readers may be loading the previous one; if the version
+    a reader was pointed to is removed meanwhile, the reader follows the pointer again.
+    """
     path = Path(path)
-    meta = _read_meta(path)
-    return make_hasher(meta["method"], **meta["params"])._restore(path, meta)
-
-
-def _read_meta(path: Path) -> dict:
-    meta_file = path / "hasher.json"
     if path.is_file():
         raise ValueError(f"{path} is a file, not a saved hasher: pass the folder written by  jaxhash fit ... --out FOLDER")
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"no saved hasher in {path} (expected {meta_file}); train one with  jaxhash fit ... --out {path}")
+    for _ in range(20):
+        version = _current_version(path)
+        files = path if version is None else version
+        try:
+            meta = _read_meta(files, path)
+            return make_hasher(meta["method"], **meta["params"])._restore(files, meta)
+        except FileNotFoundError:
+            if version is None or _current_version(path) == version:
+                raise  # really missing, not replaced by a concurrent save
+    raise RuntimeError(f"{path} changed 20 times while it was being read: retry when saving has stopped")
+
+
+def _current_version(path: Path):
     try:
-        meta = json.loads(meta_file.read_text())
+        return current_version(path)
+    except ValueError as err:
+        raise ValueError(f"{err}: save the model again (jaxhash fit ... --out {path})") from None
+
+
+def _read_meta(files: Path, path: Path) -> dict:
+    """The hasher.json of a saved model's ``files`` folder (``path``: the model folder, for messages)."""
+    meta_file = files / "hasher.json"
+    try:
+        text = meta_file.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"no saved hasher in {path} (expected {meta_file}); train one with  jaxhash fit ... --out {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {meta_file} ({err})") from None
+    try:
+        meta = json.loads(text)
         meta["method"], meta["params"]  # noqa: B018 - presence check
-    except (ValueError, KeyError, TypeError):
+        if not isinstance(meta["params"], dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ValueError(f"{meta_file} is damaged: re-run  jaxhash fit  to recreate it") from None
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} was saved by a newer jaxhash (format {meta['format_version']}): upgrade jaxhash")
+    if not isinstance(meta.get("format_version", 0), int) or meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} was saved by a newer jaxhash (format {meta.get('format_version')}): upgrade jaxhash")
     return meta
 
 
@@ -142,24 +169,28 @@ class Hasher:
     # -- input ------------------------------------------------------------------------------
     def _fit_input(self, x):
         """Validate training input; returns ``(what _fit consumes, input shape or None)``."""
-        if is_image_batch(x):
-            images = np.asarray(x) if not isinstance(x, (list, tuple)) else x
-            if isinstance(images, np.ndarray) and images.ndim == 3:
-                images = images[..., None]
-            shape = self._fit_shape(images)
-            images = conform_images(images, shape)  # a no-op unless the model has its own input size
+        images = as_image_batch(x)
+        if images is not None:
+            if len(images) < 2:
+                raise ValueError(f"{self.method}: need at least 2 training images, got {len(images)}")
+            shape = self._fit_shape(images)  # notes channel conversions
+            counts: dict = {}
+            images = conform_images(images, shape, counts)  # to the majority's channels; an image model's own size
+            note = conversion_note(dict(counts, converted=0), shape)
+            if note:
+                warnings.warn(note, stacklevel=3)
             return (images if self.consumes == "images" else to_features(images)), shape
         if self.consumes == "images":
             raise ValueError(f"{self.method} learns from images: pass (n, H, W, C) uint8 images, got an array of shape {np.shape(x)}")
-        return check_features(x), None
+        x = check_features(x)
+        if len(x) < 2:
+            raise ValueError(f"{self.method}: need at least 2 training rows, got {len(x)}")
+        return x, None
 
     def _fit_shape(self, images) -> tuple[int, int, int]:
-        """The input shape a model fitted on ``images`` keeps (pixel hashers: the images' own)."""
-        shapes = {np.shape(im) if np.ndim(im) == 3 else np.shape(im) + (1,) for im in images}
-        if len(shapes) != 1:
-            raise ValueError(f"{self.method}: images of different shapes {sorted(shapes)[:3]}: resize them to one size first "
-                             "(jaxhash.images.conform_images, or --image-size on the command line)")
-        return tuple(int(s) for s in shapes.pop())
+        """The input shape a model fitted on ``images`` keeps. Pixel hashers keep the images' own
+        size and the majority's channel count; an image model overrides this with its input size."""
+        return common_shape(images, f"{self.method}: the training images")
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
@@ -169,7 +200,9 @@ class Hasher:
         """Yield what ``_project`` consumes, ``batch_size`` rows at a time (images converted per batch,
         with one note at the end if any had another size or channel count)."""
         self._check_fitted()
-        if is_image_batch(x):
+        images = as_image_batch(x, self.input_shape_)
+        if images is not None:
+            x = images
             if self.input_shape_ is None:
                 raise ValueError(f"this {self.method} hasher was fitted on feature vectors, not images, so it cannot encode "
                                  "images: fit it on (n, H, W, C) uint8 images (e.g. split.db_x) to use it on pictures")
@@ -199,13 +232,13 @@ class Hasher:
             encode pictures of any size), or, for pixel hashers, ``(n, dim)`` feature vectors.
           y: ``(n,)`` labels, used by supervised methods and ignored by the others.
         """
-        check_n_bits(self.n_bits)
+        self.n_bits = check_n_bits(self.n_bits)  # 16.0 -> 16: every method sees a Python int
         x, shape = self._fit_input(x)
-        if len(x) < 2:
-            raise ValueError(f"{self.method}: need at least 2 training rows, got {len(x)}")
+        for name in ("n_features_in_", "input_shape_"):  # a failed fit leaves an unfitted hasher
+            self.__dict__.pop(name, None)
+        self._fit(x, None if y is None else np.asarray(y), np.random.default_rng(self.seed))
         self.input_shape_ = shape
         self.n_features_in_ = int(np.prod(x.shape[1:]))
-        self._fit(x, None if y is None else np.asarray(y), np.random.default_rng(self.seed))
         return self
 
     def project(self, x, batch_size: int = 4096) -> np.ndarray:
@@ -270,7 +303,11 @@ class Hasher:
         return {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
 
     def save(self, path) -> Path:
-        """Save to folder ``path`` (created or replaced as a whole; a crash leaves the old one)."""
+        """Save to folder ``path`` as a new version, published in one atomic step.
+
+        A reader always loads a whole model (the previous one until the new one is complete), a
+        failed or killed save leaves the previous model, and concurrent saves do not collide.
+        """
         if not self.is_fitted:
             raise NotFittedError("fit the hasher before saving it")
         path = Path(path)
@@ -278,39 +315,35 @@ class Hasher:
         arrays = {k: np.asarray(v) for k, v in learned.items() if isinstance(v, np.ndarray)}
         scalars = {k: v for k, v in learned.items() if k not in arrays}
         meta = {"format_version": FORMAT_VERSION, "method": self.method, "params": self.get_params(), "learned": scalars}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            np.savez(tmp / "arrays.npz", **arrays)
-            (tmp / "hasher.json").write_text(json.dumps(meta, indent=2, default=_jsonable))
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                path.rename(old)
-            tmp.rename(path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        text = json.dumps(meta, indent=2, default=_jsonable)
+
+        def write_files(folder: Path) -> None:
+            with open(folder / "arrays.npz", "wb") as f:
+                np.savez(f, **arrays)
+            (folder / "hasher.json").write_text(text)
+
+        save_versioned(path, write_files)
+        for name in ("hasher.json", "arrays.npz"):  # a model saved by jaxhash 0.1 at the same path
+            (path / name).unlink(missing_ok=True)
         return path
 
     @classmethod
     def load(cls, path) -> "Hasher":
-        path = Path(path)
-        meta = _read_meta(path)
-        if meta["method"] != cls.method and cls is not Hasher:
-            raise ValueError(f"{path} holds a {meta['method']!r} hasher, not {cls.method!r}: use jaxhash.load_hasher")
-        return load_hasher(path)
+        hasher = load_hasher(path)
+        if cls is not Hasher and hasher.method != cls.method:
+            raise ValueError(f"{path} holds a {hasher.method!r} hasher, not {cls.method!r}: use jaxhash.load_hasher")
+        return hasher
 
-    def _restore(self, path: Path, meta: dict) -> "Hasher":
+    def _restore(self, files: Path, meta: dict) -> "Hasher":
+        arrays_file = files / "arrays.npz"
         try:
-            with np.load(path / "arrays.npz") as arrays:
+            with np.load(arrays_file, allow_pickle=False) as arrays:
                 for k in arrays.files:
                     setattr(self, k, arrays[k])
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path / 'arrays.npz'} is damaged ({err}): re-run  jaxhash fit") from None
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{arrays_file} is missing: re-run  jaxhash fit") from None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+            raise ValueError(f"{arrays_file} is damaged ({type(err).__name__}: {err}): re-run  jaxhash fit") from None
         for k, v in meta.get("learned", {}).items():
             setattr(self, k, tuple(v) if isinstance(v, list) else v)
         return self

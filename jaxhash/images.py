@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["to_features", "decode_image", "conform_images", "conversion_note", "is_image_batch", "GREY_MODES"]
+__all__ = ["to_features", "decode_image", "conform_images", "conversion_note", "as_image_batch", "common_shape", "MixedSizesError", "GREY_MODES"]
 
 # Pillow modes decoded as one grey channel; everything else becomes RGB (alpha is dropped).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -30,11 +30,20 @@ def decode_image(data: bytes, image_size: tuple[int, int] | None = None, channel
 
     ``channels`` = 1 or 3 converts (grey is repeated to RGB, RGBA loses its alpha); ``None`` keeps
     grey images grey and makes everything else RGB. ``image_size`` = ``(H, W)`` resizes (bilinear).
-    Raises ``OSError``/``ValueError`` (Pillow's) for bytes that are not a readable image.
+    Raises ``OSError``/``ValueError`` for bytes that are not a readable image, and ``ValueError``
+    for one that declares more pixels than Pillow's ``MAX_IMAGE_PIXELS`` (a decompression bomb).
     """
     from PIL import Image  # noqa: PLC0415 - keeps `import jaxhash` light
 
-    with Image.open(io.BytesIO(data)) as img:
+    with warnings.catch_warnings():
+        # Pillow warns above its pixel limit and refuses twice that: refuse at the warning.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ValueError(f"the image declares more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb, "
+                             "or a huge picture): resize it first") from None
+    with img:
         img.load()
         grey = channels == 1 or (channels is None and img.mode in GREY_MODES)
         img = img.convert("L" if grey else "RGB")
@@ -44,11 +53,64 @@ def decode_image(data: bytes, image_size: tuple[int, int] | None = None, channel
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def is_image_batch(x) -> bool:
-    """Whether ``x`` is a batch of images: a 3-D ``(n, H, W)`` / 4-D ``(n, H, W, C)`` array or a list of arrays."""
+def as_image_batch(x, model_shape: Sequence[int] | None = None):
+    """``x`` as a batch of images, or None when it is not one (feature vectors).
+
+    A 4-D array is ``(n, H, W, C)``; a 3-D array is ``(n, H, W)`` grey images -- unless it looks
+    like one ``(H, W, C)`` image (its shape is ``model_shape``, or it ends in 3 or 4 channels
+    where the model is not 3 or 4 pixels wide), which is refused with the fix; a list or tuple
+    whose items have two or more dimensions is a list of images of any sizes. Device arrays
+    are brought to the host once here.
+    """
     if isinstance(x, (list, tuple)):
-        return True
-    return getattr(x, "ndim", np.ndim(x)) in (3, 4)
+        if len(x) and np.ndim(x[0]) < 2:
+            return None
+        return x
+    arr = np.asarray(x)
+    if arr.ndim == 4:
+        return arr
+    if arr.ndim != 3:
+        return None
+    one_image = (model_shape is not None and arr.shape == tuple(model_shape)) or (
+        arr.shape[-1] in (3, 4) and (model_shape is None or model_shape[1] != arr.shape[-1]))
+    if one_image:
+        raise ValueError(f"an array of shape {arr.shape} looks like one (H, W, C) image: pass a batch, e.g. image[None] "
+                         "(or (n, H, W, C) images)")
+    return arr[..., None]
+
+
+class MixedSizesError(ValueError):
+    """Images that must share one size do not; the message says how to resize them."""
+
+
+def common_shape(images, where: str) -> tuple[int, int, int]:
+    """The ``(H, W, C)`` that a set of images of one size is brought to: their size, and the channel
+    count of the majority (grey + alpha counts as grey, RGBA as RGB), with one note if some differ.
+
+    Raises a ``ValueError`` naming the sizes and the fix (``--image-size`` / ``image_size``)
+    when the images differ in size.
+    """
+    sizes: dict[tuple[int, int], int] = {}
+    channel_counts = {1: 0, 3: 0}
+    for img in images:
+        shape = np.shape(img)
+        sizes[shape[:2]] = sizes.get(shape[:2], 0) + 1
+        channel_counts[1 if len(shape) == 2 or shape[2] in (1, 2) else 3] += 1
+    if not sizes:
+        raise ValueError(f"{where}: no images")
+    if len(sizes) > 1:
+        common = sorted(sizes.items(), key=lambda kv: -kv[1])
+        listed = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in common[:4]) + (", ..." if len(common) > 4 else "")
+        (h, w), _ = common[0]
+        raise MixedSizesError(f"{where} have different sizes: {listed}. Resize them to one size: --image-size {h}x{w} on the "
+                         f"command line, image_size=({h}, {w}) when loading, or jaxhash.images.conform_images")
+    channels = 3 if channel_counts[3] >= channel_counts[1] else 1
+    minority = channel_counts[1 if channels == 3 else 3]
+    if minority:
+        kind = "RGB" if channels == 3 else "grey"
+        warnings.warn(f"{where}: converted {minority} {'grey' if channels == 3 else 'colour'} images to {kind} "
+                      f"({channel_counts[channels]} of {sum(channel_counts.values())} images are {kind})", stacklevel=3)
+    return tuple(int(s) for s in next(iter(sizes))) + (channels,)
 
 
 def _as_hwc(image) -> np.ndarray:

@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from .checks import check_codes, check_k, n_words_for
+from .atomic import atomic_write
+from .checks import MAX_BITS, check_codes, check_ids, check_k, check_n_bits, n_words_for
 from .data.source import ImageSource, source_from_json, source_from_legacy_metadata, source_to_json
-from .search import MISSING_DISTANCE, PackedDatabase, knn_search, prepare_database, radius_search
+from .search import PackedDatabase, knn_search, prepare_database, radius_search
 
 __all__ = ["HashIndex", "ModelRef", "ModelMismatchError", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
 
@@ -87,8 +86,10 @@ class HashIndex:
 
     def __init__(self, n_bits: int, metadata: dict | None = None, source: ImageSource | None = None,
                  model: ModelRef | None = None):
-        self.n_words = n_words_for(n_bits)
-        self.n_bits = int(n_bits)
+        self.n_bits = check_n_bits(n_bits)
+        self.n_words = n_words_for(self.n_bits)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
         self.metadata = dict(metadata or {})
         self.source = source
         self.model = model
@@ -151,12 +152,9 @@ class HashIndex:
     def add_with_ids(self, codes, ids) -> None:
         """Append codes with caller-chosen int64 ids (unique, non-negative, not already present)."""
         codes = self._check(codes, "codes")
-        ids = np.asarray(ids)
-        if ids.shape != (codes.shape[0],):
-            raise ValueError(f"ids must have shape ({codes.shape[0]},) to match the codes, got {ids.shape}")
-        if ids.size and not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
-        ids = ids.astype(np.int64)
+        if np.shape(ids) != (codes.shape[0],):
+            raise ValueError(f"ids must have shape ({codes.shape[0]},) to match the codes, got {np.shape(ids)}")
+        ids = check_ids(ids)
         if ids.size and ids.min() < 0:
             raise ValueError("ids must be non-negative (-1 marks a missing result)")
         if np.unique(ids).size != ids.size:
@@ -173,7 +171,7 @@ class HashIndex:
 
     def remove_ids(self, ids) -> int:
         """Remove the codes with these ids; returns how many were removed (absent ids are ignored)."""
-        keep = ~np.isin(self._ids, np.asarray(ids, np.int64).ravel())
+        keep = ~np.isin(self._ids, check_ids(ids))
         removed = int(self.ntotal - keep.sum())
         if removed:
             self._codes = self._codes[keep]
@@ -199,14 +197,14 @@ class HashIndex:
           query_codes: ``(q, n_words)`` uint32 packed codes.
           k: neighbours per query (> 0).
         Returns:
-          ``(D, I)``: ``(q, k)`` int32 Hamming distances and ``(q, k)`` int64 ids, sorted by
-          (distance, insertion order). Where fewer than ``k`` codes exist, ``I`` is -1 and ``D`` is
-          ``MISSING_DISTANCE`` (int32 max, as FAISS).
+          ``(D, I)``: ``(q, min(k, ntotal))`` int32 Hamming distances and int64 ids, sorted by
+          (distance, insertion order). Unlike FAISS, which pads with -1, ``k`` beyond the number
+          of codes is clamped, so an absurd ``k`` costs nothing.
         """
         queries = self._check(query_codes, "query codes")
         k = check_k(k)
         if self._warn_if_empty():
-            return np.full((queries.shape[0], k), MISSING_DISTANCE, np.int32), np.full((queries.shape[0], k), -1, np.int64)
+            return np.zeros((queries.shape[0], 0), np.int32), np.zeros((queries.shape[0], 0), np.int64)
         if self._prepared is None:
             self._prepared = prepare_database(self._codes)
         dist, pos = knn_search(queries, self._prepared, k)
@@ -283,7 +281,6 @@ def _import_faiss():
 
 def write_index(index: HashIndex, path) -> Path:
     """Write ``index`` to ``path`` atomically (see the module docstring for the format)."""
-    path = Path(path)
     header = json.dumps(
         {
             "format": "jaxhash-index",
@@ -295,76 +292,129 @@ def write_index(index: HashIndex, path) -> Path:
             "model": None if index.model is None else index.model._asdict(),
         }
     ).encode()
-    digest = hashlib.sha256()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+    def chunks():
+        digest = hashlib.sha256()
+        for chunk in (_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header,
+                      np.ascontiguousarray(index.codes, "<u4").tobytes(), np.ascontiguousarray(index.ids, "<i8").tobytes()):
+            digest.update(chunk)
+            yield chunk
+        yield digest.digest()
+
+    return atomic_write(path, chunks())
+
+
+_CHUNK = 1 << 24
+
+
+def _read_hashed(f, array: np.ndarray, digest, damaged: str) -> None:
+    """Fill ``array`` from ``f`` in chunks, feeding the bytes to ``digest`` (no second copy)."""
+    view = memoryview(array).cast("B")
+    pos = 0
+    while pos < len(view):
+        n = f.readinto(view[pos : pos + _CHUNK])
+        if not n:
+            raise IndexFormatError(damaged + " (truncated)")
+        digest.update(view[pos : pos + n])
+        pos += n
+
+
+def _checksum_of_rest(f, digest, size: int) -> bool:
+    """Hash the file up to its checksum and compare (used to tell damage from a malformed header)."""
+    remaining = size - f.tell() - _CHECKSUM_BYTES
+    while remaining > 0:
+        chunk = f.read(min(_CHUNK, remaining))
+        if not chunk:
+            return False
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return f.read(_CHECKSUM_BYTES) == digest.digest()
+
+
+def _strict_int(value, name: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f" in [{low}, {high}]" if high is not None else f" >= {low}"
+        raise ValueError(f"{name} must be an integer{bound}, got {value!r}")
+    return value
+
+
+def _parse_header(raw: bytes, version: int):
+    """Validated ``(n_bits, n_words, ntotal, metadata, source, model)`` of a header; ValueError if malformed."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in (
-                _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)),
-                header,
-                index.codes.astype("<u4").tobytes(),
-                index.ids.astype("<i8").tobytes(),
-            ):
-                digest.update(chunk)
-                f.write(chunk)
-            f.write(digest.digest())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValueError("the header is not valid JSON") from None
+    if not isinstance(header, dict) or header.get("format") != "jaxhash-index":
+        raise ValueError("the header is not a jaxhash index header")
+    n_bits = _strict_int(header.get("n_bits"), "n_bits", 1, MAX_BITS)
+    n_words = _strict_int(header.get("n_words"), "n_words", n_words_for(n_bits), n_words_for(n_bits))
+    ntotal = _strict_int(header.get("ntotal"), "ntotal", 0)
+    metadata = header.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+    if version == 1:
+        source, model = source_from_legacy_metadata(metadata), None
+    else:
+        source = source_from_json(header.get("source"))
+        record = header.get("model")
+        if record is not None:
+            if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str):
+                raise ValueError("malformed model record")
+            model = ModelRef(str(record["method"]), _strict_int(record["n_bits"], "model n_bits", 1, MAX_BITS),
+                             record["fingerprint"], record.get("path"))
+        else:
+            model = None
+    return n_bits, n_words, ntotal, metadata, source, model
 
 
 def read_index(path) -> HashIndex:
-    """Read an index written by :func:`write_index`, verifying its version and checksum."""
+    """Read an index written by :func:`write_index`, verifying its version, checksum and content.
+
+    The prefix (magic, version, header size) is checked before anything else is read, and the
+    codes are read once into their final array while being hashed, so memory follows the index,
+    not the file's claims. Every header field, the codes' unused high bits and the ids (unique,
+    non-negative) are validated; anything wrong is an :class:`IndexFormatError` naming the file.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an index file: pass the .jhx file written by  jaxhash index")
     if not path.is_file():
         raise FileNotFoundError(f"no index file at {path}: build one with  jaxhash index ... --out {path}")
-    data = path.read_bytes()
     damaged = f"{path} is damaged (truncated or modified); rebuild it with  jaxhash index"
-    if len(data) < _PREFIX.size or data[:8] != MAGIC:
-        raise IndexFormatError(f"{path} is not a jaxhash index file (wrong magic bytes)")
-    _, version, header_len = _PREFIX.unpack_from(data)
-    if version > FORMAT_VERSION:
-        raise IndexFormatError(f"{path} uses index format {version}; this jaxhash reads up to {FORMAT_VERSION}: upgrade jaxhash")
-    if len(data) < _PREFIX.size + header_len + _CHECKSUM_BYTES:
-        raise IndexFormatError(damaged)
-    body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
-    if hashlib.sha256(body).digest() != checksum:
-        raise IndexFormatError(damaged + " (checksum mismatch)")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(_PREFIX.size)
+        if len(prefix) < _PREFIX.size or prefix[:8] != MAGIC:
+            raise IndexFormatError(f"{path} is not a jaxhash index file (wrong magic bytes)")
+        _, version, header_len = _PREFIX.unpack(prefix)
+        if version > FORMAT_VERSION:
+            raise IndexFormatError(f"{path} uses index format {version}; this jaxhash reads up to {FORMAT_VERSION}: upgrade jaxhash")
+        if version == 0 or _PREFIX.size + header_len + _CHECKSUM_BYTES > size:
+            raise IndexFormatError(damaged + " (bad prefix)")
+        digest = hashlib.sha256(prefix)
+        raw = f.read(header_len)
+        digest.update(raw)
+        try:
+            n_bits, n_words, ntotal, metadata, source, model = _parse_header(raw, version)
+        except ValueError as err:
+            if not _checksum_of_rest(f, digest, size):
+                raise IndexFormatError(damaged + " (checksum mismatch)") from None
+            raise IndexFormatError(f"{path} has an invalid header: {err}; rebuild it with  jaxhash index") from None
+        if _PREFIX.size + header_len + ntotal * (n_words * 4 + 8) + _CHECKSUM_BYTES != size:
+            raise IndexFormatError(damaged + " (its size does not match the header)")
+        codes = np.empty((ntotal, n_words), "<u4")
+        ids = np.empty(ntotal, "<i8")
+        _read_hashed(f, codes, digest, damaged)
+        _read_hashed(f, ids, digest, damaged)
+        if f.read(_CHECKSUM_BYTES) != digest.digest():
+            raise IndexFormatError(damaged + " (checksum mismatch)")
     try:
-        header = json.loads(body[_PREFIX.size : _PREFIX.size + header_len])
-        n_bits, n_words, ntotal = int(header["n_bits"]), int(header["n_words"]), int(header["ntotal"])
-    except (ValueError, KeyError, TypeError):
-        raise IndexFormatError(damaged + " (bad header)") from None
-    offset = _PREFIX.size + header_len
-    expected = offset + ntotal * n_words * 4 + ntotal * 8
-    if header.get("format") != "jaxhash-index" or n_words != n_words_for(n_bits) or expected != len(body):
-        raise IndexFormatError(damaged + " (sizes do not match the header)")
-    metadata = header.get("metadata") or {}
-    try:
-        if version == 1:
-            source, model = source_from_legacy_metadata(metadata), None
-        else:
-            source = source_from_json(header.get("source"))
-            model = None if header.get("model") is None else ModelRef(**header["model"])
-    except (ValueError, TypeError, AttributeError) as err:
-        raise IndexFormatError(f"{damaged} (bad source or model record: {err})") from None
-    codes = np.frombuffer(body, "<u4", ntotal * n_words, offset).astype(np.uint32).reshape(ntotal, n_words)
-    ids = np.frombuffer(body, "<i8", ntotal, offset + codes.nbytes).astype(np.int64)
+        codes = check_codes(codes.astype(np.uint32, copy=False), n_bits=n_bits, name="stored codes")
+    except ValueError as err:
+        raise IndexFormatError(f"{path}: {err}") from None
+    ids = ids.astype(np.int64, copy=False)
+    if ntotal and (ids.min() < 0 or np.unique(ids).size != ntotal):
+        raise IndexFormatError(f"{path} has negative or duplicate ids; rebuild it with  jaxhash index")
     index = HashIndex(n_bits, metadata=metadata, source=source, model=model)
     index._append(codes, ids)
     return index
-
-

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from . import train
+from .checks import check_features
 
 __all__ = [
     "RBMParams",
@@ -227,11 +228,7 @@ def train_epoch(key, state: RBMTrainState, data, optimizer, batch_size: int = 10
 def check_rbm_data(x, visible: str = "bernoulli") -> np.ndarray:
     """Validate training data: 2-D, finite, and within [0, 1] for Bernoulli units."""
     _check_visible(visible)
-    x = np.asarray(x, np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"RBM data must be a 2-D (n, n_visible) array, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("RBM data contain NaN or infinite values: clean them before training")
+    x = check_features(x, "RBM data")
     if visible == "bernoulli" and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"a Bernoulli RBM needs data in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]: "
                          "scale the data, or use visible='gaussian' on standardised data")

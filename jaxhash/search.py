@@ -75,16 +75,25 @@ class PackedDatabase(NamedTuple):
 SUPER_GROUP_SIZE = 16
 
 
+# Above this many unrolled (slot, word) steps the distance kernels loop instead of unrolling,
+# which keeps compile times short for wide codes and large groups.
+_UNROLL_LIMIT = 256
+
+
 def _max_groups(n_words: int) -> int:
-    # Member keys (minimum * n_groups + group) must stay exact in float32.
+    # Member keys (minimum * n_groups + group) must stay exact in float32; MAX_BITS keeps this >= 16.
     return _MAX_EXACT_KEY // (n_words * WORD_BITS + 2) // SUPER_GROUP_SIZE * SUPER_GROUP_SIZE
 
 
+def _n_groups(n: int, group_size: int) -> int:
+    """Groups of ``group_size`` codes for ``n`` codes, padded to whole super-groups."""
+    n_groups = max(1, -(-n // group_size))
+    return -(-n_groups // SUPER_GROUP_SIZE) * SUPER_GROUP_SIZE
+
+
 def _default_group_size(n: int, n_words: int) -> int:
-    if n <= 8192:
-        return 1  # small databases: one code per group
-    size = 16
-    while -(-n // size) > _max_groups(n_words):
+    size = 1 if n <= 8192 else 16  # small databases: one code per group, if the keys allow it
+    while _n_groups(n, size) > _max_groups(n_words):
         size *= 2
     return size
 
@@ -95,8 +104,7 @@ def prepare_database(codes, group_size: int | None = None) -> PackedDatabase:
     n, n_words = codes.shape
     if group_size is None:
         group_size = _default_group_size(n, n_words)
-    n_groups = max(1, -(-n // group_size))
-    n_groups = -(-n_groups // SUPER_GROUP_SIZE) * SUPER_GROUP_SIZE
+    n_groups = _n_groups(n, group_size)
     if n_groups > _max_groups(n_words):
         raise ValueError(f"group_size={group_size} makes {n_groups} groups; use at least {_default_group_size(n, n_words)}")
     padded = np.empty((n_groups * group_size, n_words), np.uint32)
@@ -110,22 +118,37 @@ def _far(n_words: int):
     return jnp.int32(n_words * WORD_BITS + 1)  # farther than any real code
 
 
+def _slot_distances(slot_codes, queries_t):
+    """Distances ``(n_groups, b)`` int32 between one slot's codes ``(n_words, n_groups)`` and ``(n_words, b)`` queries."""
+    n_words = slot_codes.shape[0]
+    if n_words > 16:  # wide codes: one reduction instead of an unrolled sum
+        return jnp.sum(jnp.bitwise_count(jnp.bitwise_xor(slot_codes[:, :, None], queries_t[:, None, :])).astype(jnp.int32), axis=0)
+    dist = None
+    for w in range(n_words):
+        x = jnp.bitwise_count(jnp.bitwise_xor(slot_codes[w][:, None], queries_t[w][None, :])).astype(jnp.int32)
+        dist = x if dist is None else dist + x
+    return dist
+
+
 @jax.jit
 def _group_keys(queries_t, planes, n_valid):
-    """Pass 1: ``(n_words, b)`` queries -> group minima ``(n_groups, b)`` (uint8, or uint16 from 255 bits).
+    """Pass 1: ``(n_words, b)`` queries -> group minima ``(n_groups, b)`` (uint8 up to 254 bits, then
+    uint16, int32 beyond 65,534 bits).
 
     The query block is the minor axis, so every database word is read once per block and the
     XOR/popcount runs vectorised across queries. The slot minimum is an unrolled chain of
-    elementwise steps: XLA fuses it into one loop (a reduce over the slot axis vectorises worse).
+    elementwise steps: XLA fuses it into one loop (a reduce over the slot axis vectorises worse);
+    past ``_UNROLL_LIMIT`` steps (wide codes, large groups) it is a loop over slots.
     """
     n_words, group_size, n_groups = planes.shape
-    best = None
-    for slot in range(group_size):
-        dist = None
-        for w in range(n_words):
-            x = jnp.bitwise_count(jnp.bitwise_xor(planes[w, slot][:, None], queries_t[w][None, :])).astype(jnp.int32)
-            dist = x if dist is None else dist + x
-        best = dist if best is None else jnp.minimum(best, dist)
+    if group_size * n_words <= _UNROLL_LIMIT:
+        best = None
+        for slot in range(group_size):
+            dist = _slot_distances(planes[:, slot], queries_t)
+            best = dist if best is None else jnp.minimum(best, dist)
+    else:
+        best = jax.lax.fori_loop(1, group_size, lambda s, b: jnp.minimum(b, _slot_distances(planes[:, s], queries_t)),
+                                 _slot_distances(planes[:, 0], queries_t))
     group = jax.lax.broadcasted_iota(jnp.int32, (n_groups, 1), 0)
     best = jnp.where(group * group_size < n_valid, best, _far(n_words))  # groups of padding only
     # Writing the minima is most of this pass's memory traffic: store them as narrow as they fit.
@@ -133,7 +156,8 @@ def _group_keys(queries_t, planes, n_valid):
 
 
 def _key_dtype(n_words: int):
-    return jnp.uint8 if n_words * WORD_BITS + 1 <= 255 else jnp.uint16
+    far = n_words * WORD_BITS + 1
+    return jnp.uint8 if far <= 255 else jnp.uint16 if far <= 65535 else jnp.int32
 
 
 def _smallest(keys, k):
@@ -208,10 +232,13 @@ def _rescan(queries, planes, n_valid, groups):
     """Distances and positions ``(b, kg * group_size)`` of every code in the given groups."""
     n_words, group_size, _ = planes.shape
     cand = jnp.take(planes, groups, axis=2)  # (n_words, s, b, kg)
-    dist = None
-    for w in range(n_words):
-        x = jnp.bitwise_count(jnp.bitwise_xor(queries[None, :, w, None], cand[w])).astype(jnp.int32)
-        dist = x if dist is None else dist + x
+    if n_words > 16:  # wide codes: one reduction instead of an unrolled sum
+        dist = jnp.sum(jnp.bitwise_count(jnp.bitwise_xor(queries.T[:, None, :, None], cand)).astype(jnp.int32), axis=0)
+    else:
+        dist = None
+        for w in range(n_words):
+            x = jnp.bitwise_count(jnp.bitwise_xor(queries[None, :, w, None], cand[w])).astype(jnp.int32)
+            dist = x if dist is None else dist + x
     pos = groups[None] * group_size + jnp.arange(group_size, dtype=jnp.int32)[:, None, None]
     dist = jnp.where(pos < n_valid, dist, _far(n_words))
     b = queries.shape[0]
@@ -251,10 +278,13 @@ def _default_selection() -> str:
     return "numpy" if jax.default_backend() == "cpu" else "topk"
 
 
-def _default_block(n_groups: int) -> int:
-    # Bound the per-block group keys (block * n_groups int32 at most, two in flight) to ~64 MiB.
-    block = (32 << 20) // (4 * n_groups)
-    return int(max(16, min(256, block // 16 * 16)))
+def _default_block(database: PackedDatabase, k: int) -> int:
+    """Queries per block: group keys (block * n_groups int32) and rescanned candidates (block * k *
+    group_size codes) each stay near 32 MiB per block, two blocks in flight."""
+    n_words, group_size, n_groups = database.planes.shape
+    per_query = max(4 * n_groups, 4 * k * group_size * (n_words + 2))
+    block = (32 << 20) // per_query
+    return int(max(1, min(256, block // 16 * 16 if block >= 16 else block)))
 
 
 def knn_search(query_codes, database_codes, k: int, *, n_bits: int | None = None, block_size: int | None = None,
@@ -265,14 +295,14 @@ def knn_search(query_codes, database_codes, k: int, *, n_bits: int | None = None
       query_codes: ``(q, n_words)`` uint32 packed codes.
       database_codes: ``(n, n_words)`` uint32 packed codes, or a :class:`PackedDatabase` from
         :func:`prepare_database` (reuse it across calls to skip the layout copy).
-      k: number of neighbours (> 0). Where fewer than ``k`` codes exist, the tail of each row
-        holds position -1 and distance :data:`MISSING_DISTANCE`.
+      k: number of neighbours (> 0); more than the database holds is clamped to its size, so
+        memory follows the work, not the request.
       n_bits: optional code length, to validate the queries against.
       block_size: queries per jit call; default keeps memory near 64 MiB per block.
       selection: ``"numpy"`` (host-side argpartition, fastest on CPU) or ``"topk"`` (``lax.top_k``
         on the device, for accelerators); both give identical results. Default by backend.
     Returns:
-      ``(distances, positions)``: two ``(q, k)`` int32 NumPy arrays, rows sorted by
+      ``(distances, positions)``: two ``(q, min(k, n))`` int32 NumPy arrays, rows sorted by
       (distance, position).
     """
     k = check_k(k)
@@ -281,11 +311,12 @@ def knn_search(query_codes, database_codes, k: int, *, n_bits: int | None = None
     queries = check_codes(query_codes, n_bits=n_bits, name="query codes")
     check_same_width(queries.shape[1], n_words)
     n_q = queries.shape[0]
+    k = min(k, database.n_valid)
     dist_out = np.full((n_q, k), MISSING_DISTANCE, np.int32)
     pos_out = np.full((n_q, k), -1, np.int32)
-    if n_q == 0 or database.n_valid == 0:
+    if n_q == 0 or k == 0:
         return dist_out, pos_out
-    block = block_size or _default_block(database.n_groups)
+    block = block_size or _default_block(database, k)
     n_valid = jnp.int32(database.n_valid)
     selection = selection or _default_selection()
     if selection not in ("numpy", "topk"):

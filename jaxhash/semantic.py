@@ -2,7 +2,8 @@
 
 Semantic hashing (Salakhutdinov & Hinton, 2009): a deep autoencoder, pretrained as a stack of
 RBMs and fine-tuned by backprop (Hinton & Salakhutdinov, 2006), whose sigmoid code layer gives
-the bits. Registered as method ``dbn-ae``; the training itself is :func:`jaxhash.dbn.train_dbn`.
+the bits; preset ``paper`` is the CIFAR-10 setting of the Russian-language paper on semantic
+coding of images with deep autoassociative networks that jaxhash reproduces. Registered as method ``dbn-ae``; the training itself is :func:`jaxhash.dbn.train_dbn`.
 
 ``fit`` standardises the data (per-pixel mean removed, divided by the global standard
 deviation), trains the DBN autoencoder and keeps the encoder. ``encode`` rounds the sigmoid
@@ -16,6 +17,8 @@ with the same ``seed`` (each epoch's PRNG key is derived from it, the stage and 
 """
 from __future__ import annotations
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,10 +30,10 @@ __all__ = ["SemanticHasher", "PRESETS"]
 
 # Hidden layers between the input and the code layer, and the training schedule.
 PRESETS = {
-    # The published CIFAR-10 setting: 3072-4096-2048-1024-512-256, 100 epochs per RBM, batch 100,
-    # learning rates 0.001 (Gaussian) and 0.01 (binary), momentum 0.9; fine-tuning 150 epochs
-    # at 1e-6 with momentum 0.9.
-    "seed": ((4096, 2048, 1024, 512), dbn.DBNSchedule()),
+    # The CIFAR-10 setting of the semantic-hashing-with-deep-autoassociative-networks paper this
+    # reproduces: 3072-4096-2048-1024-512-256, 100 epochs per RBM, batch 100, learning rates 0.001
+    # (Gaussian) and 0.01 (binary), momentum 0.9; fine-tuning 150 epochs at 1e-6, momentum 0.9.
+    "paper": ((4096, 2048, 1024, 512), dbn.DBNSchedule()),
     # Minutes on a 2-core CPU (MNIST protocol 1k, 32 bits: well under 10 minutes).
     # Noise before the code layer pushes the codes to 0/1, so rounding works (measured on MNIST
     # 1k: mAP@5000 .617/.655 rounded vs .608/.644 with median thresholds at 32/64 bits).
@@ -40,6 +43,8 @@ PRESETS = {
     # their training medians.
     "tiny": ((64,), dbn.DBNSchedule(rbm_epochs=2, batch_size=50, finetune_epochs=2, finetune_lr=1e-4, code_threshold="median")),
 }
+# Older names that still work.
+PRESET_ALIASES = {"seed": "paper"}
 
 
 @register("dbn-ae")
@@ -50,28 +55,31 @@ class SemanticHasher(Hasher):
       n_bits: code layer size. preset: a key of :data:`PRESETS` (hidden sizes and schedule).
       hidden: override the preset's hidden layer sizes (tuple). layer_sizes: the whole list, input
         to code, as the paper writes it (3072-4096-2048-1024-512-256); it must start at the data's
-        dimension and end at ``n_bits``. rbm_epochs, finetune_epochs,
-        finetune_lr, code_noise: override the preset's schedule. checkpoint_dir / resume: see the
-        module docstring. progress: show progress bars.
+        dimension and end at ``n_bits``. rbm_epochs, finetune_epochs, finetune_lr, code_noise,
+        batch_size: override the preset's schedule (0 epochs skips a stage). checkpoint_dir /
+        resume: see the module docstring. progress: show progress bars.
     """
 
-    presets = PRESETS
+    presets = (*PRESETS, *PRESET_ALIASES)
 
     def __init__(self, n_bits: int = 32, seed: int = 0, preset: str = "cpu-small", hidden=None, rbm_epochs=None,
                  finetune_epochs=None, finetune_lr=None, code_noise=None, checkpoint_dir=None, resume: bool = False,
-                 progress: bool = True, layer_sizes=None):
+                 progress: bool = True, layer_sizes=None, batch_size=None):
         super().__init__(n_bits, seed)
         self.preset, self.hidden, self.layer_sizes = preset, hidden, layer_sizes
         self.rbm_epochs, self.finetune_epochs, self.finetune_lr, self.code_noise = rbm_epochs, finetune_epochs, finetune_lr, code_noise
-        self.checkpoint_dir, self.resume, self.progress = checkpoint_dir, resume, progress
+        self.checkpoint_dir, self.resume, self.progress, self.batch_size = checkpoint_dir, resume, progress, batch_size
 
     # -- configuration --------------------------------------------------------------------------
-    def schedule(self) -> dbn.DBNSchedule:
-        if self.preset not in PRESETS:
+    def _preset(self):
+        name = PRESET_ALIASES.get(self.preset, self.preset)
+        if name not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        sched = PRESETS[self.preset][1]
-        overrides = {k: getattr(self, k) for k in ("rbm_epochs", "finetune_epochs", "finetune_lr", "code_noise") if getattr(self, k) is not None}
-        return sched._replace(**overrides)
+        return PRESETS[name]
+
+    def schedule(self) -> dbn.DBNSchedule:
+        names = ("rbm_epochs", "finetune_epochs", "finetune_lr", "code_noise", "batch_size")
+        return self._preset()[1]._replace(**{k: getattr(self, k) for k in names if getattr(self, k) is not None})
 
     def _sizes_for(self, n_features: int) -> tuple[int, ...]:
         if self.layer_sizes is not None:
@@ -79,7 +87,7 @@ class SemanticHasher(Hasher):
             if sizes[-1] != int(self.n_bits):
                 raise ValueError(f"layer sizes end at {sizes[-1]} but n_bits is {self.n_bits}: the last size is the code length")
             return sizes
-        hidden = tuple(self.hidden) if self.hidden is not None else PRESETS.get(self.preset, PRESETS["cpu-small"])[0]
+        hidden = tuple(self.hidden) if self.hidden is not None else self._preset()[0]
         return dbn.encoder_sizes_check((n_features,) + tuple(hidden) + (int(self.n_bits),), n_features)
 
     # -- training -------------------------------------------------------------------------------
@@ -88,15 +96,22 @@ class SemanticHasher(Hasher):
         if sched.code_threshold not in ("round", "median"):
             raise ValueError(f"code_threshold must be 'round' or 'median', got {sched.code_threshold!r}")
         sizes = self._sizes_for(x.shape[1])
+        if len(x) < sched.batch_size:
+            raise ValueError(f"dbn-ae: {len(x)} training images are fewer than one mini-batch of {sched.batch_size} "
+                             f"(preset {self.preset!r}): pass batch_size=..., a smaller preset, or more images")
+        for name in [k for k in vars(self) if k.startswith("encoder_")]:  # a refit may have fewer layers
+            del self.__dict__[name]
+        self._device_encoder = None
         self.layer_sizes_ = sizes
         self.pixel_mean_ = x.mean(axis=0).astype(np.float32)
         self.global_std_ = np.float32(max(float((x - self.pixel_mean_).std()), 1e-8))
         data = jnp.asarray(rbm.check_rbm_data(self._standardise(x), "gaussian"))
         self.history_, self.stage_seconds_ = [], {}
+        # Checkpoints are resumed only into a run on the same data (size and standardisation) and seed.
+        data_id = hashlib.sha256(self.pixel_mean_.tobytes() + self.global_std_.tobytes() + str(len(x)).encode()).hexdigest()[:16]
         variables = dbn.train_dbn(jax.random.key(int(self.seed)), data, sizes, sched, checkpoint_dir=self.checkpoint_dir,
                                   resume=self.resume, progress=self.progress, history=self.history_,
-                                  stage_seconds=self.stage_seconds_,
-                                  run={"layer_sizes": list(sizes), "schedule": list(sched), "seed": int(self.seed)})
+                                  stage_seconds=self.stage_seconds_, run={"seed": int(self.seed), "data": data_id})
         for i in range(len(sizes) - 1):
             self.__dict__[f"encoder_{i}_kernel_"] = np.asarray(variables["params"][f"encoder_{i}"]["kernel"])
             self.__dict__[f"encoder_{i}_bias_"] = np.asarray(variables["params"][f"encoder_{i}"]["bias"])
@@ -109,9 +124,14 @@ class SemanticHasher(Hasher):
         return (np.asarray(x, np.float32) - self.pixel_mean_) / self.global_std_
 
     # -- encoding -------------------------------------------------------------------------------
+    _device_encoder = None  # the encoder's arrays on the device, sent once per fit or load
+
     def _encoder_params(self):
-        n = len(self.layer_sizes_) - 1
-        return [(jnp.asarray(getattr(self, f"encoder_{i}_kernel_")), jnp.asarray(getattr(self, f"encoder_{i}_bias_"))) for i in range(n)]
+        if self._device_encoder is None:
+            n = len(self.layer_sizes_) - 1
+            self._device_encoder = [(jnp.asarray(getattr(self, f"encoder_{i}_kernel_")), jnp.asarray(getattr(self, f"encoder_{i}_bias_")))
+                                    for i in range(n)]
+        return self._device_encoder
 
     def code_probabilities(self, x) -> np.ndarray:
         """Sigmoid code-layer activations ``(n, n_bits)`` float32 of images or raw (unstandardised) features."""

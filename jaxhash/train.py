@@ -67,6 +67,7 @@ def batch_order(key, n: int, batch_size: int):
     The remainder smaller than ``batch_size`` is left out of this epoch (the shuffle differs
     every epoch, so every example is used over a run).
     """
+    batch_size = check_positive_int(batch_size, "batch_size")
     n_batches = n // batch_size
     if n_batches == 0:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} training examples: use a smaller batch")
@@ -99,10 +100,10 @@ def epoch_from_host(step: Step, state, data, key, batch_size: int, device_put: C
     ``step`` should be jitted (``jax.jit(step)``); ``device_put`` may place or shard each batch.
     Only one batch is gathered on the host at a time; the next is copied while a step runs.
     """
-    leaves = jax.tree_util.tree_leaves(data)
-    order, keys = batch_order(key, leaves[0].shape[0], batch_size)
+    data = jax.tree_util.tree_map(np.asarray, data)  # once: a device array would be copied back per batch
+    order, keys = batch_order(key, jax.tree_util.tree_leaves(data)[0].shape[0], batch_size)
     order = np.asarray(order)
-    gather = lambda idx: device_put(jax.tree_util.tree_map(lambda a: np.asarray(a)[idx], data))  # noqa: E731
+    gather = lambda idx: device_put(jax.tree_util.tree_map(lambda a: a[idx], data))  # noqa: E731
     all_metrics = []
     upcoming = gather(order[0])
     for i in range(order.shape[0]):
@@ -121,6 +122,18 @@ def _as_floats(metrics) -> dict:
     return {name: float(value) for name, value in metrics.items()}
 
 
+def _check_epochs(epochs) -> int:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer (0 skips the stage), got {epochs!r}")
+    return int(epochs)
+
+
+def _all_finite(state) -> bool:
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(state)
+              if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves)
+
+
 def fit(state, epoch_fn: Callable, *, key, epochs: int, start_epoch: int = 0, stage: str = "training",
         on_epoch: Iterable[Callable[[EpochEnd], None]] = (), divergence_hint: str = "lower the learning rate"):
     """Run epochs ``start_epoch .. epochs - 1`` of ``epoch_fn(state, key) -> (state, metrics)``.
@@ -128,24 +141,25 @@ def fit(state, epoch_fn: Callable, *, key, epochs: int, start_epoch: int = 0, st
     Epoch ``e`` gets ``jax.random.fold_in(key, e)``: its randomness depends on the key and the
     epoch number alone, so resuming from a checkpoint of epoch ``e - 1`` reproduces the same run.
     ``metrics`` is a dict of scalars (or one scalar, named ``loss``). After each epoch the metrics
-    are checked: a NaN or infinite value raises :class:`TrainingDiverged` before any hook sees the
-    epoch, so checkpoints keep the last good epoch. Hooks with a ``close()`` method are closed
-    at the end, also on errors.
+    and the state are checked: a NaN or infinite value raises :class:`TrainingDiverged` before
+    any hook sees the epoch, so checkpoints keep the last good epoch. Hooks with a ``close()``
+    method are closed at the end, also on errors.
 
     Returns the state after the last epoch.
     """
-    epochs = check_positive_int(epochs, "epochs")
     hooks = [h for h in on_epoch if h is not None]
     try:
+        epochs = _check_epochs(epochs)
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             new_state, metrics = epoch_fn(state, jax.random.fold_in(key, epoch))
             metrics = _as_floats(metrics)
             bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-            if bad:
-                shown = ", ".join(f"{k}={v}" for k, v in bad.items())
-                kept = f"the checkpoint of epoch {epoch} is the last good one" if epoch else "no epoch finished"
-                raise TrainingDiverged(f"{stage} diverged at epoch {epoch + 1} ({shown}); {kept}: {divergence_hint}")
+            if bad or not _all_finite(new_state):
+                shown = ", ".join(f"{k}={v}" for k, v in bad.items()) or "the parameters are no longer finite"
+                kept = f"the last good epoch is {epoch}" if epoch else "no epoch finished"
+                raise TrainingDiverged(f"{stage} diverged at epoch {epoch + 1} ({shown}); it stopped before keeping that "
+                                       f"epoch, {kept}: {divergence_hint}")
             state = new_state
             end = EpochEnd(stage, epoch, epochs, metrics, state, time.perf_counter() - t0)
             for hook in hooks:
@@ -196,6 +210,7 @@ def run_stage(state, epoch_fn: Callable, *, key, epochs: int, stage: str, desc: 
     refused rather than overwritten). ``run`` describes the architecture and schedule: a
     checkpoint written for another ``run`` is refused. Returns the final state.
     """
+    epochs = _check_epochs(epochs)
     start = 0
     hooks = []
     if checkpoint_dir is not None:

@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""Semantic hashing (Salakhutdinov & Hinton) reproduced: semantic hashing with a DBN-pretrained deep autoencoder.
+"""Semantic hashing of images with a DBN-pretrained deep autoencoder, reproduced.
 
-The default is the paper's exact setting (preset "seed"): CIFAR-10 standardised (per-pixel mean
+The method is Salakhutdinov & Hinton's semantic hashing (2009) with the deep autoencoder of Hinton
+& Salakhutdinov (2006); the setting is that of the Russian-language paper on semantic coding of
+images with deep autoassociative networks that jaxhash reproduces. The default is that paper's
+exact setting (preset "paper"): CIFAR-10 standardised (per-pixel mean
 removed, divided by the global standard deviation), 3072-4096-2048-1024-512-256, 100 epochs per
 RBM, mini-batches of 100, learning rate 0.001 (Gaussian RBM) and 0.01 (binary RBMs), momentum
 0.9, then 150 epochs of fine-tuning at 1e-6 with momentum 0.9 -- hours on a CPU, minutes on a
 GPU. ``--preset cpu-small`` or ``--preset tiny`` run on a CPU in minutes or seconds.
 
-Writes PNGs: originals beside reconstructions (the paper's figure 6), queries with their nearest
-images and Hamming distances (figures 7-8), and the fraction of same-class images against
-Hamming distance (the paper's closing observation); ``--json`` gets mAP and time per stage.
+Writes PNGs like that paper's figures: originals beside reconstructions (its figure 6), queries
+with their nearest images and Hamming distances (figures 7-8), and the fraction of same-class
+images against Hamming distance (its closing observation); ``--json`` gets mAP and time per stage.
 
     python scripts/semantic_hashing.py --data-dir ../shared/data --preset cpu-small --bits 64 --out results/semantic_hashing
 """
@@ -28,7 +31,7 @@ def main():
     parser.add_argument("--data", default="cifar10")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--protocol", default="1k")
-    parser.add_argument("--preset", default="seed", help="seed (the published setting), cpu-small, tiny")
+    parser.add_argument("--preset", default="paper", help="paper (the published CIFAR-10 setting), cpu-small, tiny")
     parser.add_argument("--bits", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N database images only")
@@ -47,9 +50,9 @@ def main():
 
     dataset = load_dataset(args.data, data_dir=args.data_dir)
     split = retrieval_split(dataset, args.protocol, seed=args.seed)
-    xq, xd = to_features(split.query_x), to_features(split.db_x)
-    train = xd[: args.limit] if args.limit else xd
-    print(f"{dataset.name}, protocol {args.protocol}: {len(xq)} queries, {len(xd)} database images; training on {len(train)}; "
+    xq = to_features(split.query_x)  # for the figures
+    train = split.db_x[: args.limit] if args.limit else split.db_x  # images: the model records their shape
+    print(f"{dataset.name}, protocol {args.protocol}: {len(xq)} queries, {len(split.db_x)} database images; training on {len(train)}; "
           f"preset {args.preset}, {args.bits} bits; jax {jax.__version__} on {jax.default_backend()}")
     hasher = jaxhash.SemanticHasher(n_bits=args.bits, seed=args.seed, preset=args.preset, checkpoint_dir=args.checkpoint_dir,
                                     resume=args.resume)
@@ -62,7 +65,7 @@ def main():
         seconds = hasher.stage_seconds_.get(stage)
         print(f"  {stage}: {last['epoch']} epochs, final reconstruction error {last['reconstruction_error']:.4f}"
               + (f", {seconds:.1f}s" if seconds is not None else ""))
-    cq, cd = hasher.encode(xq), hasher.encode(xd)
+    cq, cd = hasher.encode(split.query_x), hasher.encode(split.db_x)
     value = evaluate(args.metric, cq, split.query_y, cd, split.db_y, n_bits=args.bits)
     print(f"{args.metric} = {value:.4f}")
 

@@ -121,7 +121,7 @@ def test_fit_on_a_photo_folder_of_mixed_sizes_and_channels(tmp_path, rng, capsys
                             "--image-size", "16", "--out", str(model)], capture_output=True, text=True, cwd=REPO,
                            env={**os.environ, "JAXHASH_PROGRESS": "0"})
     assert shell.returncode == 0 and shell.stderr.splitlines() == [
-        f"jaxhash fit: note: {folder}: converted 3 grey images to RGB (21 of 24 images are RGB)"]
+        f"jaxhash fit: note: images in {folder}: converted 3 grey images to RGB (21 of 24 images are RGB)"]
     with pytest.warns(UserWarning):
         assert main(["fit", "--data", str(folder), "--method", "pcah", "--bits", "2", "--image-size", "16", "--protocol", "1k",
                      "--out", str(model)]) == 2
@@ -191,3 +191,22 @@ def test_commands_import_only_what_they_need(tmp_path, rng):
     run = lambda *argv: subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=REPO).stdout.strip()  # noqa: E731
     assert run("--help") == "[]"
     assert run("search", "--model", str(tmp_path / "m"), "--index", str(tmp_path / "i.jhx"), str(tmp_path / "q.png")) == "['jax']"
+
+
+@pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
+def test_index_of_a_data_folder_points_at_its_files(tmp_path, rng, capsys, monkeypatch):
+    make_photo_folder(tmp_path / "photos", rng)
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--data", "photos", "--method", "pcah", "--bits", "2", "--image-size", "16", "--out", "m"]) == 0
+    # --data with a relative path and images of mixed sizes: loaded at the model's size, filed by path
+    assert main(["index", "--model", "m", "--data", "photos", "--out", "i.jhx"]) == 0
+    index = jaxhash.read_index(tmp_path / "i.jhx")
+    assert index.source.root == str(tmp_path / "photos") and index.source.paths[0] == "blue/0.jpg" and index.ntotal == 24
+    monkeypatch.chdir(REPO)  # elsewhere: the index still finds its images
+    capsys.readouterr()
+    assert main(["search", "--model", str(tmp_path / "m"), "--index", str(tmp_path / "i.jhx"), str(tmp_path / "photos" / "red" / "3.jpg"),
+                 "--k", "3", "--grid", str(tmp_path / "g.png")]) == 0
+    assert "[red]  red/" in capsys.readouterr().out
+    assert main(["index", "--model", str(tmp_path / "m"), "--folder", str(tmp_path / "photos"), "--protocol", "1k",
+                 "--out", str(tmp_path / "x.jhx")]) == 2
+    assert "--protocol and --image-size apply to --data" in capsys.readouterr().err

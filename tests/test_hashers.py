@@ -11,6 +11,7 @@ import pytest
 import jaxhash
 from conftest import REPO
 from jaxhash import hashers
+from jaxhash.atomic import current_version
 from jaxhash.images import to_features
 
 
@@ -42,7 +43,8 @@ def test_fit_on_images_records_the_input_shape(images, tmp_path):
     again = jaxhash.load_hasher(itq.save(tmp_path / "itq"))
     assert again.input_shape_ == (6, 5, 3)
     np.testing.assert_array_equal(again.encode(images), itq.encode(images))
-    assert json.loads((tmp_path / "itq" / "hasher.json").read_text())["learned"]["input_shape_"] == [6, 5, 3]
+    saved = current_version(tmp_path / "itq") / "hasher.json"
+    assert json.loads(saved.read_text())["learned"]["input_shape_"] == [6, 5, 3]
 
 
 def test_encode_converts_other_sizes_and_channels_with_one_note(images, rng):
@@ -82,7 +84,7 @@ def test_bad_training_input():
         jaxhash.ITQ(n_bits=0).fit(np.zeros((5, 3), np.float32))
     with pytest.raises(ValueError, match="at least 2 training rows"):
         jaxhash.ITQ(n_bits=2).fit(np.zeros((1, 3), np.float32))
-    with pytest.raises(ValueError, match="different shapes"):
+    with pytest.raises(ValueError, match="different sizes: 4x4 .*conform_images"):
         jaxhash.ITQ(n_bits=2).fit([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8)])
     with pytest.raises(TypeError, match="uint8"):
         jaxhash.ITQ(n_bits=2).fit(np.zeros((5, 4, 4, 3), np.float32))
@@ -103,10 +105,10 @@ def test_load_errors_say_what_to_do(tmp_path, images):
         jaxhash.load_hasher(tmp_path / "missing")
     path = jaxhash.ITQ(n_bits=8).fit(images).save(tmp_path / "m")
     with pytest.raises(ValueError, match="is a file, not a saved hasher"):
-        jaxhash.load_hasher(path / "hasher.json")
+        jaxhash.load_hasher(current_version(path) / "hasher.json")
     with pytest.raises(ValueError, match="holds a 'itq' hasher"):
         jaxhash.LSH.load(path)
-    (path / "hasher.json").write_text("{")
+    (current_version(path) / "hasher.json").write_text("{")
     with pytest.raises(ValueError, match="damaged"):
         jaxhash.load_hasher(path)
 
@@ -119,3 +121,65 @@ def test_register_checks_what_a_method_consumes():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "bad" not in jaxhash.available_methods()
+
+
+class MeanColour(hashers.Hasher):
+    """A toy image hasher: bit j = mean of colour channel j % 3 in row band j // 3 above its training median."""
+
+    consumes = "images"
+
+    def __init__(self, n_bits: int = 6, seed: int = 0, image_size: int = 4):
+        super().__init__(n_bits, seed)
+        self.image_size = image_size
+
+    def _fit_shape(self, images):
+        return (self.image_size, self.image_size, 3)
+
+    def _bands(self, x):
+        assert x.dtype == np.uint8 and x.shape[1:] == (self.image_size, self.image_size, 3)
+        bands = np.array_split(x.astype(np.float32), self.n_bits // 3, axis=1)
+        return np.concatenate([b.mean(axis=(1, 2)) for b in bands], axis=1)
+
+    def _fit(self, x, y, rng):
+        self.median_ = np.median(self._bands(x), axis=0)
+
+    def _project(self, x):
+        return self._bands(x) - self.median_
+
+
+def test_an_image_hasher_gets_images_at_its_own_input_size(rng, tmp_path):
+    hashers.register("mean-colour-test")(MeanColour)
+    try:
+        photos = [rng.integers(0, 256, (9, 7, 3)).astype(np.uint8) for _ in range(6)]
+        with pytest.warns(UserWarning, match="resized 6 to 4x4"):
+            h = MeanColour().fit(photos)
+        assert h.input_shape_ == (4, 4, 3)
+        grey = rng.integers(0, 256, (3, 20, 20)).astype(np.uint8)
+        with pytest.warns(UserWarning, match="converted 3 to RGB and resized 3 to 4x4"):
+            assert h.encode(grey).shape == (3, 1)
+        with pytest.raises(ValueError, match="encodes images"):
+            h.encode(np.zeros((3, 48), np.float32))
+        again = jaxhash.load_hasher(h.save(tmp_path / "mc"))
+        assert isinstance(again, MeanColour) and again.fingerprint() == h.fingerprint()
+    finally:
+        hashers._REGISTRY.pop("mean-colour-test")
+
+
+def test_what_counts_as_images(rng):
+    itq = jaxhash.ITQ(n_bits=4).fit(rng.integers(0, 256, (20, 6, 5, 3)).astype(np.uint8))
+    with pytest.raises(ValueError, match=r"looks like one \(H, W, C\) image: pass a batch, e.g. image\[None\]"):
+        itq.encode(np.zeros((6, 5, 3), np.uint8))
+    assert itq.encode(np.zeros((6, 5, 3), np.uint8)[None]).shape == (1, 1)
+    grey = jaxhash.PCAH(n_bits=2).fit(rng.integers(0, 256, (20, 6, 5)).astype(np.uint8))  # (n, H, W): grey images
+    assert grey.input_shape_ == (6, 5, 1)
+    rows = jaxhash.PCAH(n_bits=2).fit([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [2.0, 2.0, 0.0]])  # a list of rows: features
+    assert rows.input_shape_ is None and rows.encode([[1.0, 1.0, 1.0]]).shape == (1, 1)
+    with pytest.warns(UserWarning, match=r"converted 1 grey images to RGB \(2 of 3 images are RGB\)"):
+        mixed = jaxhash.PCAH(n_bits=2).fit([np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), np.uint8), np.full((4, 4, 4), 9, np.uint8)])
+    assert mixed.input_shape_ == (4, 4, 3)
+    with pytest.raises(ValueError, match="need at least 2 training images, got 0"):
+        jaxhash.ITQ(n_bits=2).fit(np.zeros((0, 4, 4, 3), np.uint8))
+    failed = jaxhash.KMH(n_bits=6, bits_per_subspace=4)
+    with pytest.raises(ValueError, match="multiple of bits_per_subspace"):
+        failed.fit(rng.integers(0, 256, (30, 4, 4, 1)).astype(np.uint8))
+    assert not failed.is_fitted  # a failed fit leaves nothing half-fitted behind

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxhash.images import conform_images, conversion_note, decode_image, is_image_batch, to_features
+from jaxhash.images import as_image_batch, common_shape, conform_images, conversion_note, decode_image, to_features
 
 
 def encoded(array, fmt="PNG", mode=None):
@@ -68,4 +68,18 @@ def test_features_and_batch_detection():
     x = np.full((2, 3, 3, 1), 255, np.uint8)
     f = to_features(x)
     assert f.shape == (2, 9) and f.dtype == np.float32 and f.max() == 1.0
-    assert is_image_batch(x) and is_image_batch([x[0]]) and not is_image_batch(f)
+    assert as_image_batch(x) is x or as_image_batch(x).shape == x.shape
+    assert as_image_batch([x[0]]) is not None and as_image_batch(f) is None and as_image_batch([[1.0, 2.0]]) is None
+    assert as_image_batch(np.zeros((5, 8, 9), np.uint8)).shape == (5, 8, 9, 1)  # (n, H, W) grey
+    with pytest.raises(ValueError, match="looks like one"):
+        as_image_batch(np.zeros((8, 9, 3), np.uint8))
+    with pytest.raises(ValueError, match="looks like one"):
+        as_image_batch(np.zeros((8, 9, 1), np.uint8), model_shape=(8, 9, 1))
+
+
+def test_common_shape_takes_the_majority_channels_and_refuses_mixed_sizes():
+    assert common_shape([np.zeros((4, 5, 3)), np.zeros((4, 5, 4))], "x") == (4, 5, 3)
+    with pytest.warns(UserWarning, match=r"x: converted 1 colour images to grey \(2 of 3 images are grey\)"):
+        assert common_shape([np.zeros((4, 5)), np.zeros((4, 5, 2)), np.zeros((4, 5, 3))], "x") == (4, 5, 1)
+    with pytest.raises(ValueError, match=r"x have different sizes: 4x5 \(2 images\), 6x6 \(1 images\)"):
+        common_shape([np.zeros((4, 5)), np.zeros((4, 5)), np.zeros((6, 6))], "x")

@@ -82,3 +82,14 @@ def test_bad_labels_and_codes():
         mean_average_precision(q, [1], db, np.array([1, 0]), top=0)
     with pytest.raises(ValueError, match="empty"):
         mean_average_precision(q, [1], db[:0], np.array([], int))
+
+
+def test_distances_beyond_16_bits_are_exact(rng):
+    n_bits = 70_000
+    bits = np.zeros((3, n_bits), bool)
+    bits[1, :66_000] = True  # distance 66,000 from code 0
+    bits[2, :60_000] = True  # distance 60,000
+    codes = np.asarray(pack_bits(bits))
+    curve = precision_recall_curve(codes[:1], [0], codes[1:], [0, 1], n_bits=n_bits)
+    assert curve.precision[60_000] == 0.0 and curve.recall[65_999] == 0.0 and curve.recall[66_000] == 1.0
+    assert precision_at_k(codes[:1], [0], codes[1:], [1, 0], k=1) == 1.0  # the nearer one (60,000) comes first

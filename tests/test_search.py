@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from conftest import oracle_knn, random_codes
-from jaxhash.search import MISSING_DISTANCE, knn_search, prepare_database, radius_search, rerank_euclidean, search_and_rerank
+from jaxhash.checks import MAX_BITS
+from jaxhash.search import knn_search, prepare_database, radius_search, rerank_euclidean, search_and_rerank
 
 
 @pytest.mark.parametrize(
@@ -26,10 +27,38 @@ def test_knn_equals_numpy_oracle(rng, n, n_bits, k, distinct, selection):
         q[:5], q_bits[:5] = db[:5], db_bits[:5]  # exact matches with many equal copies
     dist, pos = knn_search(q, db, k, block_size=16, selection=selection)
     want_d, want_p = oracle_knn(q_bits, db_bits, k)
-    m = min(k, n)
-    np.testing.assert_array_equal(dist[:, :m], want_d)
-    np.testing.assert_array_equal(pos[:, :m], want_p)
-    assert (pos[:, m:] == -1).all() and (dist[:, m:] == MISSING_DISTANCE).all()
+    assert dist.shape == pos.shape == (37, min(k, n))  # k beyond the database is clamped
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(pos, want_p)
+
+
+@pytest.mark.parametrize(
+    "n, n_bits",
+    [
+        (300, 224), (300, 225), (300, 255),  # last uint8 key width (7 words), first uint16 (8 words)
+        (5000, 4096),  # 128 words: more groups than float32 keys allow at group size 1
+        (8180, 2048), (3000, 8192),
+        (40, 65504), (40, 65505), (20, 70_000),  # last uint16 key width, first int32
+        (3, MAX_BITS),
+    ],
+)
+@pytest.mark.parametrize("selection", ["numpy", "topk"])
+def test_wide_codes_equal_the_oracle(rng, n, n_bits, selection):
+    db, db_bits = random_codes(rng, n, n_bits, distinct=max(2, n // 3))
+    q, q_bits = random_codes(rng, 3, n_bits)
+    q[:1], q_bits[:1] = db[:1], db_bits[:1]
+    k = min(n, 7)
+    dist, pos = knn_search(q, db, k, selection=selection)
+    want_d, want_p = oracle_knn(q_bits, db_bits, k)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(pos, want_p)
+
+
+def test_wider_than_the_maximum_is_refused():
+    from jaxhash import HashIndex
+
+    with pytest.raises(ValueError, match=f"at most {MAX_BITS}"):
+        HashIndex(MAX_BITS + 1)
 
 
 def test_prepared_database_reused_across_calls(rng):

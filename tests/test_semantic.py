@@ -88,3 +88,29 @@ def test_codes_group_similar_inputs(reference, data):
     x, labels = data
     codes = reference.encode(x)
     assert jaxhash.mean_average_precision(codes, labels, codes, labels) > 0.3  # 4 classes: chance ~0.25
+
+
+def test_after_a_divergence_a_lower_rate_resumes_from_the_last_good_checkpoint(data, tmp_path):
+    ck = tmp_path / "ck"
+    with pytest.raises(FloatingPointError, match="lower finetune_lr and resume"):
+        jaxhash.SemanticHasher(checkpoint_dir=ck, **dict(SMALL, finetune_lr=1e4)).fit(data[0] * 1e3)
+    with pytest.raises(CheckpointMismatchError, match="data:"):  # the same checkpoints, other data: refused
+        jaxhash.SemanticHasher(checkpoint_dir=ck, resume=True, **SMALL).fit(data[0])
+    saved = sorted(p.name for p in ck.iterdir())
+    assert saved == ["finetune", "rbm1", "rbm2", "rbm3"] or saved == ["rbm1", "rbm2", "rbm3"]
+    good = jaxhash.SemanticHasher(checkpoint_dir=ck, resume=True, **dict(SMALL, finetune_lr=1e-9)).fit(data[0] * 1e3)
+    assert [h["stage"] for h in good.history_] == ["finetune"] * 3  # the RBMs came from their checkpoints
+
+
+def test_refit_preset_alias_small_data_and_old_checkpoints(reference, data, tmp_path):
+    h = jaxhash.SemanticHasher(**SMALL).fit(data[0])
+    h.hidden = (12,)
+    h.fit(data[0])
+    assert h.layer_sizes_ == (20, 12, 8) and not hasattr(h, "encoder_2_kernel_")  # no layer of the first fit is left
+    assert jaxhash.SemanticHasher(n_bits=8, preset="seed").schedule() == jaxhash.SemanticHasher(n_bits=8, preset="paper").schedule()
+    with pytest.raises(ValueError, match="fewer than one mini-batch of 50 .*batch_size="):
+        jaxhash.SemanticHasher(**SMALL).fit(data[0][:30])
+    assert jaxhash.SemanticHasher(**dict(SMALL, batch_size=10)).fit(data[0][:30]).is_fitted
+    (tmp_path / "old" / "7").mkdir(parents=True)  # jaxhash 0.1 kept every stage's steps in one folder
+    with pytest.raises(CheckpointMismatchError, match="jaxhash 0.1"):
+        jaxhash.SemanticHasher(checkpoint_dir=tmp_path / "old", resume=True, **SMALL).fit(data[0])

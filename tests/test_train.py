@@ -109,7 +109,7 @@ def test_divergence_stops_before_the_bad_epoch_is_saved(problem, key, tmp_path):
             metrics = dict(metrics, loss=jnp.nan)
         return s, metrics
 
-    with pytest.raises(train.TrainingDiverged, match=r"ls diverged at epoch 3 \(loss=nan\); the checkpoint of epoch 2 is the last good one"):
+    with pytest.raises(train.TrainingDiverged, match=r"ls diverged at epoch 3 \(loss=nan\); it stopped before keeping that epoch, the last good epoch is 2"):
         train.run_stage(state, epoch, key=key, epochs=5, stage="ls", checkpoint_dir=tmp_path / "ck", run={}, progress=False)
     ckpt = TrainingCheckpointer(tmp_path / "ck")
     assert ckpt.latest_meta()["epoch"] == 1  # 0-based: the second epoch
@@ -132,5 +132,16 @@ def test_hooks_are_closed_on_errors(problem, key):
     with pytest.raises(RuntimeError, match="hook failed"):
         train.fit(state, lambda s, k: scan_epoch(s, data, k), key=key, epochs=2, on_epoch=[Hook(), None])
     assert closed == [True]
-    with pytest.raises(ValueError, match="epochs must be a positive integer"):
-        train.fit(state, lambda s, k: scan_epoch(s, data, k), key=key, epochs=0)
+    assert train.fit(state, lambda s, k: scan_epoch(s, data, k), key=key, epochs=0) is state  # 0 epochs: nothing to do
+    with pytest.raises(ValueError, match="epochs must be a non-negative integer"):
+        train.fit(state, lambda s, k: scan_epoch(s, data, k), key=key, epochs=-1, on_epoch=[Hook()])
+    assert closed == [True, True]  # closed even when the arguments are wrong
+
+
+def test_a_state_that_blew_up_is_not_kept(problem, key):
+    data, state = problem
+    poisoned = lambda s, k: (s._replace(w=s.w * jnp.nan), {"loss": jnp.float32(1.0)})  # noqa: E731 - metric still finite
+    with pytest.raises(train.TrainingDiverged, match="parameters are no longer finite"):
+        train.fit(state, poisoned, key=key, epochs=2)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        train.batch_order(key, 10, 0)

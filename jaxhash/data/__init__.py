@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..checks import check_positive_int
-from ..images import conform_images, to_features
+from ..images import MixedSizesError, conform_images, to_features
 from .cifar import load_pickle_folder, pickle_folder_kind
 from .folders import ImageSet, is_archive, load_image_folder
 from .idx import has_idx_set, load_idx_folder
@@ -44,6 +47,8 @@ __all__ = [
     "SourceEntries",
     "source_entries",
     "class_of_path",
+    "DatasetPart",
+    "dataset_part",
 ]
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -71,7 +76,7 @@ class Dataset(NamedTuple):
     """A labelled image data set with its official splits (an empty test split where none exists).
 
     x_*: ``(n, H, W, C)`` uint8 images; y_*: ``(n,)`` int32 labels; paths_*: file names where the
-    images came from files (else ``None``).
+    images came from files (else ``None``), relative to ``root`` (the folder or archive).
     """
 
     name: str
@@ -82,6 +87,7 @@ class Dataset(NamedTuple):
     class_names: tuple[str, ...]
     paths_train: tuple[str, ...] | None = None
     paths_test: tuple[str, ...] | None = None
+    root: str | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -175,24 +181,22 @@ def _cached_archive(path: Path, progress: bool, image_size=None) -> dict[str, Im
                 splits = [s for s in z["splits"]]
                 names = tuple(str(c) for c in z["class_names"])
                 return {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], names, tuple(str(p) for p in z[f"{s}_paths"])) for s in splits}
-        except (OSError, ValueError, KeyError):
-            cache.unlink(missing_ok=True)  # damaged cache: rebuild below
-    sets = load_image_folder(path, image_size=image_size, progress=progress)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            warnings.warn(f"discarded a damaged cache entry {cache} ({type(err).__name__}); decoding {path.name} again",
+                          stacklevel=3)
+            cache.unlink(missing_ok=True)
+    sets = load_image_folder(path, image_size=image_size, progress=progress)  # refuses a damaged archive: nothing cached
+    arrays = {"splits": np.asarray(sorted(sets)), "class_names": np.asarray(next(iter(sets.values())).class_names)}
+    for s, st in sets.items():
+        arrays.update({f"{s}_x": st.images, f"{s}_y": st.labels, f"{s}_paths": np.asarray(st.paths)})
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {"splits": np.asarray(sorted(sets)), "class_names": np.asarray(next(iter(sets.values())).class_names)}
-        for s, st in sets.items():
-            arrays.update({f"{s}_x": st.images, f"{s}_y": st.labels, f"{s}_paths": np.asarray(st.paths)})
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda f: np.savez(f, **arrays))
     except OSError:
         pass  # a read-only home only costs speed
     return sets
 
 
-def _from_image_sets(name: str, sets: dict[str, ImageSet]) -> Dataset:
+def _from_image_sets(name: str, sets: dict[str, ImageSet], root: Path) -> Dataset:
     if "train" in sets:
         train = sets["train"]
         test = sets.get("test") or next((sets[s] for s in ("val", "valid", "validation") if s in sets), None)
@@ -200,7 +204,8 @@ def _from_image_sets(name: str, sets: dict[str, ImageSet]) -> Dataset:
         train, test = sets.get("all") or next(iter(sets.values())), None
     if test is None:
         test = ImageSet(train.images[:0], train.labels[:0], train.class_names, ())
-    return Dataset(name, train.images, train.labels, test.images, test.labels, train.class_names, train.paths, test.paths)
+    return Dataset(name, train.images, train.labels, test.images, test.labels, train.class_names, train.paths, test.paths,
+                   str(root.resolve()))
 
 
 def _load_path(path: Path, name: str, progress: bool, image_size=None) -> Dataset:
@@ -212,10 +217,15 @@ def _load_path(path: Path, name: str, progress: bool, image_size=None) -> Datase
         if folder.is_dir() and pickle_folder_kind(folder):
             splits, names = load_pickle_folder(folder)
             return Dataset(name, *splits["train"], *splits["test"], tuple(names))
-    if is_archive(path):
-        return _from_image_sets(name, _cached_archive(path, progress, image_size))
-    if path.is_dir():
-        return _from_image_sets(name, load_image_folder(path, image_size=image_size, progress=progress))
+    if is_archive(path) or path.is_dir():
+        load = _cached_archive if is_archive(path) else (lambda p, progress, size=None: load_image_folder(p, size, progress=progress))
+        try:
+            sets = load(path, progress)  # at the images' own size: an archive's cache serves every image_size
+        except MixedSizesError:
+            if image_size is None:
+                raise
+            sets = load(path, progress, image_size)  # mixed sizes: resized while decoding (load_dataset resizes the rest)
+        return _from_image_sets(name, sets, path)
     raise ValueError(f"{path} is neither an IDX folder, CIFAR pickle batches, an image folder nor a .tar.gz of images")
 
 
@@ -317,3 +327,28 @@ def retrieval_split(dataset: Dataset, protocol: str = "1k", seed: int = 0) -> Re
     rest = np.setdiff1d(np.arange(y.size), query)
     take = (lambda idx: tuple(paths[i] for i in idx)) if paths is not None else (lambda idx: None)
     return RetrievalSplit(str(protocol), x[query], y[query], x[rest], y[rest], take(query), take(rest))
+
+
+class DatasetPart(NamedTuple):
+    """The images of one part of a data set, with their labels and (where known) file paths."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    paths: tuple[str, ...] | None
+
+
+def dataset_part(dataset: Dataset, part: str = "train", protocol: str | None = None, seed: int = 0) -> DatasetPart:
+    """``"train"``: the training images as loaded (every image of a folder without splits);
+    ``"database"`` / ``"query"``: that part of ``retrieval_split(dataset, protocol, seed)``.
+
+    The one rule that ``jaxhash fit``, ``jaxhash index`` and an index's :class:`DatasetSource`
+    share, so that index entry ``i`` is always the same image.
+    """
+    if part == "train":
+        return DatasetPart(dataset.x_train, dataset.y_train, dataset.paths_train)
+    if part not in ("database", "query") or protocol is None:
+        raise ValueError(f"part must be 'train', or 'database' / 'query' with a protocol; got {part!r}, protocol {protocol!r}")
+    split = retrieval_split(dataset, protocol, seed)
+    if part == "database":
+        return DatasetPart(split.db_x, split.db_y, split.db_paths)
+    return DatasetPart(split.query_x, split.query_y, split.query_paths)

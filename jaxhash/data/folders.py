@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import tarfile
 import warnings
+import zlib
 from pathlib import Path, PurePosixPath
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from ..images import conform_images, decode_image
+from ..images import common_shape, conform_images, decode_image
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation", "query", "database")
@@ -29,20 +30,35 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and (path.name.endswith(".tar.gz") or path.name.endswith(".tgz") or path.suffix == ".tar")
 
 
-def _iter_entries(root: Path) -> Iterator[tuple[str, callable]]:
-    """Yield ``(relative posix path, read_bytes)`` for every file under a folder or in an archive."""
+# A single image file larger than this is not decoded (a photo is a few MB; this bounds memory).
+MAX_IMAGE_FILE_BYTES = 256 << 20
+
+
+def _iter_entries(root: Path) -> Iterator[tuple[str, int, Callable[[], bytes]]]:
+    """Yield ``(relative posix path, size in bytes, read)`` for every file under a folder or in an archive.
+
+    ``read()`` must be called before the next item is taken (archives are read in one pass).
+    An archive is read to its end, so that a gzip CRC error is found even past the last member.
+    """
     if is_archive(root):
         try:
             with tarfile.open(root) as tar:
                 for member in tar:
                     if member.isfile():
-                        data = tar.extractfile(member).read()
-                        yield member.name.lstrip("./"), (lambda d=data: d)
-        except (tarfile.TarError, OSError, EOFError) as err:
-            raise ValueError(f"cannot read archive {root}: {err}; it may be truncated, download it again") from None
+                        yield _member_name(member.name), member.size, (lambda m=member: tar.extractfile(m).read())
+                while tar.fileobj.read(1 << 20):  # the rest: padding and the gzip trailer with its CRC
+                    pass
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"cannot read archive {root}: {err}; it is truncated or damaged: download or copy it again") from None
         return
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        yield path.relative_to(root).as_posix(), path.read_bytes
+        yield path.relative_to(root).as_posix(), path.stat().st_size, path.read_bytes
+
+
+def _member_name(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/")
 
 
 def _split_class(rel: str) -> tuple[str, str]:
@@ -60,7 +76,9 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
 
     Layout ``split/class/name.ext`` gives splits (train, test, ...) and labels; ``class/name.ext``
     gives one split ``"all"``; loose files are unlabelled (label -1). Files that are not readable
-    images are skipped and listed in one warning.
+    images (other extensions, undecodable, over 256 MB, or declaring more pixels than Pillow's
+    decompression-bomb limit) are skipped without being read where possible, and listed in one
+    warning. A damaged archive (gzip CRC, truncation) is refused.
 
     ``image_size`` = ``(H, W)`` resizes every image; without it all images must share one size.
     ``channels`` = 1 or 3 converts every image; without it a folder mixing grey and colour images
@@ -75,8 +93,8 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
         raise FileNotFoundError(f"no image folder or archive at {root}")
     records: dict[str, list[tuple[str, str, np.ndarray]]] = {}
     skipped: list[str] = []
-    for rel, read in bar(_iter_entries(root), desc=f"reading {root.name}", unit=" files", disable=not progress, leave=False):
-        if PurePosixPath(rel).suffix.lower() not in IMAGE_EXTENSIONS:
+    for rel, size, read in bar(_iter_entries(root), desc=f"reading {root.name}", unit=" files", disable=not progress, leave=False):
+        if PurePosixPath(rel).suffix.lower() not in IMAGE_EXTENSIONS or size > MAX_IMAGE_FILE_BYTES:
             if not PurePosixPath(rel).name.startswith("."):
                 skipped.append(rel)
             continue
@@ -93,7 +111,7 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
     if not records:
         raise ValueError(f"no readable images found in {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     images = [img for recs in records.values() for _, _, img in recs]
-    shape = _common_shape(root, images)
+    shape = common_shape(images, f"images in {root}")
     class_names = tuple(sorted({cls for recs in records.values() for _, cls, _ in recs if cls}))
     class_id = {c: i for i, c in enumerate(class_names)}
     out = {}
@@ -106,25 +124,3 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
             tuple(r[0] for r in recs),
         )
     return out
-
-
-def _common_shape(root: Path, images: list[np.ndarray]) -> tuple[int, int, int]:
-    """The one size all images share (else a clear error), and the majority's channel count (with a note)."""
-    sizes: dict[tuple[int, int], int] = {}
-    channel_counts = {1: 0, 3: 0}
-    for img in images:
-        sizes[img.shape[:2]] = sizes.get(img.shape[:2], 0) + 1
-        channel_counts[img.shape[2]] += 1
-    if len(sizes) > 1:
-        common = sorted(sizes.items(), key=lambda kv: -kv[1])
-        listed = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in common[:4]) + (", ..." if len(common) > 4 else "")
-        (h, w), _ = common[0]
-        raise ValueError(f"images in {root} have different sizes: {listed}. Resize them to one size on loading: "
-                         f"--image-size {h}x{w} on the command line, or image_size=({h}, {w}) in Python")
-    channels = 3 if channel_counts[3] >= channel_counts[1] else 1
-    minority = channel_counts[1 if channels == 3 else 3]
-    if minority:
-        warnings.warn(f"{root}: converted {minority} {'grey' if channels == 3 else 'colour'} images to "
-                      f"{'RGB' if channels == 3 else 'grey'} ({channel_counts[channels]} of {len(images)} images are "
-                      f"{'RGB' if channels == 3 else 'grey'})", stacklevel=3)
-    return next(iter(sizes)) + (channels,)

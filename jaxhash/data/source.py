@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import tarfile
+import warnings
 from pathlib import Path
 from typing import NamedTuple, Sequence, Union
 
@@ -111,15 +112,17 @@ def class_of_path(path: str) -> str | None:
 
 
 def _dataset_part(source: DatasetSource):
-    from . import load_dataset, retrieval_split  # noqa: PLC0415 - the package imports this module
+    """``(images, labels, class names)`` of the source's part, or None (with one note) if the data
+    set cannot be loaded any more (moved, deleted)."""
+    from . import dataset_part, load_dataset  # noqa: PLC0415 - the package imports this module
 
-    dataset = load_dataset(source.name, source.data_dir, progress=False, image_size=source.image_size)
-    if source.part == "train":
-        return dataset.x_train, dataset.y_train, dataset.class_names
-    split = retrieval_split(dataset, source.protocol, source.seed)
-    if source.part == "database":
-        return split.db_x, split.db_y, dataset.class_names
-    return split.query_x, split.query_y, dataset.class_names
+    try:
+        dataset = load_dataset(source.name, source.data_dir, progress=False, image_size=source.image_size)
+    except (OSError, ValueError, ImportError) as err:
+        warnings.warn(f"the index's images cannot be shown: {err}", stacklevel=3)
+        return None
+    part = dataset_part(dataset, source.part, source.protocol, source.seed)
+    return part.images, part.labels, dataset.class_names
 
 
 class SourceEntries(NamedTuple):
@@ -139,8 +142,9 @@ def source_entries(source: ImageSource | None, ids: Sequence[int], images: bool 
     source come from the paths alone).
     """
     ids = [int(i) for i in ids]
-    if isinstance(source, DatasetSource):
-        pixels, labels, names = _dataset_part(source)
+    loaded = _dataset_part(source) if isinstance(source, DatasetSource) else None
+    if loaded is not None:
+        pixels, labels, names = loaded
         inside = [0 <= i < len(pixels) for i in ids]
         return SourceEntries([pixels[i] if ok and images else None for i, ok in zip(ids, inside)],
                              [names[labels[i]] if ok and 0 <= labels[i] < len(names) else None for i, ok in zip(ids, inside)],
