@@ -112,9 +112,11 @@ def check_ids(ids, name: str = "ids") -> np.ndarray:
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.size == 0):
         raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating):
-        bad = arr[~np.isfinite(arr) | (arr != np.round(arr))] if arr.size else arr
+        bad = arr[~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0**63)] if arr.size else arr
         if bad.size:
-            raise ValueError(f"{name} must be integers, got {bad.ravel()[:3].tolist()}")
+            raise ValueError(f"{name} must be 64-bit integers, got {bad.ravel()[:3].tolist()}")
+    if arr.dtype == np.uint64 and arr.size and arr.max() >= 2**63:
+        raise ValueError(f"{name} must be 64-bit signed integers, got {arr.max()}")
     return arr.astype(np.int64).ravel()
 
 

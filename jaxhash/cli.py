@@ -87,7 +87,8 @@ def _hasher_options(method: str, args, single_method: bool = True) -> dict:
     if unusable and single_method:
         raise ValueError(f"method {method!r} takes no {', '.join('--' + k.replace('_', '-') for k in unusable)}")
     presets = getattr(cls, "presets", None)
-    if wanted["preset"] is not None and presets is not None and wanted["preset"] not in presets:
+    known = (*(presets or ()), *getattr(cls, "preset_aliases", ()))
+    if wanted["preset"] is not None and presets is not None and wanted["preset"] not in known:
         raise ValueError(f"unknown --preset {wanted['preset']!r} for {method}; choose one of {', '.join(presets)}")
     return {k: v for k, v in wanted.items() if v is not None and k in accepted}
 
@@ -111,9 +112,13 @@ def cmd_benchmark(args) -> int:
     from . import metrics  # noqa: PLC0415
     from .hashers import make_hasher  # noqa: PLC0415
 
+    from .checks import check_n_bits  # noqa: PLC0415
+
     metric_names = _csv(args.metric)
     for m in metric_names:
         metrics.parse_metric(m)
+    for bits in args.bits:
+        check_n_bits(bits)
     methods = _csv(args.methods)
     options = {m: _hasher_options(m, args, single_method=len(methods) == 1) for m in methods}  # fail early on a bad name
     dataset, split = _load_split(args)
@@ -146,6 +151,8 @@ def cmd_benchmark(args) -> int:
                 t2 = t3
             print(f"  {method:>6} {bits:>4} bits: " + ", ".join(f"{n}={table[(method, n)][bits]:.4f}" for n in metric_names)
                   + f"  (fit {t1 - t0:.1f}s)", flush=True)
+    if not records:
+        raise ValueError("every method and code length was skipped (see the reasons above)")
     print()
     print(_format_table(table, methods, args.bits, metric_names))
     if args.json:
@@ -248,7 +255,7 @@ def cmd_index(args) -> int:
 def _read_queries(paths, shape):
     from .images import decode_image  # noqa: PLC0415
 
-    queries, names = [], []
+    queries, names, problems = [], [], []
     for q in paths:
         path = Path(q)
         if path.is_dir():
@@ -263,9 +270,11 @@ def _read_queries(paths, shape):
             names.append(q)
         except (OSError, ValueError, SyntaxError) as err:
             reason = str(err) if isinstance(err, ValueError) and "pixels" in str(err) else "not a readable image"
-            warnings.warn(f"skipped {q}: {reason}", stacklevel=1)
+            problems.append(f"{q}: {reason}")
     if not queries:
-        raise ValueError("none of the query images could be read")
+        raise ValueError(f"no query image could be read ({'; '.join(problems)})")
+    for problem in problems:
+        warnings.warn(f"skipped {problem}", stacklevel=1)
     return queries, names
 
 

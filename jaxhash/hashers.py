@@ -22,8 +22,6 @@ import importlib
 import inspect
 import json
 import warnings
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -314,7 +312,8 @@ class Hasher:
         learned = self._learned()
         arrays = {k: np.asarray(v) for k, v in learned.items() if isinstance(v, np.ndarray)}
         scalars = {k: v for k, v in learned.items() if k not in arrays}
-        meta = {"format_version": FORMAT_VERSION, "method": self.method, "params": self.get_params(), "learned": scalars}
+        meta = {"format_version": FORMAT_VERSION, "method": self.method, "params": self.get_params(), "learned": scalars,
+                "fingerprint": self.fingerprint()}
         text = json.dumps(meta, indent=2, default=_jsonable)
 
         def write_files(folder: Path) -> None:
@@ -342,10 +341,20 @@ class Hasher:
                     setattr(self, k, arrays[k])
         except FileNotFoundError:
             raise FileNotFoundError(f"{arrays_file} is missing: re-run  jaxhash fit") from None
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        except Exception as err:  # noqa: BLE001 - a damaged zip raises almost anything (NotImplementedError,
+            # RuntimeError "encrypted", BadZipFile, zlib.error, ...): whatever it is, the file is damaged
             raise ValueError(f"{arrays_file} is damaged ({type(err).__name__}: {err}): re-run  jaxhash fit") from None
-        for k, v in meta.get("learned", {}).items():
+        learned = meta.get("learned", {})
+        if not isinstance(learned, dict):
+            raise ValueError(f"{files / 'hasher.json'} is damaged (bad 'learned' record): re-run  jaxhash fit")
+        for k, v in learned.items():
             setattr(self, k, tuple(v) if isinstance(v, list) else v)
+        try:
+            intact = self.is_fitted and ("fingerprint" not in meta or self.fingerprint() == meta["fingerprint"])
+        except (TypeError, ValueError):
+            intact = False
+        if not intact:  # what was read is not what was saved (models of jaxhash 0.1 have no fingerprint)
+            raise ValueError(f"{files} is damaged (its content does not match its fingerprint): re-run  jaxhash fit")
         return self
 
 

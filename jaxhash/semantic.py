@@ -60,7 +60,8 @@ class SemanticHasher(Hasher):
         resume: see the module docstring. progress: show progress bars.
     """
 
-    presets = (*PRESETS, *PRESET_ALIASES)
+    presets = tuple(PRESETS)
+    preset_aliases = tuple(PRESET_ALIASES)
 
     def __init__(self, n_bits: int = 32, seed: int = 0, preset: str = "cpu-small", hidden=None, rbm_epochs=None,
                  finetune_epochs=None, finetune_lr=None, code_noise=None, checkpoint_dir=None, resume: bool = False,

@@ -30,6 +30,11 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and (path.name.endswith(".tar.gz") or path.name.endswith(".tgz") or path.suffix == ".tar")
 
 
+def open_archive(path: Path) -> tarfile.TarFile:
+    """Open a .tar.gz / .tgz / .tar for reading, by its name (no guessing between compressions)."""
+    return tarfile.open(path, "r:" if path.suffix == ".tar" else "r:gz")
+
+
 # A single image file larger than this is not decoded (a photo is a few MB; this bounds memory).
 MAX_IMAGE_FILE_BYTES = 256 << 20
 
@@ -42,14 +47,15 @@ def _iter_entries(root: Path) -> Iterator[tuple[str, int, Callable[[], bytes]]]:
     """
     if is_archive(root):
         try:
-            with tarfile.open(root) as tar:
+            with open_archive(root) as tar:
                 for member in tar:
                     if member.isfile():
                         yield _member_name(member.name), member.size, (lambda m=member: tar.extractfile(m).read())
                 while tar.fileobj.read(1 << 20):  # the rest: padding and the gzip trailer with its CRC
                     pass
         except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-            raise ValueError(f"cannot read archive {root}: {err}; it is truncated or damaged: download or copy it again") from None
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise ValueError(f"cannot read archive {root} ({reason}): it is truncated or damaged; download or copy it again") from None
         return
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         yield path.relative_to(root).as_posix(), path.stat().st_size, path.read_bytes

@@ -158,7 +158,7 @@ def source_entries(source: ImageSource | None, ids: Sequence[int], images: bool 
 
 def _folder_images(source: FolderSource, ids: list[int]) -> list[np.ndarray | None]:
     from ..images import decode_image  # noqa: PLC0415
-    from .folders import is_archive  # noqa: PLC0415
+    from .folders import is_archive, open_archive  # noqa: PLC0415
 
     out: list[np.ndarray | None] = [None] * len(ids)
     wanted: dict[str, list[int]] = {}
@@ -177,7 +177,7 @@ def _folder_images(source: FolderSource, ids: list[int]) -> list[np.ndarray | No
 
     if is_archive(root):
         try:
-            with tarfile.open(root) as tar:
+            with open_archive(root) as tar:
                 for member in tar:
                     name = member.name.lstrip("./")
                     if name in wanted and member.isfile():
