@@ -172,20 +172,26 @@ def fuzz_index(tally: Tally, tries: int, rng: random.Random, work: Path) -> None
 
 # -- archives -------------------------------------------------------------------------------------
 
-def fuzz_archives(tally: Tally, tries: int, rng: random.Random, work: Path) -> None:
+def _photo_archive(work: Path, seed: int, per_class: int) -> Path:
+    """``work/imgs.tar.gz``: classes a and b of random 8x8 RGB PNGs."""
     from PIL import Image
 
-    from jaxhash.data import load_image_folder
-
     root = work / "imgs"
-    gen = np.random.default_rng(1)
+    gen = np.random.default_rng(seed)
     for cls in ("a", "b"):
         (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(4):
+        for i in range(per_class):
             Image.fromarray(gen.integers(0, 256, (8, 8, 3)).astype(np.uint8)).save(root / cls / f"{i}.png")
     archive = work / "imgs.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(root, arcname=".")
+    return archive
+
+
+def fuzz_archives(tally: Tally, tries: int, rng: random.Random, work: Path) -> None:
+    from jaxhash.data import load_image_folder
+
+    archive = _photo_archive(work, 1, 4)
     truth = load_image_folder(archive, progress=False)["all"]
     original = archive.read_bytes()
     target = work / "m.tar.gz"
@@ -206,19 +212,9 @@ def fuzz_archives(tally: Tally, tries: int, rng: random.Random, work: Path) -> N
 
 def fuzz_cache(tally: Tally, tries: int, rng: random.Random, work: Path) -> None:
     """Damaged entries of the decoded-archive cache are discarded and rebuilt, never trusted."""
-    from PIL import Image
-
     from jaxhash.data import load_dataset
 
-    root = work / "imgs"
-    gen = np.random.default_rng(6)
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(3):
-            Image.fromarray(gen.integers(0, 256, (8, 8, 3)).astype(np.uint8)).save(root / cls / f"{i}.png")
-    archive = work / "imgs.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(root, arcname=".")
+    archive = _photo_archive(work, 6, 3)
     truth = load_dataset(str(archive), progress=False)
     (entry,) = Path(os.environ["JAXHASH_CACHE"]).glob("imgs.tar.gz.*.npz")
     original = entry.read_bytes()
