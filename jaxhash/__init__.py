@@ -20,10 +20,11 @@ _EXPORTS = {
     "hashers": ["Hasher", "make_hasher", "load_hasher", "available_methods"],
     "baselines": ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH"],
     "semantic": ["SemanticHasher"],
+    "supervised": ["CNNHasher", "CNNSoftmaxHasher"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _SUBMODULES = {"atomic", "baselines", "checkpoint", "checks", "cli", "codes", "data", "dbn", "hamming_net", "hashers", "images",
-               "index", "metrics", "plots", "progress", "rbm", "search", "semantic", "train"}
+               "index", "metrics", "plots", "progress", "rbm", "search", "semantic", "train", "nets", "cnn", "supervised"}
 
 __all__ = [name for names in _EXPORTS.values() for name in names]
 

@@ -2,9 +2,11 @@
 
 :class:`Checkpoints` is the ``on_epoch`` hook of :func:`jaxhash.train.fit` that saves a stage
 after every epoch and restores it exactly. A checkpoint holds a pytree (flattened to named
-arrays) and a small JSON record (stage, epoch, the run's architecture and schedule). Restoring rebuilds the tree from a freshly initialised template, so NamedTuple
-optimiser states come back with their types; a checkpoint made for another architecture is
-refused with a clear error rather than half-loaded.
+arrays) and a small JSON record (stage, epoch, the run's architecture and schedule). Restoring
+rebuilds the tree from a freshly initialised template, so NamedTuple optimiser states come back
+with their types; a checkpoint made for another architecture is refused with a clear error
+rather than half-loaded. :func:`flatten_tree` / :func:`fill_template` do the same for weights
+files.
 """
 from __future__ import annotations
 
@@ -14,16 +16,32 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["Checkpoints", "TrainingCheckpointer", "CheckpointMismatchError"]
+__all__ = ["Checkpoints", "TrainingCheckpointer", "CheckpointMismatchError", "flatten_tree", "fill_template"]
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint was written by a run with another architecture or settings."""
 
 
-def _flatten(tree) -> dict[str, np.ndarray]:
+def flatten_tree(tree) -> dict[str, np.ndarray]:
+    """A pytree as ``{path name: array}`` (names like ``['params']['Conv_0']['kernel']``)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def fill_template(arrays: dict, template, where: str, fix: str):
+    """``template``'s structure filled with ``arrays`` (from :func:`flatten_tree`); every leaf must be
+    there with the template's shape, else :class:`CheckpointMismatchError` naming ``where`` and ``fix``."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path)
+        if name not in arrays or np.shape(arrays[name]) != np.shape(leaf):
+            found = np.shape(arrays[name]) if name in arrays else "missing"
+            raise CheckpointMismatchError(f"{where} does not fit this model ({name}: {found} there, {np.shape(leaf)} here): "
+                                          f"it was written for another architecture; {fix}")
+        out.append(jax.numpy.asarray(arrays[name], dtype=leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 class TrainingCheckpointer:
@@ -40,7 +58,7 @@ class TrainingCheckpointer:
 
     def save(self, step: int, tree, meta: dict) -> None:
         ocp = self._ocp
-        self._manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(_flatten(tree)), meta=ocp.args.JsonSave(meta)))
+        self._manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(flatten_tree(tree)), meta=ocp.args.JsonSave(meta)))
         self._manager.wait_until_finished()
 
     def latest_meta(self) -> dict | None:
@@ -55,17 +73,8 @@ class TrainingCheckpointer:
         """Arrays of checkpoint ``step`` poured into ``template``'s structure (shapes must agree)."""
         ocp = self._ocp
         arrays = self._manager.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore()))["arrays"]
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-        out = []
-        for path, leaf in leaves:
-            name = jax.tree_util.keystr(path)
-            if name not in arrays or np.shape(arrays[name]) != np.shape(leaf):
-                raise CheckpointMismatchError(
-                    f"checkpoint {self.directory}/{step} does not fit this model ({name}: "
-                    f"{np.shape(arrays.get(name)) if name in arrays else 'missing'} vs {np.shape(leaf)}): "
-                    "it was written for another architecture; use another --checkpoint-dir or drop --resume")
-            out.append(jax.numpy.asarray(arrays[name], dtype=leaf.dtype))
-        return jax.tree_util.tree_unflatten(treedef, out)
+        return fill_template(arrays, template, f"checkpoint {self.directory}/{step}",
+                             "use another --checkpoint-dir or drop --resume")
 
     def close(self) -> None:
         self._manager.close()

@@ -82,7 +82,8 @@ def _hasher_options(method: str, args, single_method: bool = True) -> dict:
     cls = hasher_class(method)
     accepted = inspect.signature(cls.__init__).parameters
     wanted = {"preset": getattr(args, "preset", None), "checkpoint_dir": getattr(args, "checkpoint_dir", None),
-              "resume": getattr(args, "resume", False) or None}
+              "resume": getattr(args, "resume", False) or None, "mode": getattr(args, "mode", None),
+              "epochs": getattr(args, "epochs", None), "weights": getattr(args, "weights", None)}
     unusable = [k for k, v in wanted.items() if v is not None and k not in accepted]
     if unusable and single_method:
         raise ValueError(f"method {method!r} takes no {', '.join('--' + k.replace('_', '-') for k in unusable)}")
@@ -186,6 +187,8 @@ def cmd_fit(args) -> int:
     from .hashers import make_hasher  # noqa: PLC0415
 
     hasher = make_hasher(args.method, n_bits=args.bits, seed=args.seed, **_hasher_options(args.method, args))
+    if args.image_size is None:
+        args.image_size = hasher.input_size()  # a folder of mixed sizes is loaded at the model's input size
     dataset = _load_dataset(args)
     part = "train" if args.protocol is None else "database"
     images, labels, _ = dataset_part(dataset, part, args.protocol, args.seed)
@@ -196,8 +199,10 @@ def cmd_fit(args) -> int:
     t0 = time.perf_counter()
     hasher.fit(images, labels)
     hasher.save(args.out)
+    accuracy = getattr(hasher, "validation_accuracy_", None)
+    held_out = f"; validation accuracy {accuracy:.4f} on a held-out split" if accuracy is not None else ""
     print(f"fitted {args.method} ({args.bits} bits) on the {len(images)} {what} of {dataset.name} "
-          f"({'x'.join(map(str, images.shape[1:]))}) in {time.perf_counter() - t0:.1f}s; saved to {args.out}")
+          f"({'x'.join(map(str, images.shape[1:]))}) in {time.perf_counter() - t0:.1f}s{held_out}; saved to {args.out}")
     return 0
 
 
@@ -215,8 +220,10 @@ def _load_image_model(path):
 
 
 def cmd_index(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
     from .data import DatasetSource, FolderSource, dataset_part, load_image_folder  # noqa: PLC0415
-    from .index import HashIndex, ModelRef, write_index  # noqa: PLC0415
+    from .index import HashIndex, ModelRef, PartitionedIndex, write_index  # noqa: PLC0415
 
     if (args.data is None) == (args.folder is None):
         raise ValueError("give exactly one of --data (a data set) or --folder (a folder or .tar.gz of images)")
@@ -225,8 +232,6 @@ def cmd_index(args) -> int:
     hasher = _load_image_model(args.model)
     shape = hasher.input_shape_
     if args.folder:
-        import numpy as np  # noqa: PLC0415
-
         sets = load_image_folder(args.folder, image_size=shape[:2], channels=shape[2])
         images = np.concatenate([s.images for s in sets.values()])
         source = FolderSource(str(Path(args.folder).resolve()), tuple(p for s in sets.values() for p in s.paths))
@@ -242,11 +247,23 @@ def cmd_index(args) -> int:
             spec = args.data if not Path(args.data).expanduser().exists() else str(Path(args.data).expanduser().resolve())
             source = DatasetSource(spec, args.data_dir and str(Path(args.data_dir).resolve()), part, args.protocol,
                                    args.seed, args.image_size)
-    codes = hasher.encode(images, progress=True)
-    index = HashIndex(hasher.n_bits, source=source, model=ModelRef.of(hasher, args.model))
-    index.add(codes)
+    encoded = hasher.encode_details(images, progress=True)
+    features = encoded.get("features")  # kept for two-stage search (--rerank) when the model has them
+    options = {"source": source, "model": ModelRef.of(hasher, args.model),
+               "feature_dim": None if features is None else features.shape[1]}
+    if args.partitioned:
+        if "probabilities" not in encoded:
+            raise ValueError(f"a partitioned index files images under the class the model predicts, and {hasher.method} "
+                             "predicts no classes: use cnn-softmax or cnn-hash, or drop --partitioned")
+        index = PartitionedIndex(hasher.n_bits, **options)
+        index.add(encoded["codes"], features=features, partitions=np.argmax(encoded["probabilities"], axis=1))
+    else:
+        index = HashIndex(hasher.n_bits, **options)
+        index.add(encoded["codes"], features=features)
     write_index(index, args.out)
-    print(f"indexed {index.ntotal} images as {hasher.n_bits}-bit codes into {args.out}")
+    kind = f"partitioned by predicted class ({len(np.unique(index.partitions))} partitions)" if args.partitioned else "flat"
+    extra = f", with {features.shape[1]}-dim features for --rerank" if features is not None else ""
+    print(f"indexed {index.ntotal} images as {hasher.n_bits}-bit codes into {args.out} ({kind}{extra})")
     return 0
 
 
@@ -284,11 +301,26 @@ def cmd_search(args) -> int:
     from .data.source import source_entries  # noqa: PLC0415
     from .index import read_index  # noqa: PLC0415
 
+    from .index import PartitionedIndex  # noqa: PLC0415
+
     hasher = _load_image_model(args.model)
     index = read_index(args.index)
     index.check_model(hasher)
+    if args.top_classes is not None and not isinstance(index, PartitionedIndex):
+        raise ValueError("--top-classes needs a partitioned index: build it with  jaxhash index --partitioned")
+    if args.rerank is not None and index.features is None:
+        raise ValueError("this index keeps no features to re-rank by: build it with a cnn-hash or cnn-softmax model")
     queries, names = _read_queries(args.queries, hasher.input_shape_)
-    dist, ids = index.search(hasher.encode(np.stack(queries)), args.k)
+    encoded = hasher.encode_details(np.stack(queries))
+    options = {}
+    if isinstance(index, PartitionedIndex):
+        top = min(args.top_classes or 1, encoded["probabilities"].shape[1])
+        options["query_partitions"] = np.argsort(-encoded["probabilities"], axis=1, kind="stable")[:, :top]
+    if args.rerank is not None:
+        dist, ids = index.search_rerank(encoded["codes"], encoded["features"], args.k, args.rerank, **options)
+    else:
+        dist, ids = index.search(encoded["codes"], args.k, **options)
+    measure = "euclidean" if args.rerank is not None else "hamming"
     found = [int(i) for i in np.unique(ids[ids >= 0])]
     want_images = args.grid is not None
     entries = source_entries(index.source, found, images=want_images)
@@ -305,13 +337,17 @@ def cmd_search(args) -> int:
             i = int(i)
             cls = entries.classes[by_id[i]]
             path = paths[i] if paths is not None and i < len(paths) else None
-            hit = {"rank": rank, "id": i, "distance": int(d), "class": cls, "path": path}
+            distance = float(d) if measure == "euclidean" else int(d)
+            hit = {"rank": rank, "id": i, "distance": distance, "similarity": round(1.0 / (1.0 + distance), 4),
+                   "class": cls, "path": path}
             if query_class is not None and cls is not None:
                 hit["same_class"] = cls == query_class
             hits.append(hit)
             mark = {True: "  ok", False: "  --"}.get(hit.get("same_class"), "")
-            print(f"  {rank:>3}  id {i:>8}  distance {int(d):>3}{mark}" + (f"  [{cls}]" if cls else "") + (f"  {path}" if path else ""))
-        results.append({"query": name, "class": query_class, "results": hits})
+            shown = f"{distance:>7.3f}" if measure == "euclidean" else f"{distance:>3}"
+            print(f"  {rank:>3}  id {i:>8}  {measure} distance {shown}  similarity {hit['similarity']:.3f}{mark}"
+                  + (f"  [{cls}]" if cls else "") + (f"  {path}" if path else ""))
+        results.append({"query": name, "class": query_class, "distance": measure, "results": hits})
     if args.json:
         _write_json(args.json, results)
     if want_images:
@@ -320,7 +356,7 @@ def cmd_search(args) -> int:
         rows = []
         for query, name, res in zip(queries, names, results):
             head = GridCell(query, Path(name).name, res["class"], None)
-            cells = [GridCell(entries.images[by_id[h["id"]]], f"#{h['rank']} d={h['distance']}", h["class"] or _short(h["path"]),
+            cells = [GridCell(entries.images[by_id[h["id"]]], f"#{h['rank']} d={h['distance']:.4g}", h["class"] or _short(h["path"]),
                               h.get("same_class")) for h in res["results"]]
             rows.append((head, cells))
         draw_result_grid(args.grid, rows)
@@ -346,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxhash", description="Binary hashing and image retrieval in JAX.", epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    preset_help = "size/schedule preset of a neural method (dbn-ae: tiny, cpu-small, paper)"
+    preset_help = "size/schedule preset of a neural method (dbn-ae: tiny, cpu-small, paper; cnn-hash, cnn-softmax: tiny, cpu, gpu)"
     p = sub.add_parser("benchmark", help="methods x bits table of retrieval metrics on a data set", epilog=EPILOG,
                        description="Fit each method at each code length on a protocol's database, encode queries and "
                                    "database, and print one table per metric.")
@@ -373,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help=preset_help)
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="neural methods: save a checkpoint after every epoch here")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
+    p.add_argument("--mode", default=None, choices=("joint", "frozen"),
+                   help="cnn-hash: train the CNN and the hash layer together (joint, the default) or the hash layer on a "
+                        "trained, fixed CNN (frozen)")
+    p.add_argument("--epochs", type=_positive, default=None, help="cnn-hash, cnn-softmax: override the preset's epochs")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="cnn-hash, cnn-softmax: start from these network weights (.npz written by hasher.save_weights)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("index", help="encode an image folder or a data set into an index file", epilog=EPILOG,
@@ -385,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                    protocol_help="with --data: index the database part of this retrieval protocol (default: the data set's "
                                  "training images)")
     p.add_argument("--out", required=True, metavar="FILE", help="index file to write (.jhx; replaced atomically)")
+    p.add_argument("--partitioned", action="store_true",
+                   help="file every image under the class the model predicts (cnn-softmax, cnn-hash); a search then "
+                        "scans only the query's top classes")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="query images -> ranked ids, classes, paths and distances",
@@ -397,6 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw each query beside its results, labelled with rank, distance and class (green: same class "
                         "as the query, red: another class)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--rerank", type=_positive, default=None, metavar="N",
+                   help="two-stage search: take the N nearest codes, then order them by the Euclidean distance of the "
+                        "CNN features (indexes built with cnn-hash or cnn-softmax)")
+    p.add_argument("--top-classes", type=_positive, default=None, metavar="C",
+                   help="partitioned index: search the partitions of the query's C most probable classes (default 1)")
     p.set_defaults(func=cmd_search)
     return parser
 

@@ -46,6 +46,9 @@ _BUILTIN = {
     "sph": "jaxhash.baselines",
     "kmh": "jaxhash.baselines",
     "dbn-ae": "jaxhash.semantic",
+    "cnn-hash": "jaxhash.supervised",
+    "cnn-hash-frozen": "jaxhash.supervised",
+    "cnn-softmax": "jaxhash.supervised",
 }
 
 
@@ -190,6 +193,11 @@ class Hasher:
         size and the majority's channel count; an image model overrides this with its input size."""
         return common_shape(images, f"{self.method}: the training images")
 
+    def input_size(self) -> tuple[int, int] | None:
+        """The ``(H, W)`` images are resized to before fitting, for methods with an input size of
+        their own (neural image hashers); None when the images' own size is kept."""
+        return None
+
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(x) first")
@@ -254,8 +262,11 @@ class Hasher:
             hasher fitted on feature vectors, ``(n, dim)`` features.
           progress: show a progress bar (images per second) for long inputs.
         """
-        from .codes import pack_bits  # noqa: PLC0415 - JAX only when codes are made
+        return self.encode_details(x, batch_size, progress)["codes"]
 
+    def encode_details(self, x, batch_size: int = 4096, progress: bool = False) -> dict:
+        """``{"codes": packed codes, ...}`` plus whatever else the method computes in the same pass
+        (neural image hashers add ``"features"`` and ``"probabilities"``); arguments as :meth:`encode`."""
         batch_size = check_positive_int(batch_size, "batch_size")
         total = len(x)
         bar = None
@@ -263,14 +274,22 @@ class Hasher:
             from .progress import progress as progress_bar  # noqa: PLC0415
 
             bar = progress_bar(total=total, desc=f"encoding ({self.method})", unit=" images", leave=False)
-        parts = []
+        parts: dict[str, list] = {}
         for batch in self._batches(x, batch_size):
-            parts.append(np.asarray(pack_bits(np.asarray(self._project(batch)) > 0)))
+            for name, value in self._encode_batch(batch).items():
+                parts.setdefault(name, []).append(value)
             if bar is not None:
                 bar.update(len(batch))
         if bar is not None:
             bar.close()
-        return np.concatenate(parts) if parts else np.zeros((0, n_words_for(self.n_bits)), np.uint32)
+        if not parts:
+            return {"codes": np.zeros((0, n_words_for(self.n_bits)), np.uint32)}
+        return {name: np.concatenate(values) for name, values in parts.items()}
+
+    def _encode_batch(self, batch) -> dict:
+        from .codes import pack_bits  # noqa: PLC0415 - JAX only when codes are made
+
+        return {"codes": np.asarray(pack_bits(np.asarray(self._project(batch)) > 0))}
 
     def fingerprint(self) -> str:
         """SHA-256 (hex) of the method and everything learned: equal fingerprints give equal codes.
@@ -292,6 +311,9 @@ class Hasher:
 
     def _fit(self, x, y, rng: np.random.Generator) -> None:
         raise NotImplementedError
+
+    def _loaded(self) -> None:
+        """Called by a load once the saved attributes are set: rebuild what derives from them."""
 
     def _project(self, x):
         raise NotImplementedError
@@ -350,6 +372,7 @@ class Hasher:
         for k, v in learned.items():
             setattr(self, k, tuple(v) if isinstance(v, list) else v)
         try:
+            self._loaded()
             intact = self.is_fitted and ("fingerprint" not in meta or self.fingerprint() == meta["fingerprint"])
         except (TypeError, ValueError):
             intact = False

@@ -10,9 +10,12 @@ File format (version 2, all integers little-endian)::
     header_len uint32    length of the JSON header in bytes
     header     JSON      {"format": "jaxhash-index", "n_bits", "n_words", "ntotal", "metadata",
                           "source": where the images are (see jaxhash.data.source) or null,
-                          "model": {"method", "n_bits", "fingerprint", "path"} or null}
+                          "model": {"method", "n_bits", "fingerprint", "path"} or null,
+                          "partitioned": bool, "feature_dim": int or null}
     codes      ntotal * n_words uint32
     ids        ntotal int64
+    partitions ntotal int32                 (PartitionedIndex only)
+    features   ntotal * feature_dim float32 (when feature_dim is set)
     checksum   32 bytes  SHA-256 of every byte above
 
 Version 1 files (no ``source`` or ``model``; a folder's ``root``/``paths`` or a data set's
@@ -33,11 +36,11 @@ from typing import NamedTuple
 import numpy as np
 
 from .atomic import atomic_write
-from .checks import MAX_BITS, check_codes, check_ids, check_k, check_n_bits, n_words_for
+from .checks import MAX_BITS, check_codes, check_features, check_ids, check_k, check_n_bits, check_positive_int, n_words_for
 from .data.source import ImageSource, source_from_json, source_from_legacy_metadata, source_to_json
-from .search import PackedDatabase, knn_search, prepare_database, radius_search
+from .search import MISSING_DISTANCE, PackedDatabase, knn_search, prepare_database, radius_search, rerank_euclidean
 
-__all__ = ["HashIndex", "ModelRef", "ModelMismatchError", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
+__all__ = ["HashIndex", "PartitionedIndex", "ModelRef", "ModelMismatchError", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
 
 MAGIC = b"JAXHASH\0"
 FORMAT_VERSION = 2
@@ -82,10 +85,12 @@ class HashIndex:
       model: :class:`ModelRef` of the model that made the codes, or None; queries from another
         model are refused by :meth:`check_model`.
       metadata: any other JSON-serialisable dict saved with the index.
+      feature_dim: with it, every entry also keeps a real-valued feature vector (float32) that
+        :meth:`search_rerank` re-ranks a Hamming short-list by (two-stage search).
     """
 
     def __init__(self, n_bits: int, metadata: dict | None = None, source: ImageSource | None = None,
-                 model: ModelRef | None = None):
+                 model: ModelRef | None = None, feature_dim: int | None = None):
         self.n_bits = check_n_bits(n_bits)
         self.n_words = n_words_for(self.n_bits)
         if metadata is not None and not isinstance(metadata, dict):
@@ -93,8 +98,10 @@ class HashIndex:
         self.metadata = dict(metadata or {})
         self.source = source
         self.model = model
+        self.feature_dim = None if feature_dim is None else check_positive_int(feature_dim, "feature_dim")
         self._codes = np.zeros((0, self.n_words), np.uint32)
         self._ids = np.zeros(0, np.int64)
+        self._features = None if self.feature_dim is None else np.zeros((0, self.feature_dim), np.float32)
         self._prepared: PackedDatabase | None = None
 
     # -- contents ---------------------------------------------------------------------------
@@ -119,8 +126,17 @@ class HashIndex:
     def __len__(self) -> int:
         return self.ntotal
 
+    @property
+    def features(self) -> np.ndarray | None:
+        """``(ntotal, feature_dim)`` float32 features aligned with :attr:`codes`, or None (read-only view)."""
+        if self._features is None:
+            return None
+        view = self._features.view()
+        view.flags.writeable = False
+        return view
+
     def __repr__(self) -> str:
-        return f"HashIndex(n_bits={self.n_bits}, ntotal={self.ntotal})"
+        return f"{type(self).__name__}(n_bits={self.n_bits}, ntotal={self.ntotal})"
 
     def check_model(self, hasher) -> None:
         """Refuse a hasher other than the one that built this index (same fingerprint required).
@@ -141,15 +157,28 @@ class HashIndex:
         except ValueError as err:
             raise ValueError(f"{err} (this index holds {self.n_bits}-bit codes)") from None
 
-    def add(self, codes) -> np.ndarray:
-        """Append ``(n, n_words)`` uint32 codes with ids continuing after the largest id; returns the ids."""
+    def _check_features(self, features, n: int):
+        if self.feature_dim is None:
+            if features is not None:
+                raise ValueError("this index keeps no features: create it with HashIndex(n_bits, feature_dim=...)")
+            return None
+        if features is None:
+            raise ValueError(f"this index keeps a {self.feature_dim}-dim feature vector per entry: pass features=...")
+        features = check_features(features, "features")
+        if features.shape != (n, self.feature_dim):
+            raise ValueError(f"features must have shape ({n}, {self.feature_dim}), got {features.shape}")
+        return features
+
+    def add(self, codes, features=None) -> np.ndarray:
+        """Append ``(n, n_words)`` uint32 codes (and, if the index keeps them, ``(n, feature_dim)`` features)
+        with ids continuing after the largest id; returns the ids."""
         codes = self._check(codes, "codes")
         start = int(self._ids.max()) + 1 if self.ntotal else 0
         ids = np.arange(start, start + codes.shape[0], dtype=np.int64)
-        self._append(codes, ids)
+        self._append(codes, ids, self._check_features(features, codes.shape[0]))
         return ids
 
-    def add_with_ids(self, codes, ids) -> None:
+    def add_with_ids(self, codes, ids, features=None) -> None:
         """Append codes with caller-chosen int64 ids (unique, non-negative, not already present)."""
         codes = self._check(codes, "codes")
         if np.shape(ids) != (codes.shape[0],):
@@ -162,21 +191,31 @@ class HashIndex:
         clash = np.intersect1d(ids, self._ids)
         if clash.size:
             raise ValueError(f"{clash.size} ids are already in the index (e.g. {clash[:5].tolist()}); remove_ids them first")
-        self._append(codes, ids)
+        self._append(codes, ids, self._check_features(features, codes.shape[0]))
 
-    def _append(self, codes: np.ndarray, ids: np.ndarray) -> None:
+    def _append(self, codes: np.ndarray, ids: np.ndarray, features: np.ndarray | None = None) -> None:
         self._codes = np.concatenate([self._codes, codes])
         self._ids = np.concatenate([self._ids, ids])
+        if self._features is not None:
+            self._features = np.concatenate([self._features, features])
+        self._invalidate()
+
+    def _invalidate(self) -> None:
         self._prepared = None
+
+    def _keep(self, keep: np.ndarray) -> None:
+        self._codes = self._codes[keep]
+        self._ids = self._ids[keep]
+        if self._features is not None:
+            self._features = self._features[keep]
+        self._invalidate()
 
     def remove_ids(self, ids) -> int:
         """Remove the codes with these ids; returns how many were removed (absent ids are ignored)."""
         keep = ~np.isin(self._ids, check_ids(ids))
         removed = int(self.ntotal - keep.sum())
         if removed:
-            self._codes = self._codes[keep]
-            self._ids = self._ids[keep]
-            self._prepared = None
+            self._keep(keep)
         return removed
 
     def reset(self) -> None:
@@ -205,9 +244,34 @@ class HashIndex:
         k = check_k(k)
         if self._warn_if_empty():
             return np.zeros((queries.shape[0], 0), np.int32), np.zeros((queries.shape[0], 0), np.int64)
+        dist, pos = self._shortlist(queries, k)
+        return dist, np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
+
+    def _shortlist(self, queries: np.ndarray, k: int, query_partitions=None):
+        """Hamming (distances, positions) of the ``k`` nearest codes (see :meth:`search`)."""
         if self._prepared is None:
             self._prepared = prepare_database(self._codes)
-        dist, pos = knn_search(queries, self._prepared, k)
+        return knn_search(queries, self._prepared, k)
+
+    def search_rerank(self, query_codes, query_features, k: int, shortlist: int = 100, **search_options):
+        """Two-stage search: the ``shortlist`` nearest codes by Hamming distance, re-ranked by the
+        Euclidean distance of the stored features to ``query_features`` ``(q, feature_dim)``.
+
+        Returns ``(distances, ids)``: ``(q, min(k, shortlist))`` float32 Euclidean distances and
+        int64 ids (-1 where a query has fewer candidates), nearest first.
+        """
+        if self._features is None:
+            raise ValueError("this index keeps no features to re-rank by: build it with a model that has them "
+                             "(cnn-hash, cnn-softmax) or with HashIndex(n_bits, feature_dim=...)")
+        queries = self._check(query_codes, "query codes")
+        query_features = check_features(query_features, "query features")
+        if query_features.shape != (queries.shape[0], self.feature_dim):
+            raise ValueError(f"query features must have shape ({queries.shape[0]}, {self.feature_dim}), got {query_features.shape}")
+        k, shortlist = check_k(k), check_k(shortlist, "shortlist")
+        if self._warn_if_empty():
+            return np.zeros((queries.shape[0], 0), np.float32), np.zeros((queries.shape[0], 0), np.int64)
+        _, pos = self._shortlist(queries, max(k, shortlist), **search_options)
+        dist, pos = rerank_euclidean(query_features, self._features, pos, min(k, pos.shape[1]))
         return dist, np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
 
     def range_search(self, query_codes, radius: int):
@@ -255,6 +319,108 @@ class HashIndex:
         return index
 
 
+class PartitionedIndex(HashIndex):
+    """An index that files every entry under a partition -- the class a classifier predicts for it
+    (Hu & Feng's one table per predicted class) -- and searches only the partitions a query names.
+
+    Within the searched partitions the search is exact; ``query_partitions`` is ``(q,)`` or
+    ``(q, c)`` partition numbers per query (e.g. the top-c predicted classes), or None for all.
+    Where a query's partitions hold fewer than ``k`` entries, its row ends in id -1 and distance
+    :data:`jaxhash.search.MISSING_DISTANCE`.
+    """
+
+    def __init__(self, n_bits: int, metadata: dict | None = None, source: ImageSource | None = None,
+                 model: ModelRef | None = None, feature_dim: int | None = None):
+        super().__init__(n_bits, metadata, source, model, feature_dim)
+        self._partitions = np.zeros(0, np.int32)
+        self._parts: dict[int, tuple[np.ndarray, PackedDatabase]] = {}
+
+    @property
+    def partitions(self) -> np.ndarray:
+        """``(ntotal,)`` int32 partition of every entry (read-only view)."""
+        view = self._partitions.view()
+        view.flags.writeable = False
+        return view
+
+    def _check_partitions(self, partitions, n: int) -> np.ndarray:
+        if partitions is None:
+            raise ValueError("a PartitionedIndex files every entry under a partition: pass partitions=... (e.g. predicted classes)")
+        partitions = check_ids(partitions, "partitions")
+        if partitions.shape != (n,) or (n and partitions.min() < 0) or (n and partitions.max() >= 2**31):
+            raise ValueError(f"partitions must be ({n},) integers in [0, 2**31), got shape {partitions.shape}")
+        return partitions.astype(np.int32)
+
+    def add(self, codes, features=None, partitions=None) -> np.ndarray:
+        codes = self._check(codes, "codes")
+        partitions = self._check_partitions(partitions, codes.shape[0])
+        ids = super().add(codes, features)
+        self._partitions = np.concatenate([self._partitions, partitions])
+        return ids
+
+    def add_with_ids(self, codes, ids, features=None, partitions=None) -> None:
+        codes = self._check(codes, "codes")
+        partitions = self._check_partitions(partitions, codes.shape[0])
+        super().add_with_ids(codes, ids, features)
+        self._partitions = np.concatenate([self._partitions, partitions])
+
+    def _invalidate(self) -> None:
+        super()._invalidate()
+        self._parts = {}
+
+    def _keep(self, keep: np.ndarray) -> None:
+        self._partitions = self._partitions[keep]
+        super()._keep(keep)
+
+    def _partition(self, p: int):
+        if p not in self._parts:
+            positions = np.flatnonzero(self._partitions == p)
+            self._parts[p] = (positions, prepare_database(self._codes[positions]) if positions.size else None)
+        return self._parts[p]
+
+    def search(self, query_codes, k: int, query_partitions=None):
+        """Exact k nearest neighbours within each query's partitions; see the class docstring."""
+        return super().search(query_codes, k) if query_partitions is None else self._search(query_codes, k, query_partitions)
+
+    def _search(self, query_codes, k, query_partitions):
+        queries = self._check(query_codes, "query codes")
+        k = check_k(k)
+        if self._warn_if_empty():
+            return np.zeros((queries.shape[0], 0), np.int32), np.zeros((queries.shape[0], 0), np.int64)
+        dist, pos = self._shortlist(queries, k, query_partitions)
+        return dist, np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
+
+    def _shortlist(self, queries: np.ndarray, k: int, query_partitions=None):
+        if query_partitions is None:
+            return super()._shortlist(queries, k)
+        chosen = np.asarray(query_partitions)
+        if chosen.ndim == 1:
+            chosen = chosen[:, None]
+        if chosen.ndim != 2 or chosen.shape[0] != queries.shape[0] or not np.issubdtype(chosen.dtype, np.integer):
+            raise ValueError(f"query_partitions must be ({queries.shape[0]},) or ({queries.shape[0]}, c) integers, got {chosen.shape}")
+        k = min(k, self.ntotal)
+        n_q, c = chosen.shape
+        cand_d = np.full((n_q, c * k), MISSING_DISTANCE, np.int64)
+        cand_p = np.full((n_q, c * k), -1, np.int64)
+        for p in np.unique(chosen):
+            rows, slots = np.nonzero(chosen == p)
+            rows, first = np.unique(rows, return_index=True)  # a partition named twice by a query counts once
+            slots = slots[first]
+            positions, prepared = self._partition(int(p))
+            if prepared is None:
+                continue
+            d, local = knn_search(queries[rows], prepared, k)
+            cols = slots[:, None] * k + np.arange(d.shape[1])[None, :]
+            cand_d[rows[:, None], cols] = d
+            cand_p[rows[:, None], cols] = np.where(local >= 0, positions[np.maximum(local, 0)], -1)
+        # Merge a query's partitions: by (distance, position), the order of a flat search.
+        keys = np.where(cand_p >= 0, cand_d * (self.ntotal + 1) + cand_p, np.iinfo(np.int64).max)
+        order = np.argsort(keys, axis=1, kind="stable")[:, :k]
+        dist = np.take_along_axis(cand_d, order, axis=1).astype(np.int32)
+        pos = np.take_along_axis(cand_p, order, axis=1)
+        dist[pos < 0] = MISSING_DISTANCE
+        return dist, pos
+
+
 def codes_to_bytes(codes, n_bits: int) -> np.ndarray:
     """Packed uint32 codes -> ``(n, ceil(n_bits / 8))`` uint8, FAISS's binary layout."""
     codes = check_codes(codes, n_bits=n_bits)
@@ -290,13 +456,19 @@ def write_index(index: HashIndex, path) -> Path:
             "metadata": index.metadata,
             "source": source_to_json(index.source),
             "model": None if index.model is None else index.model._asdict(),
+            "partitioned": isinstance(index, PartitionedIndex),
+            "feature_dim": index.feature_dim,
         }
     ).encode()
+    parts = [np.ascontiguousarray(index.codes, "<u4"), np.ascontiguousarray(index.ids, "<i8")]
+    if isinstance(index, PartitionedIndex):
+        parts.append(np.ascontiguousarray(index.partitions, "<i4"))
+    if index.feature_dim is not None:
+        parts.append(np.ascontiguousarray(index.features, "<f4"))
 
     def chunks():
         digest = hashlib.sha256()
-        for chunk in (_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header,
-                      np.ascontiguousarray(index.codes, "<u4").tobytes(), np.ascontiguousarray(index.ids, "<i8").tobytes()):
+        for chunk in (_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header, *(a.tobytes() for a in parts)):
             digest.update(chunk)
             yield chunk
         yield digest.digest()
@@ -364,7 +536,13 @@ def _parse_header(raw: bytes, version: int):
                              record["fingerprint"], record.get("path"))
         else:
             model = None
-    return n_bits, n_words, ntotal, metadata, source, model
+    partitioned = header.get("partitioned", False)
+    feature_dim = header.get("feature_dim")
+    if not isinstance(partitioned, bool):
+        raise ValueError(f"partitioned must be true or false, got {partitioned!r}")
+    if feature_dim is not None:
+        feature_dim = _strict_int(feature_dim, "feature_dim", 1, 1 << 20)
+    return n_bits, n_words, ntotal, metadata, source, model, partitioned, feature_dim
 
 
 def read_index(path) -> HashIndex:
@@ -395,17 +573,21 @@ def read_index(path) -> HashIndex:
         raw = f.read(header_len)
         digest.update(raw)
         try:
-            n_bits, n_words, ntotal, metadata, source, model = _parse_header(raw, version)
+            n_bits, n_words, ntotal, metadata, source, model, partitioned, feature_dim = _parse_header(raw, version)
         except ValueError as err:
             if not _checksum_of_rest(f, digest, size):
                 raise IndexFormatError(damaged + " (checksum mismatch)") from None
             raise IndexFormatError(f"{path} has an invalid header: {err}; rebuild it with  jaxhash index") from None
-        if _PREFIX.size + header_len + ntotal * (n_words * 4 + 8) + _CHECKSUM_BYTES != size:
+        per_entry = n_words * 4 + 8 + (4 if partitioned else 0) + 4 * (feature_dim or 0)
+        if _PREFIX.size + header_len + ntotal * per_entry + _CHECKSUM_BYTES != size:
             raise IndexFormatError(damaged + " (its size does not match the header)")
         codes = np.empty((ntotal, n_words), "<u4")
         ids = np.empty(ntotal, "<i8")
-        _read_hashed(f, codes, digest, damaged)
-        _read_hashed(f, ids, digest, damaged)
+        partitions = np.empty(ntotal, "<i4") if partitioned else None
+        features = np.empty((ntotal, feature_dim), "<f4") if feature_dim else None
+        for array in (codes, ids, partitions, features):
+            if array is not None:
+                _read_hashed(f, array, digest, damaged)
         if f.read(_CHECKSUM_BYTES) != digest.digest():
             raise IndexFormatError(damaged + " (checksum mismatch)")
     try:
@@ -415,6 +597,13 @@ def read_index(path) -> HashIndex:
     ids = ids.astype(np.int64, copy=False)
     if ntotal and (ids.min() < 0 or np.unique(ids).size != ntotal):
         raise IndexFormatError(f"{path} has negative or duplicate ids; rebuild it with  jaxhash index")
-    index = HashIndex(n_bits, metadata=metadata, source=source, model=model)
-    index._append(codes, ids)
+    if partitions is not None and ntotal and partitions.min() < 0:
+        raise IndexFormatError(f"{path} has negative partitions; rebuild it with  jaxhash index")
+    if features is not None and not np.all(np.isfinite(features)):
+        raise IndexFormatError(f"{path} has features that are not finite; rebuild it with  jaxhash index")
+    cls = PartitionedIndex if partitioned else HashIndex
+    index = cls(n_bits, metadata=metadata, source=source, model=model, feature_dim=feature_dim)
+    index._append(codes, ids, None if features is None else features.astype(np.float32, copy=False))
+    if partitions is not None:
+        index._partitions = partitions.astype(np.int32, copy=False)
     return index

@@ -175,7 +175,7 @@ def fit(state, epoch_fn: Callable, *, key, epochs: int, start_epoch: int = 0, st
 class ProgressBar:
     """``on_epoch`` hook: a progress bar over epochs showing the latest metrics."""
 
-    def __init__(self, epochs: int, desc: str, start_epoch: int = 0, disable: bool = False, fmt: str = ".4f"):
+    def __init__(self, epochs: int, desc: str, start_epoch: int = 0, disable: bool = False, fmt: str = ".4g"):
         from .progress import progress  # noqa: PLC0415
 
         self._bar = progress(total=epochs, desc=desc, unit="epoch", disable=disable, leave=False)

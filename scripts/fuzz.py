@@ -121,6 +121,10 @@ HEADER_EDITS = [
     lambda h: h.update(model={"method": "itq"}),
     lambda h: h.update(model=7),
     lambda h: h.update(format="other"),
+    lambda h: h.update(partitioned="yes"),
+    lambda h: h.update(partitioned=True),
+    lambda h: h.update(feature_dim=0),
+    lambda h: h.update(feature_dim=4),
     lambda h: h.clear(),
 ]
 

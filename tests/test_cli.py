@@ -210,3 +210,32 @@ def test_index_of_a_data_folder_points_at_its_files(tmp_path, rng, capsys, monke
     assert main(["index", "--model", str(tmp_path / "m"), "--folder", str(tmp_path / "photos"), "--protocol", "1k",
                  "--out", str(tmp_path / "x.jhx")]) == 2
     assert "--protocol and --image-size apply to --data" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:.*(converted|resized)")
+def test_a_cnn_hasher_on_a_folder_of_own_classes(tmp_path, rng, capsys):
+    folder = tmp_path / "photos"
+    make_photo_folder(folder, rng, per_class=12)  # mixed sizes and grey photos: loaded at the model's input size
+    model, index, out = tmp_path / "m", tmp_path / "i.jhx", tmp_path / "r.json"
+    tiny = ["--preset", "tiny", "--epochs", "6", "--bits", "16"]
+    assert main(["fit", "--data", str(folder), "--method", "cnn-hash", *tiny, "--out", str(model)]) == 0
+    assert "on the 36 images of photos (16x16x3)" in capsys.readouterr().out
+    assert main(["index", "--model", str(model), "--folder", str(folder), "--out", str(index), "--partitioned"]) == 0
+    assert "partitioned by predicted class" in capsys.readouterr().out
+    loaded = jaxhash.read_index(index)
+    assert loaded.feature_dim == 32 and loaded.partitions.shape == (36,)
+    query = str(folder / "green" / "5.jpg")
+    assert main(["search", "--model", str(model), "--index", str(index), query, "--k", "5", "--top-classes", "2",
+                 "--rerank", "20", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())
+    assert result["distance"] == "euclidean" and result["results"][0]["similarity"] > 0
+    assert [h["similarity"] for h in result["results"]] == sorted((h["similarity"] for h in result["results"]), reverse=True)
+    assert main(["fit", "--data", str(folder), "--method", "cnn-softmax", *tiny, "--out", str(tmp_path / "s")]) == 0
+    assert main(["search", "--model", str(tmp_path / "s"), "--index", str(index), query]) == 2
+    assert "this index was built by the cnn-hash" in capsys.readouterr().err
+    assert main(["fit", "--data", str(folder), "--method", "itq", "--bits", "8", "--image-size", "16", "--out", str(tmp_path / "p")]) == 0
+    assert main(["index", "--model", str(tmp_path / "p"), "--folder", str(folder), "--out", str(tmp_path / "x.jhx"), "--partitioned"]) == 2
+    assert "predicts no classes" in capsys.readouterr().err
+    assert main(["fit", "--data", str(folder / "red"), "--method", "cnn-hash", *tiny, "--out", str(tmp_path / "one")]) == 2
+    err = capsys.readouterr().err
+    assert "have no class" in err and "sub-folder named after its class" in err

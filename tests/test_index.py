@@ -198,3 +198,48 @@ def test_version_1_files_still_read(filled, tmp_path):
     np.testing.assert_array_equal(old.codes, codes)
     write_v1(tmp_path / "old2.jhx", codes, {"data": "mnist", "protocol": "1k", "seed": 0})
     assert read_index(tmp_path / "old2.jhx").source == DatasetSource("mnist", None, "database", "1k", 0)
+
+
+def test_partitioned_index_equals_a_flat_search_within_the_chosen_partitions(rng, tmp_path):
+    from jaxhash.index import PartitionedIndex
+
+    codes, bits = random_codes(rng, 600, 32, distinct=100)
+    parts = rng.integers(0, 6, 600)
+    feats = rng.normal(size=(600, 8)).astype(np.float32)
+    index = PartitionedIndex(32, feature_dim=8)
+    index.add(codes, features=feats, partitions=parts)
+    q, q_bits = random_codes(rng, 9, 32)
+    chosen = np.stack([rng.integers(0, 6, 9), rng.integers(0, 6, 9)], axis=1)
+    dist, ids = index.search(q, 12, chosen)
+    for r in range(9):
+        members = np.flatnonzero(np.isin(parts, chosen[r]))
+        d = (q_bits[r][None] != bits[members]).sum(-1)
+        order = members[np.lexsort((members, d))][:12]
+        np.testing.assert_array_equal(ids[r, : len(order)], order)
+        np.testing.assert_array_equal(dist[r, : len(order)], np.sort(d)[:12])
+    np.testing.assert_array_equal(index.search(q, 5)[1], HashIndex.search(index, q, 5)[1])  # no partitions: flat
+    again = read_index(write_index(index, tmp_path / "p.jhx"))
+    assert isinstance(again, PartitionedIndex) and again.feature_dim == 8
+    np.testing.assert_array_equal(again.partitions, parts)
+    np.testing.assert_array_equal(again.features, feats)
+    np.testing.assert_array_equal(again.search(q, 12, chosen)[1], ids)
+    rd, rids = again.search_rerank(q, feats[:9], 4, shortlist=40, query_partitions=chosen)
+    assert rd.shape == (9, 4) and (np.diff(rd, axis=1) >= 0).all()
+    index.remove_ids(ids[0, :3])
+    assert index.partitions.shape == (597,) and index.features.shape == (597, 8)
+    with pytest.raises(ValueError, match="pass partitions"):
+        index.add(codes[:1], features=feats[:1])
+    with pytest.raises(ValueError, match="pass features"):
+        index.add(codes[:1], partitions=[0])
+
+
+def test_two_stage_search_reranks_the_shortlist(rng):
+    codes, _ = random_codes(rng, 300, 16)
+    feats = rng.normal(size=(300, 5)).astype(np.float32)
+    index = HashIndex(16, feature_dim=5)
+    index.add(codes, features=feats)
+    dist, ids = index.search_rerank(codes[:4], feats[:4], 3, shortlist=300)  # a short-list of everything: exact Euclidean
+    exact = np.argsort(((feats[:4, None] - feats[None]) ** 2).sum(-1), axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(ids, exact)
+    with pytest.raises(ValueError, match="keeps no features"):
+        HashIndex(16).search_rerank(codes[:1], feats[:1], 3)

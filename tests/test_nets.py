@@ -1,0 +1,27 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhash import nets
+
+
+def test_im2col_convolution_equals_the_native_one(key):
+    x = jax.random.normal(key, (2, 7, 9, 5))
+    native, im2col = nets.Conv3x3(4, im2col=False), nets.Conv3x3(4, im2col=True)
+    params = native.init(key, x)
+    np.testing.assert_allclose(im2col.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["vgg", "resnet"])
+def test_networks_give_features_and_logits(key, architecture):
+    model = nets.make_network(architecture, (8, 16), 5, 1, feature_dim=12)
+    x = jnp.zeros((3, 16, 16, 3))
+    variables = model.init(key, x, train=False)
+    features, logits = model.apply(variables, x, train=False)
+    assert features.shape == (3, 12) and logits.shape == (3, 5)
+    assert float(features.min()) >= 0 and float(features.max()) <= 1  # sigmoid descriptor
+    (_, logits), updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert "batch_stats" in updates
+    with pytest.raises(ValueError, match="unknown architecture"):
+        nets.make_network("alexnet", (8,), 5, 1, None)

@@ -1,0 +1,109 @@
+"""cnn-hash and cnn-softmax: supervised hashers with CNNs trained from scratch."""
+import numpy as np
+import pytest
+
+import jaxhash
+from jaxhash import supervised
+from jaxhash.checkpoint import CheckpointMismatchError
+from test_cnn import colour_classes
+
+TINY = dict(preset="tiny", image_size=12, epochs=4, batch_size=20, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x, y = colour_classes(rng, n_per_class=50)
+    return x[:120], y[:120], x[120:], y[120:]
+
+
+@pytest.fixture(scope="module")
+def joint(data):
+    return jaxhash.CNNHasher(n_bits=16, **TINY).fit(data[0], data[1])
+
+
+def test_cnn_hash_codes_group_the_classes(joint, data, tmp_path):
+    x, y, xq, yq = data
+    assert joint.input_shape_ == (12, 12, 3) and joint.validation_accuracy_ is not None
+    assert {r["stage"] for r in joint.history_} == {"joint"} and {"nll", "reconstruction"} <= set(joint.history_[0])
+    codes, codes_q = joint.encode(x), joint.encode(xq)
+    assert codes.shape == (120, 1) and (codes >> 16 == 0).all()
+    assert jaxhash.mean_average_precision(codes_q, yq, codes, y) > 0.6  # chance is 1/3
+    assert (joint.predict(xq) == yq).mean() > 0.8
+    again = jaxhash.load_hasher(joint.save(tmp_path / "m"))
+    np.testing.assert_array_equal(again.encode(xq), codes_q)
+    np.testing.assert_allclose(again.features(xq), joint.features(xq), rtol=1e-5, atol=1e-6)
+    details = joint.encode_details(xq)
+    np.testing.assert_array_equal(details["codes"], codes_q)
+    assert details["features"].shape == (len(xq), 32) and np.allclose(details["probabilities"].sum(1), 1, atol=1e-5)
+
+
+def test_frozen_mode_trains_the_hash_layer_on_a_fixed_classifier(data):
+    x, y, xq, yq = data
+    frozen = jaxhash.CNNHasher(n_bits=16, mode="frozen", head_epochs=20, **TINY).fit(x, y)
+    stages = [r["stage"] for r in frozen.history_]
+    assert stages == ["classifier"] * 4 + ["hash layer"] * 20
+    softmax = jaxhash.CNNSoftmaxHasher(n_bits=12, **TINY).fit(x, y)  # the same classifier: trained once (memoised)
+    assert [r["stage"] for r in softmax.history_] == ["classifier"] * 4
+    np.testing.assert_allclose(softmax.predict_proba(xq), jaxhash.CNNSoftmaxHasher(n_bits=12, **TINY).fit(x, y).predict_proba(xq))
+    assert jaxhash.mean_average_precision(frozen.encode(xq), yq, frozen.encode(x), y) > 0.6
+
+
+def test_softmax_codes_measure_the_l1_distance_of_quantised_probabilities(data):
+    x, y, xq, _ = data
+    h = jaxhash.CNNSoftmaxHasher(n_bits=14, **TINY).fit(x, y)  # 3 classes: 4 levels each, 2 spare bits
+    probs = h.predict_proba(xq)
+    levels = np.floor(probs * 5).clip(0, 4)  # p > (l + 1) / 5 for l = 0..3
+    levels = np.where(np.isclose(probs * 5, np.round(probs * 5)), levels - 1, levels).clip(0, 4)
+    codes = h.encode(xq)
+    d = np.asarray(jaxhash.pairwise_hamming(codes[:5], codes[:5]))
+    np.testing.assert_array_equal(d, np.abs(levels[:5, None] - levels[None, :5]).sum(-1))
+    with pytest.raises(ValueError, match="one bit per class"):
+        jaxhash.CNNSoftmaxHasher(n_bits=2, **TINY).fit(x, y)
+
+
+def test_user_weights_start_a_model(joint, data, tmp_path):
+    x, y, xq, yq = data
+    joint.save_weights(tmp_path / "w.npz")
+    started = jaxhash.CNNHasher(n_bits=16, weights=str(tmp_path / "w.npz"), **dict(TINY, epochs=1, learning_rate=1e-6)).fit(x, y)
+    assert (started.predict(xq) == joint.predict(xq)).mean() > 0.85  # an epoch at a tiny rate keeps the trained weights
+    fresh = jaxhash.CNNHasher(n_bits=16, **dict(TINY, epochs=1, learning_rate=1e-6)).fit(x, y)
+    assert (fresh.predict(xq) == yq).mean() < 0.7  # from random weights the same epoch learns next to nothing
+    with pytest.raises(CheckpointMismatchError, match=r"weights file .* does not fit this model"):
+        jaxhash.CNNHasher(n_bits=16, weights=str(tmp_path / "w.npz"), **dict(TINY, feature_dim=8)).fit(x, y)
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        jaxhash.CNNHasher(n_bits=16, weights=str(tmp_path / "none.npz"), **TINY).fit(x, y)
+
+
+def test_bad_input_is_refused_clearly(data, rng):
+    x, y, _, _ = data
+    with pytest.raises(ValueError, match="learns from labelled images"):
+        jaxhash.CNNHasher(**TINY).fit(x)
+    with pytest.raises(ValueError, match="at least two classes"):
+        jaxhash.CNNHasher(**TINY).fit(x, np.zeros(len(x), int))
+    few = y.copy()
+    few[few == 2] = 1
+    few[0] = 2  # class 2 has a single image
+    with pytest.raises(ValueError, match="fewer than 2 images"):
+        jaxhash.CNNHasher(**TINY).fit(x, few)
+    with pytest.raises(ValueError, match="have no class .*class numbers >= 0"):
+        jaxhash.CNNHasher(**TINY).fit(x, y - 1)
+    with pytest.raises(ValueError, match="unknown preset"):
+        jaxhash.CNNHasher(preset="huge").fit(x, y)
+    with pytest.raises(ValueError, match="mode must be"):
+        jaxhash.CNNHasher(mode="both", **TINY).fit(x, y)
+    with pytest.raises(ValueError, match=r"encodes images"):
+        jaxhash.CNNHasher(**TINY).fit(x, y).encode(np.zeros((2, 10), np.float32))
+
+
+def test_photos_of_other_sizes_and_grey_ones_are_converted_with_one_note(joint, rng):
+    photos = [rng.integers(0, 256, (40, 30, 3)).astype(np.uint8), rng.integers(0, 256, (12, 12)).astype(np.uint8),
+              rng.integers(0, 256, (20, 20, 4)).astype(np.uint8)]
+    with pytest.warns(UserWarning, match="converted 2 to RGB and resized 2 to 12x12 of 3 images"):
+        assert joint.encode(photos).shape == (3, 1)
+
+
+def test_presets_build(data):
+    for preset in supervised.PRESETS:
+        config = jaxhash.CNNHasher(preset=preset).config()
+        assert config.epochs > 0 and config.image_size > 0
