@@ -52,9 +52,8 @@ PRESETS = {
                          batch_size=512, learning_rate=0.2),
 }
 _OVERRIDES = ("architecture", "widths", "depth", "feature_dim", "image_size", "epochs", "batch_size", "learning_rate")
-# Trained classifier networks by (configuration, data, seed), so that cnn-softmax and frozen cnn-hash
-# at several code lengths (jaxhash benchmark) train the network once per process.
-_CLASSIFIER_MEMO: dict[str, dict] = {}
+# Networks trained in this process, by everything that determines them (see _train_network).
+_NETWORK_MEMO: dict[str, dict] = {}
 
 
 class Classifier(nn.Module):
@@ -252,30 +251,31 @@ class _CNNBase(Hasher):
         return fill_template(arrays, template, f"weights file {path}",
                              f"it must come from a {self.method} model with the same architecture (save_weights)")
 
-    def _train_network(self, model, x_train, y_train, validation, config, loss_fn, stage, variables=None, trainable=None):
-        key = jax.random.key(int(self.seed))
-        run = {"method": self.method, "config": _config_json(config), "n_bits": int(self.n_bits), "stage": stage,
-               "classes": len(self.classes_), "seed": int(self.seed), "data": self._data_id(x_train, y_train)}
+    def _train_network(self, model, x_train, y_train, validation, config, loss_fn, stage, identity: dict):
+        """Train (or, without checkpoints, reuse a network this process already trained with the same
+        configuration, data, seed and ``identity`` -- e.g. the classifier shared by cnn-softmax and
+        frozen cnn-hash at several code lengths in one benchmark)."""
+        run = {"config": _config_json(config), "stage": stage, "classes": len(self.classes_), "seed": int(self.seed),
+               "data": self._data_id(x_train, y_train), "weights": self.weights, **identity}
+        memo_key = json.dumps(run, sort_keys=True)
+        if self.checkpoint_dir is None and memo_key in _NETWORK_MEMO:
+            self.history_.extend(_NETWORK_MEMO[memo_key]["history"])
+            return _NETWORK_MEMO[memo_key]["variables"]
+        start = self._initial_variables(model, config, jax.random.key(int(self.seed)))
         folder = None if self.checkpoint_dir is None else f"{self.checkpoint_dir}/{stage}"
-        return cnn.fit_network(model, x_train, y_train, config, key=key, loss_fn=loss_fn, mean=self.mean_, std=self.std_,
-                               validation=validation, variables=variables, trainable=trainable, stage=stage,
-                               checkpoint_dir=folder, run=run, resume=self.resume, progress=self.progress,
-                               history=self.history_)
+        before = len(self.history_)
+        variables = cnn.fit_network(model, x_train, y_train, config, key=jax.random.key(int(self.seed)), loss_fn=loss_fn,
+                                    mean=self.mean_, std=self.std_, validation=validation, variables=start, stage=stage,
+                                    checkpoint_dir=folder, run=run, resume=self.resume, progress=self.progress,
+                                    history=self.history_)
+        _NETWORK_MEMO[memo_key] = {"variables": variables, "history": self.history_[before:]}
+        return variables
 
     def _train_classifier(self, x_train, y_train, validation, config):
-        """The plain CNN classifier (memoised in this process by configuration, data and seed)."""
+        """The plain CNN classifier."""
         model = Classifier(self._backbone(config, len(self.classes_)))
-        key = json.dumps([_config_json(config), self._data_id(x_train, y_train), int(self.seed), self.weights,
-                          len(self.classes_)])
-        if key in _CLASSIFIER_MEMO and self.checkpoint_dir is None:
-            self.history_.extend(_CLASSIFIER_MEMO[key]["history"])
-            return _CLASSIFIER_MEMO[key]["variables"]
-        start = self._initial_variables(model, config, jax.random.key(int(self.seed)))
-        before = len(self.history_)
-        variables = self._train_network(model, x_train, y_train, validation, config,
-                                        cnn.classification_loss(config.label_smoothing), "classifier", start)
-        _CLASSIFIER_MEMO[key] = {"variables": variables, "history": self.history_[before:]}
-        return variables
+        return self._train_network(model, x_train, y_train, validation, config, cnn.classification_loss(config.label_smoothing),
+                                   "classifier", {})
 
     def _fit(self, x, y, rng):
         config = self.config()
@@ -428,9 +428,9 @@ class CNNHasher(_CNNBase):
         loss = hash_loss(config.label_smoothing, float(self.reconstruction_weight), float(self.quantization), centres,
                          float(self.centre_weight))
         if self.mode == "joint":
-            model = self._network_for(config)
-            start = self._initial_variables(model, config, jax.random.key(int(self.seed)))
-            return self._train_network(model, x_train, y_train, validation, config, loss, "joint", start)
+            identity = {"n_bits": int(self.n_bits), "reconstruction_weight": float(self.reconstruction_weight),
+                        "quantization": float(self.quantization), "centre_weight": float(self.centre_weight)}
+            return self._train_network(self._network_for(config), x_train, y_train, validation, config, loss, "joint", identity)
         classifier = self._train_classifier(x_train, y_train, validation, config)
         return self._train_head(classifier, x_train, y_train, config, loss)
 
