@@ -83,7 +83,8 @@ def _hasher_options(method: str, args, single_method: bool = True) -> dict:
     accepted = inspect.signature(cls.__init__).parameters
     wanted = {"preset": getattr(args, "preset", None), "checkpoint_dir": getattr(args, "checkpoint_dir", None),
               "resume": getattr(args, "resume", False) or None, "mode": getattr(args, "mode", None),
-              "epochs": getattr(args, "epochs", None), "weights": getattr(args, "weights", None)}
+              "epochs": getattr(args, "epochs", None), "weights": getattr(args, "weights", None),
+              "batch_size": getattr(args, "batch_size", None), "learning_rate": getattr(args, "learning_rate", None)}
     unusable = [k for k, v in wanted.items() if v is not None and k not in accepted]
     if unusable and single_method:
         raise ValueError(f"method {method!r} takes no {', '.join('--' + k.replace('_', '-') for k in unusable)}")
@@ -230,6 +231,9 @@ def cmd_index(args) -> int:
     if args.folder and (args.protocol is not None or args.image_size is not None):
         raise ValueError("--protocol and --image-size apply to --data; a --folder is indexed whole, at the model's input size")
     hasher = _load_image_model(args.model)
+    if args.partitioned and not hasattr(hasher, "predict_proba"):
+        raise ValueError(f"a partitioned index files images under the class the model predicts, and {hasher.method} "
+                         "predicts no classes: use cnn-softmax or cnn-hash, or drop --partitioned")
     shape = hasher.input_shape_
     if args.folder:
         sets = load_image_folder(args.folder, image_size=shape[:2], channels=shape[2])
@@ -252,9 +256,6 @@ def cmd_index(args) -> int:
     options = {"source": source, "model": ModelRef.of(hasher, args.model),
                "feature_dim": None if features is None else features.shape[1]}
     if args.partitioned:
-        if "probabilities" not in encoded:
-            raise ValueError(f"a partitioned index files images under the class the model predicts, and {hasher.method} "
-                             "predicts no classes: use cnn-softmax or cnn-hash, or drop --partitioned")
         index = PartitionedIndex(hasher.n_bits, **options)
         index.add(encoded["codes"], features=features, partitions=np.argmax(encoded["probabilities"], axis=1))
     else:
@@ -347,7 +348,7 @@ def cmd_search(args) -> int:
             shown = f"{distance:>7.3f}" if measure == "euclidean" else f"{distance:>3}"
             print(f"  {rank:>3}  id {i:>8}  {measure} distance {shown}  similarity {hit['similarity']:.3f}{mark}"
                   + (f"  [{cls}]" if cls else "") + (f"  {path}" if path else ""))
-        results.append({"query": name, "class": query_class, "distance": measure, "results": hits})
+        results.append({"query": name, "class": query_class, "measure": measure, "results": hits})
     if args.json:
         _write_json(args.json, results)
     if want_images:
@@ -388,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "database, and print one table per metric.")
     _add_data_args(p)
     p.add_argument("--methods", default="lsh,pcah,itq,sh,sph", metavar="M1,M2",
-                   help="comma-separated hashing methods: lsh, pcah, itq, sh, sph, kmh, dbn-ae (default: %(default)s)")
+                   help="comma-separated hashing methods: lsh, pcah, itq, sh, sph, kmh, dbn-ae, cnn-hash, cnn-hash-frozen, "
+                        "cnn-softmax (default: %(default)s)")
     p.add_argument("--bits", type=_bits, default=[16, 32, 64], metavar="B1,B2", help="comma-separated code lengths (default: 16,32,64)")
     p.add_argument("--metric", default="map@all", metavar="M1,M2",
                    help="comma-separated: map@all, map@R (mAP of the top R), p@K (precision of the top K), "
@@ -403,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "train|test/class/*.jpg folder or a named data set.")
     _add_data_args(p, protocol_default=None,
                    protocol_help="train on the database part of this retrieval protocol instead (1k, official or a query count)")
-    p.add_argument("--method", default="itq", help="hashing method: lsh, pcah, itq, sh, sph, kmh, dbn-ae (default: %(default)s)")
+    p.add_argument("--method", default="itq", help="hashing method: lsh, pcah, itq, sh, sph, kmh, dbn-ae, cnn-hash, "
+                   "cnn-hash-frozen, cnn-softmax (default: %(default)s)")
     p.add_argument("--bits", type=_positive, default=64, help="code length in bits (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FOLDER", help="folder to save the hasher in (replaced if it exists)")
     p.add_argument("--preset", default=None, help=preset_help)
@@ -413,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cnn-hash: train the CNN and the hash layer together (joint, the default) or the hash layer on a "
                         "trained, fixed CNN (frozen)")
     p.add_argument("--epochs", type=_positive, default=None, help="cnn-hash, cnn-softmax: override the preset's epochs")
+    p.add_argument("--batch-size", type=_positive, default=None, help="cnn-hash, cnn-softmax: override the preset's batch size")
+    p.add_argument("--learning-rate", type=float, default=None, help="cnn-hash, cnn-softmax: override the preset's peak learning rate")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="cnn-hash, cnn-softmax: start from these network weights (.npz written by hasher.save_weights)")
     p.set_defaults(func=cmd_fit)
@@ -443,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "as the query, red: another class)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--rerank", type=_positive, default=None, metavar="N",
-                   help="two-stage search: take the N nearest codes, then order them by the Euclidean distance of the "
-                        "CNN features (indexes built with cnn-hash or cnn-softmax)")
+                   help="two-stage search: take the N nearest codes (at least --k), then order them by the Euclidean "
+                        "distance of the CNN features (indexes built with cnn-hash or cnn-softmax)")
     p.add_argument("--top-classes", type=_positive, default=None, metavar="C",
                    help="partitioned index: search the partitions of the query's C most probable classes (default 1)")
     p.set_defaults(func=cmd_search)

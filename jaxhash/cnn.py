@@ -92,9 +92,11 @@ def augment(key, images, padding: int, flip: bool):
     return images
 
 
-def _decay_mask(params):
-    # Weight decay on kernels only (not on biases or BatchNorm scales and offsets).
-    return jax.tree_util.tree_map_with_path(lambda path, _: jax.tree_util.keystr(path).endswith("['kernel']"), params)
+def decay_mask(params):
+    """True for the weight matrices that weight decay (the lambda |W|^2 term) applies to: every
+    ``kernel`` and the hash layer's ``theta``, not biases or BatchNorm scales and offsets."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: jax.tree_util.keystr(path).endswith(("['kernel']", "['theta']")), params)
 
 
 def onecycle_schedule(total_steps: int, peak: float, warmup: float = 0.25, start_div: float = 10.0, end_div: float = 1000.0):
@@ -131,7 +133,7 @@ def make_optimizer(config: CNNConfig, total_steps: int) -> optax.GradientTransfo
         lr = cosine_schedule(max(total_steps, 1), config.learning_rate)
     else:
         raise ValueError(f"schedule must be 'onecycle' or 'cosine', got {config.schedule!r}")
-    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask),
+    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
                        optax.sgd(lr, momentum=config.momentum, nesterov=True))
 
 
@@ -155,12 +157,11 @@ def classification_loss(label_smoothing: float):
     return loss
 
 
-def make_train_step(model, optimizer, loss_fn: Callable, mean, std, config: CNNConfig, trainable: Callable | None = None):
+def make_train_step(model, optimizer, loss_fn: Callable, mean, std, config: CNNConfig):
     """A jitted ``step(state, (images uint8, labels), key) -> (state, metrics)``.
 
     Augments on the device, runs the model in training mode (BatchNorm statistics update),
-    applies ``loss_fn`` and one optimiser update. ``trainable(path) -> bool`` freezes the other
-    parameters (their gradients are zeroed), e.g. to train a hash head on a fixed network.
+    applies ``loss_fn`` and one optimiser update.
     """
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
 
@@ -177,9 +178,6 @@ def make_train_step(model, optimizer, loss_fn: Callable, mean, std, config: CNNC
             return value, (updates.get("batch_stats", state.batch_stats), dict(metrics, loss=value, accuracy=jnp.mean(correct)))
 
         (_, (batch_stats, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        if trainable is not None:
-            grads = jax.tree_util.tree_map_with_path(
-                lambda path, g: g if trainable(jax.tree_util.keystr(path)) else jnp.zeros_like(g), grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return CNNState(optax.apply_updates(state.params, updates), batch_stats, opt_state), metrics
 
@@ -192,46 +190,57 @@ def _predict_batch(model, variables, images, mean, std):
 
 
 def predict(model, variables, images: np.ndarray, mean, std, batch_size: int = 512) -> dict:
-    """The model's outputs (dict of arrays, float32 NumPy) for uint8 images, in evaluation mode."""
+    """The model's outputs (dict of arrays, float32 NumPy) for uint8 images, in evaluation mode.
+
+    Batches are padded to a power of two (at least 8), so any number of images compiles at most
+    a handful of shapes.
+    """
     batch_size = check_positive_int(batch_size, "batch_size")
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
     parts: dict[str, list] = {}
-    for start in range(0, len(images), batch_size):
+    for start in range(0, max(len(images), 1), batch_size):
         chunk = images[start : start + batch_size]
         rows = len(chunk)
-        if rows < batch_size and len(images) > batch_size:  # one compiled shape for the last batch too
-            chunk = np.concatenate([chunk, np.zeros((batch_size - rows,) + chunk.shape[1:], chunk.dtype)])
+        padded = max(8, 1 << max(rows - 1, 0).bit_length())
+        if padded != rows:
+            chunk = np.concatenate([chunk, np.zeros((padded - rows,) + tuple(images.shape[1:]), images.dtype)])
         out = _predict_batch(model, variables, jnp.asarray(chunk), mean, std)
         for name, value in out.items():
             parts.setdefault(name, []).append(np.asarray(value, np.float32)[:rows])
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int, min_per_class: int = 2):
-    """Indices ``(train, validation)``: ``fraction`` of every class held out (at least one image each).
-
-    Refuses fewer than two classes, and classes with fewer than ``min_per_class`` images.
-    """
-    labels = np.asarray(labels)
-    classes, counts = np.unique(labels, return_counts=True)
+def check_classes(labels: np.ndarray, min_per_class: int = 2, names=None) -> None:
+    """Refuse fewer than two classes, and classes with fewer than ``min_per_class`` images
+    (``names[c]`` names class ``c`` in the message)."""
+    classes, counts = np.unique(np.asarray(labels), return_counts=True)
     if len(classes) < 2:
         raise ValueError(f"a classifier needs at least two classes, got {len(classes)}: put the images in one "
                          "sub-folder per class")
     small = classes[counts < min_per_class]
     if small.size:
-        raise ValueError(f"{small.size} classes have fewer than {min_per_class} images (e.g. class {small[0]} has "
+        name = names[small[0]] if names is not None else small[0]
+        raise ValueError(f"{small.size} classes have fewer than {min_per_class} images (e.g. class {name} has "
                          f"{counts[classes == small[0]][0]}): every class needs {min_per_class} (one held out for validation)")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int, min_per_class: int = 2, names=None):
+    """Indices ``(train, validation)``: ``fraction`` of every class held out (at least one image, and
+    at least one left for training). Refuses what :func:`check_classes` refuses."""
+    labels = np.asarray(labels)
+    check_classes(labels, min_per_class, names)
+    classes, counts = np.unique(labels, return_counts=True)
     rng = np.random.default_rng(seed)
     held = []
     for c, n in zip(classes, counts):
         members = np.flatnonzero(labels == c)
-        held.append(rng.choice(members, max(1, int(round(fraction * n))), replace=False))
+        held.append(rng.choice(members, min(n - 1, max(1, int(round(fraction * n)))), replace=False))
     val = np.sort(np.concatenate(held))
     return np.setdiff1d(np.arange(len(labels)), val), val
 
 
 def fit_network(model, images: np.ndarray, labels: np.ndarray, config: CNNConfig, *, key, loss_fn: Callable,
-                mean, std, validation=None, variables=None, trainable: Callable | None = None, stage: str = "cnn",
+                mean, std, validation=None, variables=None, stage: str = "cnn",
                 checkpoint_dir=None, run: dict | None = None, resume: bool = False, progress: bool = True,
                 history: list | None = None, device_put: Callable = jax.device_put) -> dict:
     """Train ``model`` on uint8 ``images`` ``(n, S, S, 3)`` and int labels with the shared loop.
@@ -243,10 +252,11 @@ def fit_network(model, images: np.ndarray, labels: np.ndarray, config: CNNConfig
     n = len(images)
     steps_per_epoch = n // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{n} training images are fewer than one batch of {config.batch_size}: lower batch_size")
+        raise ValueError(f"{n} training images are fewer than one batch of {config.batch_size}: lower the batch size "
+                         "(--batch-size, batch_size=...) or use a smaller preset (--preset tiny)")
     optimizer = make_optimizer(config, steps_per_epoch * config.epochs)
     state = init_state(model, jax.random.fold_in(key, 10**6), images.shape[1:], optimizer, variables)
-    step = make_train_step(model, optimizer, loss_fn, mean, std, config, trainable)
+    step = make_train_step(model, optimizer, loss_fn, mean, std, config)
     labels = np.asarray(labels, np.int32)
 
     def epoch_fn(state, epoch_key):
@@ -261,5 +271,5 @@ def fit_network(model, images: np.ndarray, labels: np.ndarray, config: CNNConfig
 
     state = train.run_stage(state, epoch_fn, key=key, epochs=config.epochs, stage=stage, checkpoint_dir=checkpoint_dir,
                             run=run, resume=resume, progress=progress, history=history,
-                            divergence_hint="lower learning_rate and resume")
+                            divergence_hint="lower the learning rate (--learning-rate, learning_rate=...) and resume")
     return {"params": state.params, "batch_stats": state.batch_stats}

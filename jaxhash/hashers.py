@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -374,7 +375,7 @@ class Hasher:
         try:
             self._loaded()
             intact = self.is_fitted and ("fingerprint" not in meta or self.fingerprint() == meta["fingerprint"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError, KeyError):
             intact = False
         if not intact:  # what was read is not what was saved (models of jaxhash 0.1 have no fingerprint)
             raise ValueError(f"{files} is damaged (its content does not match its fingerprint): re-run  jaxhash fit")
@@ -384,6 +385,8 @@ class Hasher:
 def _jsonable(value):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"cannot save {type(value).__name__} in hasher.json")

@@ -229,8 +229,8 @@ class HashIndex:
             return True
         return False
 
-    def search(self, query_codes, k: int):
-        """Exact k nearest neighbours of each query.
+    def search(self, query_codes, k: int, **options):
+        """Exact k nearest neighbours of each query (``options``: see :class:`PartitionedIndex`).
 
         Args:
           query_codes: ``(q, n_words)`` uint32 packed codes.
@@ -244,11 +244,13 @@ class HashIndex:
         k = check_k(k)
         if self._warn_if_empty():
             return np.zeros((queries.shape[0], 0), np.int32), np.zeros((queries.shape[0], 0), np.int64)
-        dist, pos = self._shortlist(queries, k)
+        dist, pos = self._shortlist(queries, k, **options)
         return dist, np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
 
-    def _shortlist(self, queries: np.ndarray, k: int, query_partitions=None):
+    def _shortlist(self, queries: np.ndarray, k: int, **options):
         """Hamming (distances, positions) of the ``k`` nearest codes (see :meth:`search`)."""
+        if options:
+            raise TypeError(f"a flat HashIndex takes no {', '.join(options)}: partitions belong to a PartitionedIndex")
         if self._prepared is None:
             self._prepared = prepare_database(self._codes)
         return knn_search(queries, self._prepared, k)
@@ -257,8 +259,9 @@ class HashIndex:
         """Two-stage search: the ``shortlist`` nearest codes by Hamming distance, re-ranked by the
         Euclidean distance of the stored features to ``query_features`` ``(q, feature_dim)``.
 
-        Returns ``(distances, ids)``: ``(q, min(k, shortlist))`` float32 Euclidean distances and
-        int64 ids (-1 where a query has fewer candidates), nearest first.
+        Returns ``(distances, ids)``: ``(q, min(k, ntotal))`` float32 Euclidean distances and
+        int64 ids (-1 where a query has fewer candidates), nearest first. The short-list holds at
+        least ``k`` codes.
         """
         if self._features is None:
             raise ValueError("this index keeps no features to re-rank by: build it with a model that has them "
@@ -379,15 +382,11 @@ class PartitionedIndex(HashIndex):
 
     def search(self, query_codes, k: int, query_partitions=None):
         """Exact k nearest neighbours within each query's partitions; see the class docstring."""
-        return super().search(query_codes, k) if query_partitions is None else self._search(query_codes, k, query_partitions)
+        return super().search(query_codes, k, query_partitions=query_partitions)
 
-    def _search(self, query_codes, k, query_partitions):
-        queries = self._check(query_codes, "query codes")
-        k = check_k(k)
-        if self._warn_if_empty():
-            return np.zeros((queries.shape[0], 0), np.int32), np.zeros((queries.shape[0], 0), np.int64)
-        dist, pos = self._shortlist(queries, k, query_partitions)
-        return dist, np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
+    @classmethod
+    def from_faiss(cls, faiss_index):
+        raise TypeError("a FAISS index has no partitions: convert it with HashIndex.from_faiss")
 
     def _shortlist(self, queries: np.ndarray, k: int, query_partitions=None):
         if query_partitions is None:

@@ -374,9 +374,9 @@ def radius_search(query_codes, database_codes, radius: int, *, block_size: int =
 
 
 @jax.jit
-def _rerank_block(query_feats, db_feats, candidates):
-    cand = jnp.take(db_feats, jnp.maximum(candidates, 0), axis=0)  # (q, c, dim)
-    d2 = jnp.sum(jnp.square(cand - query_feats[:, None, :]), axis=-1)
+def _rerank_block(query_feats, cand_feats, candidates):
+    """Squared distances of ``(b, c, dim)`` candidate features to ``(b, dim)`` queries, sorted (stable)."""
+    d2 = jnp.sum(jnp.square(cand_feats - query_feats[:, None, :]), axis=-1)
     d2 = jnp.where(candidates >= 0, d2, jnp.inf)
     order = jnp.argsort(d2, axis=1, stable=True)
     return jnp.take_along_axis(d2, order, axis=1), jnp.take_along_axis(candidates, order, axis=1)
@@ -393,19 +393,32 @@ def rerank_euclidean(query_features, database_features, candidates, k: int | Non
     Returns:
       ``(distances, positions)``: ``(q, k)`` float32 Euclidean distances (inf where missing) and
       int32 positions (-1 where missing), sorted ascending; ties keep the short-list order.
+
+    Only the candidates' rows of ``database_features`` are read (and checked), a block of queries
+    at a time, so the cost follows the short-list, not the database.
     """
     qf = check_features(query_features, "query features")
-    dbf = check_features(database_features, "database features")
+    dbf = np.asarray(database_features)
     cand = np.asarray(candidates)
+    if dbf.ndim != 2 or qf.shape[1] != dbf.shape[1]:
+        raise ValueError(f"database features must be (n, {qf.shape[1]}) like the queries, got shape {dbf.shape}")
     if cand.ndim != 2 or cand.shape[0] != qf.shape[0]:
         raise ValueError(f"candidates must be (q, c) with q={qf.shape[0]}, got shape {cand.shape}")
-    if qf.shape[1] != dbf.shape[1]:
-        raise ValueError(f"query features have dim {qf.shape[1]} but database features have {dbf.shape[1]}")
     if cand.size and cand.max() >= dbf.shape[0]:
         raise ValueError(f"candidate position {cand.max()} is outside the {dbf.shape[0]} database features")
     k = cand.shape[1] if k is None else min(check_k(k), cand.shape[1])
-    d2, pos = _rerank_block(jnp.asarray(qf), jnp.asarray(dbf), jnp.asarray(cand, jnp.int32))
-    return np.sqrt(np.asarray(d2)[:, :k]), np.asarray(pos)[:, :k]
+    cand = cand.astype(np.int32)
+    block = max(1, (64 << 20) // max(1, 4 * cand.shape[1] * qf.shape[1]))  # ~64 MiB of candidate features per block
+    dist_out = np.empty((qf.shape[0], k), np.float32)
+    pos_out = np.empty((qf.shape[0], k), np.int32)
+    for start in range(0, qf.shape[0], block):
+        rows = cand[start : start + block]
+        feats = check_features(dbf[np.maximum(rows, 0)].reshape(-1, dbf.shape[1]), "database features")
+        d2, pos = _rerank_block(jnp.asarray(qf[start : start + block]), jnp.asarray(feats.reshape(rows.shape + (-1,))),
+                                jnp.asarray(rows))
+        dist_out[start : start + len(rows)] = np.sqrt(np.asarray(d2)[:, :k])
+        pos_out[start : start + len(rows)] = np.asarray(pos)[:, :k]
+    return dist_out, pos_out
 
 
 def search_and_rerank(query_codes, database_codes, query_features, database_features, k: int, shortlist: int = 100):

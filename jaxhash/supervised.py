@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+import warnings
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -36,7 +38,7 @@ import optax
 
 from . import cnn, nets, train
 from .checks import check_positive_int
-from .checkpoint import fill_template, flatten_tree
+from .checkpoint import CheckpointMismatchError, fill_template, flatten_tree
 from .hashers import Hasher, register
 
 __all__ = ["CNNHasher", "FrozenCNNHasher", "CNNSoftmaxHasher", "PRESETS", "HashNet", "Classifier"]
@@ -149,6 +151,24 @@ def hash_loss(label_smoothing: float, reconstruction_weight: float, quantization
     return loss
 
 
+def _softmax(logits) -> np.ndarray:
+    return np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1))
+
+
+def _channel_statistics(images: np.ndarray, chunk: int = 4096):
+    """Per-channel mean and standard deviation (in [0, 1] units) of uint8 images, in bounded memory."""
+    total = np.zeros(3)
+    squares = np.zeros(3)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].reshape(-1, 3).astype(np.float64) / 255.0
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+    count = max(len(images) * images.shape[1] * images.shape[2], 1)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
 def _config_json(config: cnn.CNNConfig) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config._asdict().items()}
 
@@ -166,8 +186,10 @@ class _CNNBase(Hasher):
         super().__init__(n_bits, seed)
         self.preset, self.architecture, self.widths, self.depth = preset, architecture, widths, depth
         self.feature_dim, self.image_size, self.epochs, self.batch_size = feature_dim, image_size, epochs, batch_size
-        self.learning_rate, self.weights, self.validation_fraction = learning_rate, weights, validation_fraction
-        self.min_images_per_class, self.checkpoint_dir, self.resume, self.progress = min_images_per_class, checkpoint_dir, resume, progress
+        self.learning_rate, self.validation_fraction = learning_rate, validation_fraction
+        self.weights = None if weights is None else os.fspath(weights)
+        self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+        self.min_images_per_class, self.resume, self.progress = min_images_per_class, resume, progress
 
     # -- configuration ------------------------------------------------------------------------
     def config(self) -> cnn.CNNConfig:
@@ -182,6 +204,9 @@ class _CNNBase(Hasher):
             check_positive_int(getattr(config, name), name)
         if not config.widths or any(int(w) <= 0 for w in config.widths):
             raise ValueError(f"widths must list positive channel counts, got {config.widths!r}")
+        if config.image_size < 2 ** len(config.widths):
+            raise ValueError(f"image_size {config.image_size} is too small for {len(config.widths)} stages that each halve "
+                             f"the image: use at least {2 ** len(config.widths)}")
         return config
 
     def input_size(self) -> tuple[int, int]:
@@ -194,12 +219,16 @@ class _CNNBase(Hasher):
     def _saved_config(self) -> cnn.CNNConfig:
         return cnn.CNNConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in json.loads(self.config_).items()})
 
-    def _backbone(self, config: cnn.CNNConfig, n_classes: int) -> nn.Module:
-        return nets.make_network(config.architecture, config.widths, n_classes, config.depth, config.feature_dim, "sigmoid",
-                                 cnn.compute_dtype(config))
+    def _backbone(self, config: cnn.CNNConfig, n_classes: int, training: bool = False) -> nn.Module:
+        # Inference always computes in float32, so that a model makes the same codes on every machine.
+        dtype = cnn.compute_dtype(config) if training else jnp.float32
+        return nets.make_network(config.architecture, config.widths, n_classes, config.depth, config.feature_dim, "sigmoid", dtype)
 
-    def _network(self) -> nn.Module:
-        raise NotImplementedError
+    @staticmethod
+    def _template(model, config):
+        """The shapes of ``model``'s variables (nothing computed)."""
+        return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, config.image_size, config.image_size, 3)),
+                                                 train=False))
 
     # -- training ------------------------------------------------------------------------------
     def _prepare(self, x, y):
@@ -218,13 +247,13 @@ class _CNNBase(Hasher):
         if not 0 <= fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}")
         if fraction > 0:
-            train_idx, val_idx = cnn.stratified_split(y, fraction, int(self.seed), max(2, int(self.min_images_per_class)))
+            train_idx, val_idx = cnn.stratified_split(y, fraction, int(self.seed), max(2, int(self.min_images_per_class)),
+                                                      names=self.classes_)
         else:
+            cnn.check_classes(y, int(self.min_images_per_class), names=self.classes_)
             train_idx, val_idx = np.arange(len(y)), np.zeros(0, int)
-            cnn.stratified_split(y, 0.5, 0, int(self.min_images_per_class))  # the same checks on the classes
         x_train, y_train = x[train_idx], y[train_idx]
-        self.mean_ = (x_train.reshape(-1, 3).mean(axis=0) / 255.0).astype(np.float32)
-        self.std_ = np.maximum(x_train.reshape(-1, 3).std(axis=0) / 255.0, 1e-3).astype(np.float32)
+        self.mean_, self.std_ = _channel_statistics(x_train)
         validation = (x[val_idx], y[val_idx]) if len(val_idx) else None
         return x_train, y_train.astype(np.int32), validation
 
@@ -234,12 +263,17 @@ class _CNNBase(Hasher):
         return digest.hexdigest()[:16]
 
     def _initial_variables(self, model, config, key):
-        """The network's variables from the ``weights`` file, or None to start from random ones."""
+        """The network's variables, with every array of the ``weights`` file that fits (same name and
+        shape) in place of the random one, or None without a weights file.
+
+        A classifier's weights can so start a cnn-hash, and a network trained on other classes a new
+        one: the layers that do not fit (the hash layer, a classifier of another size) start afresh,
+        with one note. A file of which no convolution fits is refused.
+        """
         if self.weights is None:
             return None
         from pathlib import Path  # noqa: PLC0415
 
-        template = jax.eval_shape(lambda: model.init(key, jnp.zeros((2, config.image_size, config.image_size, 3)), train=False))
         path = Path(self.weights)
         if not path.is_file():
             raise FileNotFoundError(f"no weights file at {path}: write one with  hasher.save_weights(path)")
@@ -248,8 +282,17 @@ class _CNNBase(Hasher):
                 arrays = {k: z[k] for k in z.files}
         except Exception as err:  # noqa: BLE001 - any damage of a zip file
             raise ValueError(f"{path} is not a readable weights file ({type(err).__name__}: {err})") from None
-        return fill_template(arrays, template, f"weights file {path}",
-                             f"it must come from a {self.method} model with the same architecture (save_weights)")
+        fresh = flatten_tree(model.init(key, jnp.zeros((2, config.image_size, config.image_size, 3)), train=False))
+        fits = {k for k, v in fresh.items() if k in arrays and np.shape(arrays[k]) == np.shape(v)}
+        if not any("Conv3x3" in k for k in fits):
+            raise CheckpointMismatchError(f"weights file {path} does not fit this model: none of its convolutions has the "
+                                          "shape this architecture needs; it must come from a network of the same widths")
+        if len(fits) < len(fresh):
+            left = sorted({"/".join(k.strip("[]'").split("']['")[1:-1]) for k in set(fresh) - fits})  # the layers
+            warnings.warn(f"started from {len(fits)} of the network's {len(fresh)} arrays in {path}; "
+                          f"{len(fresh) - len(fits)} start afresh (in {', '.join(left)})", stacklevel=4)
+        return fill_template({**fresh, **{k: arrays[k] for k in fits}}, self._template(model, config), f"weights file {path}",
+                             "save the weights again")
 
     def _train_network(self, model, x_train, y_train, validation, config, loss_fn, stage, identity: dict):
         """Train (or, without checkpoints, reuse a network this process already trained with the same
@@ -273,7 +316,7 @@ class _CNNBase(Hasher):
 
     def _train_classifier(self, x_train, y_train, validation, config):
         """The plain CNN classifier."""
-        model = Classifier(self._backbone(config, len(self.classes_)))
+        model = Classifier(self._backbone(config, len(self.classes_), training=True))
         return self._train_network(model, x_train, y_train, validation, config, cnn.classification_loss(config.label_smoothing),
                                    "classifier", {})
 
@@ -303,7 +346,7 @@ class _CNNBase(Hasher):
         return np.concatenate(parts) if parts else np.zeros((0,) + tuple(self.input_shape_), np.uint8)
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(jax.nn.softmax(jnp.asarray(self._outputs(images)["logits"]), axis=-1))
+        return _softmax(self._outputs(images)["logits"])
 
     def predict_proba(self, x) -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` float32 of images (class ``j`` is ``classes_[j]``)."""
@@ -322,15 +365,13 @@ class _CNNBase(Hasher):
         from .codes import pack_bits  # noqa: PLC0415
 
         out = self._outputs(batch)
-        probabilities = np.asarray(jax.nn.softmax(jnp.asarray(out["logits"]), axis=-1))
-        return {"codes": np.asarray(pack_bits(self._code_values(out, probabilities) > 0)), "features": out["features"],
-                "probabilities": probabilities}
+        return {"codes": np.asarray(pack_bits(self._code_values(out) > 0)), "features": out["features"],
+                "probabilities": _softmax(out["logits"])}
 
     def _project(self, x):
-        out = self._outputs(x)
-        return self._code_values(out, np.asarray(jax.nn.softmax(jnp.asarray(out["logits"]), axis=-1)))
+        return self._code_values(self._outputs(x))
 
-    def _code_values(self, outputs: dict, probabilities: np.ndarray) -> np.ndarray:
+    def _code_values(self, outputs: dict) -> np.ndarray:
         """Real values ``(b, n_bits)`` whose sign is the code."""
         raise NotImplementedError
 
@@ -347,15 +388,14 @@ class _CNNBase(Hasher):
         """Gather the saved ``net[...]_`` arrays back into the network's variable tree."""
         arrays = {k[3:-1]: v for k, v in vars(self).items() if k.startswith("net[")}
         config = self._saved_config()
-        model = self._network_for(config)
-        template = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, config.image_size, config.image_size, 3)),
-                                                     train=False))
-        self.variables_ = fill_template(arrays, template, "the saved network", "save the model again")
+        self.variables_ = fill_template(arrays, self._template(self._network_for(config), config), "the saved network",
+                                        "save the model again")
         for k in [k for k in vars(self) if k.startswith("net[")]:
             del self.__dict__[k]
         self.classes_ = np.asarray(self.classes_)
 
-    def _network_for(self, config) -> nn.Module:
+    def _network_for(self, config, training: bool = False) -> nn.Module:
+        """The Flax module of this method (training: in the compute dtype of the accelerator)."""
         raise NotImplementedError
 
     def _network(self) -> nn.Module:
@@ -377,15 +417,16 @@ class CNNSoftmaxHasher(_CNNBase):
     ``n_bits`` must allow one level per class at least (``n_bits >= n_classes``).
     """
 
-    def _network_for(self, config):
-        return Classifier(self._backbone(config, len(self.classes_)))
+    def _network_for(self, config, training: bool = False):
+        return Classifier(self._backbone(config, len(self.classes_), training))
 
     def _train(self, x_train, y_train, validation, config):
         if int(self.n_bits) < len(self.classes_):
             raise ValueError(f"cnn-softmax needs at least one bit per class: n_bits={self.n_bits} < {len(self.classes_)} classes")
         return self._train_classifier(x_train, y_train, validation, config)
 
-    def _code_values(self, outputs, probs):
+    def _code_values(self, outputs):
+        probs = _softmax(outputs["logits"])
         levels = int(self.n_bits) // probs.shape[1]
         thresholds = (np.arange(levels, dtype=np.float32) + 1.0) / (levels + 1.0)  # bit (c, l): p_c > (l + 1) / (L + 1)
         values = (probs[:, :, None] - thresholds[None, None, :]).reshape(len(probs), -1)
@@ -418,32 +459,35 @@ class CNNHasher(_CNNBase):
         self.reconstruction_weight, self.quantization, self.head_epochs = reconstruction_weight, quantization, head_epochs
         self.centre_weight = centre_weight
 
-    def _network_for(self, config):
-        return HashNet(self._backbone(config, len(self.classes_)), int(self.n_bits), len(self.classes_))
+    def _network_for(self, config, training: bool = False):
+        return HashNet(self._backbone(config, len(self.classes_), training), int(self.n_bits), len(self.classes_))
 
     def _train(self, x_train, y_train, validation, config):
         if self.mode not in ("joint", "frozen"):
             raise ValueError(f"mode must be 'joint' or 'frozen', got {self.mode!r}")
+        if self.mode != type(self).default_mode and type(self) is not CNNHasher:
+            raise ValueError(f"{self.method} trains in {type(self).default_mode} mode: use cnn-hash for mode={self.mode!r}")
         centres = class_centres(len(self.classes_), int(self.n_bits), int(self.seed))
         loss = hash_loss(config.label_smoothing, float(self.reconstruction_weight), float(self.quantization), centres,
                          float(self.centre_weight))
         if self.mode == "joint":
             identity = {"n_bits": int(self.n_bits), "reconstruction_weight": float(self.reconstruction_weight),
                         "quantization": float(self.quantization), "centre_weight": float(self.centre_weight)}
-            return self._train_network(self._network_for(config), x_train, y_train, validation, config, loss, "joint", identity)
+            return self._train_network(self._network_for(config, training=True), x_train, y_train, validation, config, loss,
+                                       "joint", identity)
         classifier = self._train_classifier(x_train, y_train, validation, config)
         return self._train_head(classifier, x_train, y_train, config, loss)
 
     def _train_head(self, classifier, x_train, y_train, config, loss_fn):
         """Frozen mode: the hash layer alone, on the classifier's fixed descriptors (one scan per epoch)."""
-        backbone_model = Classifier(self._backbone(config, len(self.classes_)))
+        backbone_model = Classifier(self._backbone(config, len(self.classes_)))  # float32 inference
         features = jnp.asarray(cnn.predict(backbone_model, classifier, x_train, self.mean_, self.std_)["features"])
         head = HashHead(int(self.n_bits), len(self.classes_))
         key = jax.random.fold_in(jax.random.key(int(self.seed)), 7)
         params = head.init(key, features[:2])["params"]
         batch = min(config.batch_size, len(features))
         steps = (len(features) // batch) * int(self.head_epochs)
-        optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay),
+        optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay, mask=cnn.decay_mask),
                                 optax.sgd(cnn.cosine_schedule(max(steps, 1), 0.5), momentum=0.9, nesterov=True))
 
         def step(state, batch_data, _key):
@@ -464,7 +508,7 @@ class CNNHasher(_CNNBase):
                      "batch_stats": {"backbone": classifier["batch_stats"]["backbone"]}}
         return variables
 
-    def _code_values(self, outputs, probs):
+    def _code_values(self, outputs):
         return outputs["codes"] - 0.5
 
 

@@ -311,22 +311,27 @@ def fuzz_models(tally: Tally, tries: int, rng: random.Random, work: Path) -> Non
     import jaxhash
     from jaxhash.atomic import current_version
 
-    x = np.random.default_rng(2).integers(0, 256, (60, 4, 4, 3)).astype(np.uint8)
-    model = jaxhash.ITQ(n_bits=16).fit(x)
-    truth = model.encode(x)
-    folder = model.save(work / "model")
-    version = current_version(folder)
-    originals = {name: (version / name).read_bytes() for name in ("hasher.json", "arrays.npz")}
-    for _ in range(tries):
-        name = rng.choice(list(originals))
-        data = bytearray(originals[name])
-        if rng.random() < 0.7:
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-        else:
-            data = data[: rng.randrange(len(data))]
-        (version / name).write_bytes(bytes(data))
-        attempt(tally, "saved hasher", lambda: jaxhash.load_hasher(folder).encode(x), lambda codes: np.array_equal(codes, truth))
-        (version / name).write_bytes(originals[name])
+    gen = np.random.default_rng(2)
+    x = gen.integers(0, 256, (60, 8, 8, 3)).astype(np.uint8)
+    y = np.arange(60) % 3
+    models = [jaxhash.ITQ(n_bits=16).fit(x),
+              jaxhash.CNNSoftmaxHasher(n_bits=12, preset="tiny", image_size=8, epochs=1, batch_size=16, progress=False).fit(x, y)]
+    for m, model in enumerate(models):
+        truth = model.encode(x)
+        folder = model.save(work / f"model{m}")
+        version = current_version(folder)
+        originals = {name: (version / name).read_bytes() for name in ("hasher.json", "arrays.npz")}
+        for _ in range(tries // len(models)):
+            name = rng.choice(list(originals))
+            data = bytearray(originals[name])
+            if rng.random() < 0.7:
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            else:
+                data = data[: rng.randrange(len(data))]
+            (version / name).write_bytes(bytes(data))
+            attempt(tally, "saved hasher", lambda: jaxhash.load_hasher(folder).encode(x),
+                    lambda codes, truth=truth: np.array_equal(codes, truth))
+            (version / name).write_bytes(originals[name])
 
 
 # -- API arguments ----------------------------------------------------------------------------------

@@ -96,8 +96,8 @@ def main():
     draw_curve(out / "training_curve.png", hasher.history_)
     db = hasher.encode_details(dx)
     qd = hasher.encode_details(qx)
-    record["two_stage"] = two_stage(db, qd, dy, qy)
-    draw_neighbours(out / "neighbours.png", qx, qy, dx, dy, qd["codes"], db["codes"], dataset.class_names)
+    record["two_stage"] = two_stage(db, qd, dy, qy, bits)
+    draw_neighbours(out / "neighbours.png", qx, qy, dx, dy, qd["codes"], db["codes"], dataset.class_names, bits)
 
     softmax = jaxhash.CNNSoftmaxHasher(n_bits=bits, preset=args.preset, seed=args.seed).fit(dx, dy)
     record["partitioned"] = partitioned(softmax, qx, qy, dx, dy)
@@ -121,7 +121,7 @@ def ranking_metrics(order_fn, qy, dy, block: int = 256):
     return ap_sum / len(qy), p10_sum / len(qy)
 
 
-def two_stage(db, qd, dy, qy):
+def two_stage(db, qd, dy, qy, bits):
     """Hamming ranking vs the Hamming short-list re-ranked by Euclidean distance of the descriptors."""
     import jax.numpy as jnp
 
@@ -144,9 +144,9 @@ def two_stage(db, qd, dy, qy):
         return order
 
     result = {}
-    index = jaxhash.HashIndex(int(db["codes"].shape[1] * 32), feature_dim=db["features"].shape[1])
+    index = jaxhash.HashIndex(bits, feature_dim=db["features"].shape[1])
     index.add(db["codes"], features=db["features"])
-    index.search(qd["codes"][:8], 10)  # compile outside the timing
+    index.search(qd["codes"], 10)  # the same call once untimed: compilation and layout stay out of the timing
     t0 = time.perf_counter()
     index.search(qd["codes"], 10)
     hamming_ms = 1000 * (time.perf_counter() - t0) / len(qy)
@@ -154,7 +154,7 @@ def two_stage(db, qd, dy, qy):
     result["hamming"] = {"map_all": m, "p10": p10, "ms_per_query": hamming_ms}
     print(f"two-stage: Hamming only mAP@all {m:.4f}, P@10 {p10:.4f}, {hamming_ms:.3f} ms/query", flush=True)
     for n in (100, 1000):
-        index.search_rerank(qd["codes"][:8], qd["features"][:8], 10, n)
+        index.search_rerank(qd["codes"], qd["features"], 10, n)  # untimed first call
         t0 = time.perf_counter()
         index.search_rerank(qd["codes"], qd["features"], 10, n)
         ms = 1000 * (time.perf_counter() - t0) / len(qy)
@@ -177,14 +177,14 @@ def partitioned(softmax, qx, qy, dx, dy):
     part = PartitionedIndex(bits)
     part.add(db["codes"], partitions=np.argmax(db["probabilities"], axis=1))
     top1 = np.argmax(qd["probabilities"], axis=1)
-    flat.search(qd["codes"][:8], 10)
-    part.search(qd["codes"][:8], 10, top1[:8])
+    flat.search(qd["codes"], 10)  # untimed first calls: compilation and per-partition layout
+    part.search(qd["codes"], 10, top1)
     result = {"test_accuracy": float(np.mean(softmax.classes_[top1] == qy))}
     for name, run in (("flat", lambda: flat.search(qd["codes"], 10)), ("partitioned", lambda: part.search(qd["codes"], 10, top1))):
         t0 = time.perf_counter()
         _, ids = run()
         seconds = time.perf_counter() - t0
-        rel = dy[ids] == qy[:, None]
+        rel = (ids >= 0) & (dy[np.maximum(ids, 0)] == qy[:, None])  # -1: a partition with fewer than 10 images
         result[name] = {"p1": float(rel[:, :1].mean()), "p5": float(rel[:, :5].mean()), "p10": float(rel[:, :10].mean()),
                         "ms_per_query": 1000 * seconds / len(qy)}
         print(f"cnn-softmax {name}: P@1 {result[name]['p1']:.4f}, P@5 {result[name]['p5']:.4f}, P@10 {result[name]['p10']:.4f}, "
@@ -215,11 +215,11 @@ def draw_curve(path, history):
     plt.close(fig)
 
 
-def draw_neighbours(path, qx, qy, dx, dy, q_codes, d_codes, class_names, rows: int = 5, k: int = 8):
+def draw_neighbours(path, qx, qy, dx, dy, q_codes, d_codes, class_names, bits, rows: int = 5, k: int = 8):
     from jaxhash import HashIndex
     from jaxhash.plots import GridCell, draw_result_grid
 
-    index = HashIndex(int(d_codes.shape[1] * 32))
+    index = HashIndex(bits)
     index.add(d_codes)
     picks = np.linspace(0, len(qx) - 1, rows).astype(int)
     dist, ids = index.search(q_codes[picks], k)

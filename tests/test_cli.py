@@ -228,7 +228,7 @@ def test_a_cnn_hasher_on_a_folder_of_own_classes(tmp_path, rng, capsys):
     assert main(["search", "--model", str(model), "--index", str(index), query, "--k", "5", "--top-classes", "2",
                  "--rerank", "20", "--json", str(out)]) == 0
     (result,) = json.loads(out.read_text())
-    assert result["distance"] == "euclidean" and result["results"][0]["similarity"] > 0
+    assert result["measure"] == "euclidean" and result["results"][0]["similarity"] > 0
     assert [h["similarity"] for h in result["results"]] == sorted((h["similarity"] for h in result["results"]), reverse=True)
     assert main(["fit", "--data", str(folder), "--method", "cnn-softmax", *tiny, "--out", str(tmp_path / "s")]) == 0
     assert main(["search", "--model", str(tmp_path / "s"), "--index", str(index), query]) == 2

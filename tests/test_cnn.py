@@ -88,7 +88,7 @@ def test_a_network_learns_and_resumes_exactly(rng, key, tmp_path):
 
 def test_divergence_is_stopped_with_a_hint(rng, key):
     x, y, model, config, mean, std = small_setup(rng)
-    with pytest.raises(FloatingPointError, match="lower learning_rate and resume"):
+    with pytest.raises(FloatingPointError, match="lower the learning rate .* and resume"):
         cnn.fit_network(model, x, y, config._replace(learning_rate=1e12, epochs=2), key=key,
                         loss_fn=cnn.classification_loss(0.0), mean=mean, std=std, progress=False)
     with pytest.raises(ValueError, match="fewer than one batch of 256"):

@@ -69,8 +69,14 @@ def test_user_weights_start_a_model(joint, data, tmp_path):
     assert (started.predict(xq) == joint.predict(xq)).mean() > 0.85  # an epoch at a tiny rate keeps the trained weights
     fresh = jaxhash.CNNHasher(n_bits=16, **dict(TINY, epochs=1, learning_rate=1e-6)).fit(x, y)
     assert (fresh.predict(xq) == yq).mean() < 0.7  # from random weights the same epoch learns next to nothing
-    with pytest.raises(CheckpointMismatchError, match=r"weights file .* does not fit this model"):
-        jaxhash.CNNHasher(n_bits=16, weights=str(tmp_path / "w.npz"), **dict(TINY, feature_dim=8)).fit(x, y)
+    with pytest.warns(UserWarning, match=r"started from 14 of the network's 19 arrays .*5 start afresh \(in backbone/_Head_0/classifier, backbone/_Head_0/descriptor, head\)"):
+        jaxhash.CNNHasher(n_bits=16, weights=str(tmp_path / "w.npz"), **dict(TINY, feature_dim=8, epochs=1)).fit(x, y)
+    softmax = jaxhash.CNNSoftmaxHasher(n_bits=12, **TINY).fit(x, y)
+    softmax.save_weights(tmp_path / "s.npz")  # a classifier's weights start a cnn-hash: only the hash layer is new
+    with pytest.warns(UserWarning, match=r"afresh \(in head, head/classifier\)"):
+        jaxhash.CNNHasher(n_bits=16, weights=str(tmp_path / "s.npz"), **dict(TINY, epochs=1)).fit(x, y)
+    with pytest.raises(CheckpointMismatchError, match=r"weights file .* does not fit this model: none of its convolutions"):
+        jaxhash.CNNHasher(n_bits=16, weights=str(tmp_path / "w.npz"), **dict(TINY, widths=(4, 8))).fit(x, y)
     with pytest.raises(FileNotFoundError, match="no weights file"):
         jaxhash.CNNHasher(n_bits=16, weights=str(tmp_path / "none.npz"), **TINY).fit(x, y)
 
