@@ -42,7 +42,9 @@ class Conv3x3(nn.Module):
 
 
 def _bn(train: bool, dtype, name=None):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
+    """BatchNorm with float32 statistics and arithmetic, output in ``dtype`` (bf16 activations stay bf16)."""
+    norm = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32, name=name)
+    return lambda x: norm(x.astype(jnp.float32)).astype(dtype)
 
 
 class _Head(nn.Module):

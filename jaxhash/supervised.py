@@ -50,8 +50,9 @@ PRESETS = {
     # About 9 minutes on two CPU cores for CIFAR-10's 45,000 training images (480-530 images/s).
     "cpu": cnn.CNNConfig(architecture="vgg", widths=(32, 64, 128), depth=1, feature_dim=128, image_size=32, epochs=6,
                          batch_size=256, learning_rate=0.2),
-    "gpu": cnn.CNNConfig(architecture="resnet", widths=(128, 256, 512), depth=1, feature_dim=512, image_size=32, epochs=40,
-                         batch_size=512, learning_rate=0.2),
+    # ResNet-18's stages: about 2 minutes on one H100 (64,000 images/s, bf16).
+    "gpu": cnn.CNNConfig(architecture="resnet", widths=(64, 128, 256, 512), depth=2, feature_dim=512, image_size=32,
+                         epochs=100, batch_size=512, learning_rate=0.2),
 }
 _OVERRIDES = ("architecture", "widths", "depth", "feature_dim", "image_size", "epochs", "batch_size", "learning_rate")
 # Networks trained in this process, by everything that determines them (see _train_network).

@@ -177,7 +177,8 @@ def test_dataset_source_reads_the_same_part(tmp_path, rng):
         source_to_json(jdata.DatasetSource("mnist", None, "query"))
     with pytest.raises(ValueError, match="unknown image source kind"):
         source_from_json({"kind": "web"})
-    assert source_from_legacy_metadata({"data": "mnist", "protocol": "1k", "seed": 2}) == jdata.DatasetSource("mnist", None, "database", "1k", 2)
+    assert source_from_legacy_metadata({"data": "mnist", "protocol": "1k", "seed": 2}) == jdata.DatasetSource(
+        "mnist", None, "database", "1k", 2, shuffle_official=False)
     assert source_from_legacy_metadata({"root": "/x", "paths": ["a/1.png"]}) == jdata.FolderSource("/x", ("a/1.png",))
 
 
@@ -193,6 +194,12 @@ def test_protocols(rng):
     assert not np.array_equal(retrieval_split(ds, "1k", seed=4).query_x, split.query_x)
     official = retrieval_split(ds, "official")
     assert len(official.query_y) == 300 and len(official.db_y) == 1200
+    # the train split loads class by class; the database is put in a seeded order (fair ties), or kept as loaded
+    assert not np.array_equal(official.db_y, y[:1200]) and np.array_equal(np.sort(official.db_y), y[:1200])
+    np.testing.assert_array_equal(retrieval_split(ds, "official").db_x, official.db_x)
+    as_loaded = retrieval_split(ds, "official", shuffle_official=False)
+    np.testing.assert_array_equal(as_loaded.db_y, y[:1200])
+    assert source_from_json({"kind": "dataset", "name": "toy", "part": "database", "protocol": "official"}).shuffle_official is False
     assert len(retrieval_split(ds, "200").query_y) == 200
     with pytest.raises(ValueError, match="unknown protocol"):
         retrieval_split(ds, "half")

@@ -197,7 +197,7 @@ def test_version_1_files_still_read(filled, tmp_path):
     assert old.ntotal == len(codes) and old.model is None and old.source == FolderSource("/photos", ("a/1.png",) * len(codes))
     np.testing.assert_array_equal(old.codes, codes)
     write_v1(tmp_path / "old2.jhx", codes, {"data": "mnist", "protocol": "1k", "seed": 0})
-    assert read_index(tmp_path / "old2.jhx").source == DatasetSource("mnist", None, "database", "1k", 0)
+    assert read_index(tmp_path / "old2.jhx").source == DatasetSource("mnist", None, "database", "1k", 0, shuffle_official=False)
 
 
 def test_partitioned_index_equals_a_flat_search_within_the_chosen_partitions(rng, tmp_path):

@@ -10,7 +10,8 @@ def test_im2col_convolution_equals_the_native_one(key):
     x = jax.random.normal(key, (2, 7, 9, 5))
     native, im2col = nets.Conv3x3(4, im2col=False), nets.Conv3x3(4, im2col=True)
     params = native.init(key, x)
-    np.testing.assert_allclose(im2col.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-5)
+    with jax.default_matmul_precision("highest"):  # GPUs multiply in TF32 by default
+        np.testing.assert_allclose(im2col.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("architecture", ["vgg", "resnet"])
@@ -25,3 +26,16 @@ def test_networks_give_features_and_logits(key, architecture):
     assert "batch_stats" in updates
     with pytest.raises(ValueError, match="unknown architecture"):
         nets.make_network("alexnet", (8,), 5, 1, None)
+
+
+@pytest.mark.parametrize("architecture", ["vgg", "resnet"])
+def test_bf16_networks_keep_float32_statistics_under_strict_promotion(key, architecture):
+    """Accelerators compute in bf16; BatchNorm statistics and the head stay float32 (the suite runs with strict promotion)."""
+    x = jax.random.normal(key, (4, 16, 16, 3))
+    wide, narrow = (nets.make_network(architecture, (8, 16), 5, 2, feature_dim=12, dtype=dtype) for dtype in (jnp.float32, jnp.bfloat16))
+    variables = wide.init(key, x, train=False)
+    (features, logits), updates = narrow.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert features.dtype == jnp.float32 and logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(updates))
+    reference, _ = wide.apply(variables, x, train=False)
+    np.testing.assert_allclose(narrow.apply(variables, x, train=False)[0], reference, atol=0.05)

@@ -113,3 +113,18 @@ def test_presets_build(data):
     for preset in supervised.PRESETS:
         config = jaxhash.CNNHasher(preset=preset).config()
         assert config.epochs > 0 and config.image_size > 0
+
+
+def test_the_bf16_path_of_accelerators_trains_under_strict_promotion(data, monkeypatch):
+    """On a GPU or TPU training computes in bf16; here the CPU is made to take that path."""
+    import jax.numpy as jnp
+
+    from jaxhash import cnn
+
+    x, y, xq, yq = data
+    monkeypatch.setattr(cnn, "compute_dtype", lambda config: jnp.bfloat16)
+    monkeypatch.setattr(supervised, "_NETWORK_MEMO", {})  # networks trained here are not reused elsewhere
+    softmax = jaxhash.CNNSoftmaxHasher(n_bits=12, seed=5, **TINY).fit(x, y)
+    assert (softmax.predict(xq) == yq).mean() > 0.8
+    joint = jaxhash.CNNHasher(n_bits=16, seed=5, **dict(TINY, epochs=2)).fit(x, y)
+    assert joint.encode(xq).shape == (len(xq), 1) and np.isfinite(joint.history_[-1]["loss"])

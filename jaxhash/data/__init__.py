@@ -293,11 +293,14 @@ def _parse_protocol(protocol: str) -> int | None:
     raise ValueError(f"unknown protocol {protocol!r}: use 'official', '1k' (1,000 queries, 100 per class) or a query count like 500")
 
 
-def retrieval_split(dataset: Dataset, protocol: str = "1k", seed: int = 0) -> RetrievalSplit:
+def retrieval_split(dataset: Dataset, protocol: str = "1k", seed: int = 0, shuffle_official: bool = True) -> RetrievalSplit:
     """Split a data set by a named retrieval protocol.
 
     * ``official``: the official test split are the queries; the train split is database and
-      training set.
+      training set, in an order drawn with ``seed`` (``shuffle_official=False``: as loaded). An
+      image folder loads class by class, and exact search breaks ties in Hamming distance by
+      database position: in class order, queries of the first classes would find their own
+      class first among equally distant images and those of the last classes other classes.
     * ``1k`` (or any ``N``/``Nk``): N queries, N / n_classes per class, drawn with ``seed`` from
       train and test together; everything else is database and training set.
     """
@@ -305,8 +308,10 @@ def retrieval_split(dataset: Dataset, protocol: str = "1k", seed: int = 0) -> Re
     if n_queries is None:
         if dataset.x_test.shape[0] == 0:
             raise ValueError(f"{dataset.name} has no official test split: use protocol '1k' or a query count")
-        return RetrievalSplit("official", dataset.x_test, dataset.y_test, dataset.x_train, dataset.y_train,
-                              dataset.paths_test, dataset.paths_train)
+        order = np.random.default_rng(seed).permutation(len(dataset.y_train)) if shuffle_official else np.arange(len(dataset.y_train))
+        paths = None if dataset.paths_train is None else tuple(dataset.paths_train[i] for i in order)
+        return RetrievalSplit("official", dataset.x_test, dataset.y_test, dataset.x_train[order], dataset.y_train[order],
+                              dataset.paths_test, paths)
     x = np.concatenate([dataset.x_train, dataset.x_test])
     y = np.concatenate([dataset.y_train, dataset.y_test])
     paths = None if dataset.paths_train is None else tuple(dataset.paths_train) + tuple(dataset.paths_test or ())
@@ -335,7 +340,8 @@ class DatasetPart(NamedTuple):
     paths: tuple[str, ...] | None
 
 
-def dataset_part(dataset: Dataset, part: str = "train", protocol: str | None = None, seed: int = 0) -> DatasetPart:
+def dataset_part(dataset: Dataset, part: str = "train", protocol: str | None = None, seed: int = 0,
+                 shuffle_official: bool = True) -> DatasetPart:
     """``"train"``: the training images as loaded (every image of a folder without splits);
     ``"database"`` / ``"query"``: that part of ``retrieval_split(dataset, protocol, seed)``.
 
@@ -346,7 +352,7 @@ def dataset_part(dataset: Dataset, part: str = "train", protocol: str | None = N
         return DatasetPart(dataset.x_train, dataset.y_train, dataset.paths_train)
     if part not in ("database", "query") or protocol is None:
         raise ValueError(f"part must be 'train', or 'database' / 'query' with a protocol; got {part!r}, protocol {protocol!r}")
-    split = retrieval_split(dataset, protocol, seed)
+    split = retrieval_split(dataset, protocol, seed, shuffle_official)
     if part == "database":
         return DatasetPart(split.db_x, split.db_y, split.db_paths)
     return DatasetPart(split.query_x, split.query_y, split.query_paths)

@@ -36,7 +36,8 @@ class DatasetSource(NamedTuple):
     """Images of a data set loaded with ``load_dataset(name, data_dir)``.
 
     part: ``"train"`` (the data set's training images, as loaded) or ``"database"`` / ``"query"``
-    of ``retrieval_split(dataset, protocol, seed)``.
+    of ``retrieval_split(dataset, protocol, seed, shuffle_official)``; indexes written before the
+    official database was shuffled read ``shuffle_official=False``.
     """
 
     name: str
@@ -45,6 +46,7 @@ class DatasetSource(NamedTuple):
     protocol: str | None = None
     seed: int = 0
     image_size: tuple[int, int] | None = None
+    shuffle_official: bool = True
 
     def check(self) -> "DatasetSource":
         if self.part not in PARTS:
@@ -71,7 +73,8 @@ def source_to_json(source: ImageSource | None) -> dict | None:
         src = source.check()
         return {"kind": "dataset", "name": src.name, "data_dir": src.data_dir, "part": src.part,
                 "protocol": src.protocol, "seed": int(src.seed),
-                "image_size": None if src.image_size is None else [int(s) for s in src.image_size]}
+                "image_size": None if src.image_size is None else [int(s) for s in src.image_size],
+                "shuffle_official": bool(src.shuffle_official)}
     if isinstance(source, FolderSource):
         return {"kind": "folder", "root": str(source.root), "paths": [str(p) for p in source.paths]}
     raise TypeError(f"an index source is a DatasetSource or a FolderSource, got {type(source).__name__}")
@@ -86,7 +89,8 @@ def source_from_json(record) -> ImageSource | None:
         if kind == "dataset":
             size = record.get("image_size")
             return DatasetSource(str(record["name"]), record.get("data_dir"), str(record["part"]), record.get("protocol"),
-                                 int(record.get("seed", 0)), None if size is None else (int(size[0]), int(size[1]))).check()
+                                 int(record.get("seed", 0)), None if size is None else (int(size[0]), int(size[1])),
+                                 bool(record.get("shuffle_official", False))).check()
         if kind == "folder":
             return FolderSource(str(record["root"]), tuple(str(p) for p in record["paths"]))
     except (KeyError, TypeError, IndexError, ValueError) as err:
@@ -100,7 +104,7 @@ def source_from_legacy_metadata(metadata: dict) -> ImageSource | None:
         return FolderSource(str(metadata["root"]), tuple(metadata["paths"]))
     if metadata.get("data"):
         return DatasetSource(metadata["data"], metadata.get("data_dir"), "database", metadata.get("protocol", "1k"),
-                             int(metadata.get("seed", 0)))
+                             int(metadata.get("seed", 0)), shuffle_official=False)
     return None
 
 
@@ -121,7 +125,7 @@ def _dataset_part(source: DatasetSource):
     except (OSError, ValueError, ImportError) as err:
         warnings.warn(f"the index's images cannot be shown: {err}", stacklevel=3)
         return None
-    part = dataset_part(dataset, source.part, source.protocol, source.seed)
+    part = dataset_part(dataset, source.part, source.protocol, source.seed, source.shuffle_official)
     return part.images, part.labels, dataset.class_names
 
 
