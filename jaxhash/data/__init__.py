@@ -308,7 +308,10 @@ def retrieval_split(dataset: Dataset, protocol: str = "1k", seed: int = 0, shuff
     if n_queries is None:
         if dataset.x_test.shape[0] == 0:
             raise ValueError(f"{dataset.name} has no official test split: use protocol '1k' or a query count")
-        order = np.random.default_rng(seed).permutation(len(dataset.y_train)) if shuffle_official else np.arange(len(dataset.y_train))
+        if not shuffle_official:
+            return RetrievalSplit("official", dataset.x_test, dataset.y_test, dataset.x_train, dataset.y_train,
+                                  dataset.paths_test, dataset.paths_train)
+        order = np.random.default_rng(seed).permutation(len(dataset.y_train))
         paths = None if dataset.paths_train is None else tuple(dataset.paths_train[i] for i in order)
         return RetrievalSplit("official", dataset.x_test, dataset.y_test, dataset.x_train[order], dataset.y_train[order],
                               dataset.paths_test, paths)
