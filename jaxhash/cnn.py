@@ -55,6 +55,7 @@ class CNNConfig(NamedTuple):
     crop_padding: int = 4  # random crops of the image padded by this many pixels (0: none)
     flip: bool = True  # random horizontal flips
     bf16: bool = True  # bf16 compute where the backend is an accelerator (never on the CPU)
+    min_images: int = 0  # on a small training set: smaller batches, and epochs until this many images are seen
 
 
 class CNNState(NamedTuple):
@@ -63,6 +64,31 @@ class CNNState(NamedTuple):
     params: Any
     batch_stats: Any
     opt_state: Any
+
+
+MIN_STEPS_PER_EPOCH = 50
+MIN_BATCH_SIZE = 32
+
+
+def fit_schedule_to_data(config: CNNConfig, n: int, *, batch_given: bool = False, epochs_given: bool = False) -> CNNConfig:
+    """``config`` with its schedule fitted to ``n`` training images.
+
+    A preset's epochs are sized for tens of thousands of images; on a folder of a few thousand the
+    same epochs are a few dozen optimisation steps and the network learns nothing. Measured on 40
+    classes of Tiny ImageNet (3,240 training photos, ``--preset cpu``): 4 epochs at batch 256 gave
+    validation accuracy .044; 55 epochs at batch 256 .225; 55 epochs at batch 64 .314. So, with
+    ``config.min_images`` > 0: unless ``batch_given``, the batch is halved (not below 32) until an
+    epoch has at least 50 steps; unless ``epochs_given``, the epochs are raised until training sees
+    ``min_images`` images. Large data sets keep the preset.
+    """
+    if config.min_images <= 0 or n <= 0:
+        return config
+    batch = config.batch_size
+    if not batch_given:
+        while batch // 2 >= MIN_BATCH_SIZE and n // batch < MIN_STEPS_PER_EPOCH:
+            batch //= 2
+    epochs = config.epochs if epochs_given else max(config.epochs, -(-config.min_images // n))
+    return config._replace(batch_size=batch, epochs=epochs)
 
 
 def compute_dtype(config: CNNConfig):

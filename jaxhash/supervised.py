@@ -48,11 +48,12 @@ PRESETS = {
     "tiny": cnn.CNNConfig(architecture="vgg", widths=(8, 16), depth=1, feature_dim=32, image_size=16, epochs=2, batch_size=32,
                           learning_rate=0.05),
     # About 8 minutes on two CPU cores for CIFAR-10's 45,000 training images (about 400 images/s; 6 epochs took 705 s).
+    # A smaller training set gets smaller batches and more epochs, up to min_images (cnn.fit_schedule_to_data).
     "cpu": cnn.CNNConfig(architecture="vgg", widths=(32, 64, 128), depth=1, feature_dim=128, image_size=32, epochs=4,
-                         batch_size=256, learning_rate=0.2),
+                         batch_size=256, learning_rate=0.2, min_images=160_000),
     # ResNet-18's stages: about 2 minutes on one H100 (64,000 images/s, bf16).
     "gpu": cnn.CNNConfig(architecture="resnet", widths=(64, 128, 256, 512), depth=2, feature_dim=512, image_size=32,
-                         epochs=100, batch_size=512, learning_rate=0.2),
+                         epochs=100, batch_size=512, learning_rate=0.2, min_images=2_000_000),
 }
 _OVERRIDES = ("architecture", "widths", "depth", "feature_dim", "image_size", "epochs", "batch_size", "learning_rate")
 # Networks trained in this process, by everything that determines them (see _train_network).
@@ -322,8 +323,8 @@ class _CNNBase(Hasher):
                                    "classifier", {})
 
     def _fit(self, x, y, rng):
-        config = self.config()
         x_train, y_train, validation = self._prepare(x, y)
+        config = self._schedule(self.config(), len(x_train))
         self.config_ = json.dumps(_config_json(config))
         self.history_ = []
         t0 = time.perf_counter()
@@ -333,6 +334,19 @@ class _CNNBase(Hasher):
         if validation is not None:
             logits = self._outputs(validation[0])["logits"]
             self.validation_accuracy_ = float(np.mean(np.argmax(logits, -1) == validation[1]))
+
+    def _schedule(self, config: cnn.CNNConfig, n: int) -> cnn.CNNConfig:
+        """The preset's schedule fitted to ``n`` training images (see :func:`cnn.fit_schedule_to_data`), with a note."""
+        fitted = cnn.fit_schedule_to_data(config, n, batch_given=self.batch_size is not None,
+                                          epochs_given=self.epochs is not None)
+        if fitted != config:
+            steps = (n // config.batch_size) * config.epochs
+            warnings.warn(f"{n} training images are few for preset {self.preset!r}: its {config.epochs} epochs at batch "
+                          f"{config.batch_size} would be only {steps} steps, so training takes {fitted.epochs} epochs at "
+                          f"batch {fitted.batch_size} ({(n // fitted.batch_size) * fitted.epochs} steps, the preset's "
+                          f"minimum of {config.min_images:,} images seen); --epochs and --batch-size (epochs=..., batch_size=...) "
+                          "choose others", stacklevel=4)
+        return fitted
 
     def _train(self, x_train, y_train, validation, config):
         raise NotImplementedError

@@ -52,6 +52,18 @@ def small_setup(rng):
     return x, y, model, config, mean, std
 
 
+def test_a_small_training_set_gets_smaller_batches_and_more_epochs():
+    preset = cnn.CNNConfig(epochs=4, batch_size=256, min_images=160_000)
+    assert cnn.fit_schedule_to_data(preset, 40_500) == preset  # CIFAR-10's training split: the preset as it is
+    small = cnn.fit_schedule_to_data(preset, 3_240)
+    assert small.batch_size == 64  # halved until an epoch has at least 50 steps
+    assert small.epochs == 50  # 50 * 3,240 >= 160,000 > 49 * 3,240
+    assert cnn.fit_schedule_to_data(preset, 3_240, batch_given=True) == preset._replace(epochs=50)
+    assert cnn.fit_schedule_to_data(preset, 3_240, epochs_given=True) == preset._replace(batch_size=64)
+    assert cnn.fit_schedule_to_data(preset, 100).batch_size == cnn.MIN_BATCH_SIZE
+    assert cnn.fit_schedule_to_data(preset._replace(min_images=0), 3_240) == preset._replace(min_images=0)
+
+
 def test_a_network_learns_and_resumes_exactly(rng, key, tmp_path):
     x, y, model, config, mean, std = small_setup(rng)
     loss = cnn.classification_loss(config.label_smoothing)

@@ -115,6 +115,16 @@ def test_presets_build(data):
         assert config.epochs > 0 and config.image_size > 0
 
 
+def test_a_preset_trains_a_small_folder_for_its_minimum_of_steps(data, monkeypatch):
+    x, y, _, _ = data
+    monkeypatch.setitem(supervised.PRESETS, "tiny", supervised.PRESETS["tiny"]._replace(min_images=1_000))
+    with pytest.warns(UserWarning, match=r"images are few for preset 'tiny'.* 10 epochs at batch 32"):
+        h = jaxhash.CNNSoftmaxHasher(n_bits=12, preset="tiny", image_size=12, progress=False).fit(x, y)
+    assert len(h.history_) == 10 and h._saved_config().epochs == 10  # 108 training images: 10 epochs to see 1,000
+    given = jaxhash.CNNSoftmaxHasher(n_bits=12, preset="tiny", image_size=12, epochs=3, progress=False).fit(x, y)
+    assert len(given.history_) == 3  # the user's --epochs is kept
+
+
 def test_the_bf16_path_of_accelerators_trains_under_strict_promotion(data, monkeypatch):
     """On a GPU or TPU training computes in bf16; here the CPU is made to take that path."""
     import jax.numpy as jnp
