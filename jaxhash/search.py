@@ -37,6 +37,9 @@ __all__ = [
     "PackedDatabase",
     "prepare_database",
     "knn_search",
+    "ShardedDatabase",
+    "shard_database",
+    "sharded_knn_search",
     "radius_search",
     "rerank_euclidean",
     "search_and_rerank",
@@ -312,35 +315,168 @@ def knn_search(query_codes, database_codes, k: int, *, n_bits: int | None = None
     check_same_width(queries.shape[1], n_words)
     n_q = queries.shape[0]
     k = min(k, database.n_valid)
-    dist_out = np.full((n_q, k), MISSING_DISTANCE, np.int32)
-    pos_out = np.full((n_q, k), -1, np.int32)
     if n_q == 0 or k == 0:
-        return dist_out, pos_out
+        return np.full((n_q, k), MISSING_DISTANCE, np.int32), np.full((n_q, k), -1, np.int32)
     block = block_size or _default_block(database, k)
     n_valid = jnp.int32(database.n_valid)
     selection = selection or _default_selection()
     if selection not in ("numpy", "topk"):
         raise ValueError(f"selection must be 'numpy' or 'topk', got {selection!r}")
     run = _knn_block_numpy if selection == "numpy" else _knn_block_topk
+    # top_k and the gathers run on one core each; two blocks in flight keep both cores busy.
+    return _in_blocks(queries, k, block, lambda chunk: run(chunk, database.planes, n_valid, k), _SEARCH_THREADS)
+
+
+def _in_blocks(queries: np.ndarray, k: int, block: int, search_block, threads: int = 1):
+    """``(distances, positions)`` ``(q, k)`` of ``search_block(chunk) -> (d, p)`` run over blocks of
+    ``block`` queries; the last block is padded to full size, so one compiled shape serves them all."""
+    n_q, n_words = queries.shape
+    dist_out = np.full((n_q, k), MISSING_DISTANCE, np.int32)
+    pos_out = np.full((n_q, k), -1, np.int32)
 
     def run_block(start):
         chunk = queries[start : start + block]
         rows = chunk.shape[0]
-        if rows < block and n_q > block:  # keep one compiled shape for the last block
+        if rows < block and n_q > block:
             chunk = np.concatenate([chunk, np.zeros((block - rows, n_words), np.uint32)])
-        d, p = run(chunk, database.planes, n_valid, k)
+        d, p = search_block(chunk)
         width = d.shape[1]
         dist_out[start : start + rows, :width] = d[:rows]
         pos_out[start : start + rows, :width] = p[:rows]
 
     starts = range(0, n_q, block)
-    if len(starts) == 1:
-        run_block(0)
+    if len(starts) == 1 or threads <= 1:
+        for start in starts:
+            run_block(start)
     else:
-        # top_k and the gathers run on one core each; two blocks in flight keep both cores busy.
-        with ThreadPoolExecutor(max_workers=_SEARCH_THREADS) as pool:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
             list(pool.map(run_block, starts))
     return dist_out, pos_out
+
+
+# -- search sharded over the devices of a mesh --------------------------------------------------
+
+class ShardedDatabase(NamedTuple):
+    """Database codes split into contiguous, nearly equal parts, one per device along ``axis`` of ``mesh``.
+
+    planes: ``(n_shards, n_words, group_size, n_groups)`` uint32, sharded over ``axis`` (each part laid
+      out as :class:`PackedDatabase`). n_valid, offsets: ``(n_shards,)`` int32 codes in each part and
+      the position of its first code, sharded alike. n_total: codes in all (python int).
+    """
+
+    planes: jax.Array
+    n_valid: jax.Array
+    offsets: jax.Array
+    n_total: int
+    mesh: jax.sharding.Mesh
+    axis: str
+
+
+def default_mesh(axis: str = "codes") -> jax.sharding.Mesh:
+    """A one-axis mesh over every device of every process (after ``jax.distributed.initialize``, all hosts)."""
+    return jax.sharding.Mesh(np.array(jax.devices()), (axis,))
+
+
+def check_mesh(mesh, axis: str) -> int:
+    """The number of devices along ``axis`` of ``mesh``; a clear error if it has no such axis."""
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if axis not in mesh.axis_names:
+        raise ValueError(f"the mesh has axes {mesh.axis_names}, not {axis!r}: pass axis= one of them, or build the mesh "
+                         f"with that name, e.g. jax.sharding.Mesh(jax.devices(), ({axis!r},))")
+    return int(mesh.shape[axis])
+
+
+def shard_database(codes, mesh: jax.sharding.Mesh | None = None, axis: str = "codes", group_size: int | None = None) -> ShardedDatabase:
+    """Split ``(n, n_words)`` uint32 codes over the devices along ``axis`` of ``mesh`` (default: all devices).
+
+    Other mesh axes hold copies. Every process passes the same codes; each places only the parts of
+    its own devices, so this works unchanged on several hosts.
+    """
+    codes = check_codes(codes, name="database codes")
+    mesh = default_mesh(axis) if mesh is None else mesh
+    n_shards = check_mesh(mesh, axis)
+    n, n_words = codes.shape
+    if n < n_shards:
+        raise ValueError(f"{n} codes cannot be split over the {n_shards} devices of mesh axis {axis!r}: every device needs "
+                         "at least one code; use a mesh with fewer devices, or search on one device (knn_search)")
+    bounds = np.arange(n_shards + 1) * n // n_shards
+    largest = int(np.diff(bounds).max())
+    group_size = group_size or _default_group_size(largest, n_words)
+    n_groups = _n_groups(largest, group_size)
+    if n_groups > _max_groups(n_words):
+        raise ValueError(f"group_size={group_size} makes {n_groups} groups; use at least {_default_group_size(largest, n_words)}")
+
+    def part(s: int) -> np.ndarray:
+        local = codes[bounds[s] : bounds[s + 1]]
+        padded = np.empty((n_groups * group_size, n_words), np.uint32)
+        padded[: len(local)] = local
+        padded[len(local) :] = local[-1]
+        return padded.reshape(n_groups, group_size, n_words).transpose(2, 1, 0)
+
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+
+    def placed(shape, fill):
+        return jax.make_array_from_callback(shape, sharding, lambda index: fill(range(n_shards)[index[0]]))
+
+    planes = placed((n_shards, n_words, group_size, n_groups), lambda shards: np.stack([part(s) for s in shards]))
+    n_valid = placed((n_shards,), lambda shards: np.diff(bounds).astype(np.int32)[list(shards)])
+    offsets = placed((n_shards,), lambda shards: bounds[:-1].astype(np.int32)[list(shards)])
+    return ShardedDatabase(planes, n_valid, offsets, n, mesh, axis)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "mesh", "axis"))
+def _sharded_block(queries, planes, n_valid, offsets, *, k, mesh, axis):
+    """Each device: exact top-k of its part; then all parts' lists gathered and merged on every device.
+
+    A part's list is ordered by (distance, position) and parts are gathered in position order, so
+    ``top_k``'s lower-index rule among equal distances keeps the global (distance, position) order.
+    """
+    spec = jax.sharding.PartitionSpec(axis)
+
+    def local(q, planes, n_valid, offsets):
+        planes, n_valid, offset = planes[0], n_valid[0], offsets[0]
+        dist, pos = _select_topk(q, planes, n_valid, _group_keys(q.T, planes, n_valid), k)
+        pos = jnp.where(pos >= 0, pos + offset, -1)
+        dist = jax.lax.all_gather(dist, axis, axis=1, tiled=True)
+        pos = jax.lax.all_gather(pos, axis, axis=1, tiled=True)
+        best = _smallest(dist, min(k, dist.shape[1]))
+        return jnp.take_along_axis(dist, best, axis=1), jnp.take_along_axis(pos, best, axis=1)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(jax.sharding.PartitionSpec(), spec, spec, spec),
+                         out_specs=jax.sharding.PartitionSpec(), check_vma=False)(queries, planes, n_valid, offsets)
+
+
+def _local_copy(array) -> np.ndarray:
+    """A replicated result as NumPy (on several hosts, this process's copy)."""
+    return np.asarray(array.addressable_shards[0].data)
+
+
+def sharded_knn_search(query_codes, database: ShardedDatabase, k: int, *, n_bits: int | None = None,
+                       block_size: int | None = None):
+    """:func:`knn_search` over a :class:`ShardedDatabase`: each device searches its part, the
+    per-device top-k lists are merged exactly. Same results as :func:`knn_search` on one device,
+    ties included. Returns ``(distances, positions)``, two ``(q, min(k, n))`` int32 NumPy arrays."""
+    if not isinstance(database, ShardedDatabase):
+        raise TypeError(f"database must be a ShardedDatabase from shard_database(codes, mesh), got {type(database).__name__}")
+    k = check_k(k)
+    _, n_words, group_size, n_groups = database.planes.shape
+    queries = check_codes(query_codes, n_bits=n_bits, name="query codes")
+    check_same_width(queries.shape[1], n_words)
+    n_q = queries.shape[0]
+    k = min(k, database.n_total)
+    if n_q == 0:
+        return np.full((n_q, k), MISSING_DISTANCE, np.int32), np.full((n_q, k), -1, np.int32)
+    part = PackedDatabase(jax.ShapeDtypeStruct((n_words, group_size, n_groups), jnp.uint32), 0)  # its shape sizes blocks
+    replicated = jax.sharding.NamedSharding(database.mesh, jax.sharding.PartitionSpec())
+
+    def search_block(chunk):
+        chunk = jax.make_array_from_callback(chunk.shape, replicated, lambda index: chunk[index])
+        d, p = _sharded_block(chunk, database.planes, database.n_valid, database.offsets, k=k, mesh=database.mesh,
+                              axis=database.axis)
+        return _local_copy(d), _local_copy(p)
+
+    return _in_blocks(queries, k, block_size or _default_block(part, k), search_block)
 
 
 def radius_search(query_codes, database_codes, radius: int, *, block_size: int = 64):

@@ -136,3 +136,62 @@ def test_two_stage_search_returns_true_euclidean_neighbours_within_shortlist(rng
     exact = np.argsort(((feats[:4, None] - feats[None]) ** 2).sum(-1), axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(p, exact)  # a short-list of everything = exact Euclidean search
     assert (p[:, 0] == np.arange(4)).all() and np.allclose(d[:, 0], 0)
+
+
+SHARDED_PROGRAM = """
+import sys
+import jax
+import numpy as np
+import pytest
+from conftest import oracle_knn, random_codes
+from jaxhash import HashIndex
+from jaxhash.search import shard_database, sharded_knn_search
+
+devices = jax.devices()
+assert len(devices) == int(sys.argv[1]), devices
+rng = np.random.default_rng(0)
+for n, n_bits, k, distinct in [(1003, 64, 10, None), (1003, 64, 10, 7), (20011, 128, 33, 300), (6, 32, 20, None)]:
+    db, db_bits = random_codes(rng, n, n_bits, distinct)
+    q, q_bits = random_codes(rng, 37, n_bits)
+    q[:5], q_bits[:5] = db[:5], db_bits[:5]
+    want_d, want_p = oracle_knn(q_bits, db_bits, min(k, n))
+    dist, pos = sharded_knn_search(q, shard_database(db), k, block_size=16)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(pos, want_p)
+
+index = HashIndex(64)
+db, _ = random_codes(rng, 5001, 64, 50)
+index.add_with_ids(db, np.arange(5001) * 3)
+flat = index.search(db[:20], 15)
+index.shard()
+for a, b in zip(index.search(db[:20], 15), flat):
+    np.testing.assert_array_equal(a, b)
+index.add(db[:7])  # still sharded, over the new contents
+assert index.search(db[:1], 20)[1][0].tolist().count(0) == 1 and len(index.search(db[:1], 20)[1][0]) == 20
+
+with pytest.raises(ValueError, match="not 'rows'"):
+    shard_database(db, axis="rows", mesh=jax.sharding.Mesh(np.array(devices), ("codes",)))
+if len(devices) == 4:
+    grid = jax.sharding.Mesh(np.array(devices).reshape(2, 2), ("replica", "codes"))  # parts over one axis, copies over the other
+    on_grid = HashIndex(64)
+    on_grid.add_with_ids(db, np.arange(5001) * 3)
+    for a, b in zip(on_grid.shard(grid).search(db[:20], 15), flat):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="3 codes cannot be split over the 4 devices"):
+        shard_database(db[:3])
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_sharded_search_equals_one_device_search(devices):
+    """Forced CPU devices: the device count is fixed when JAX starts, so each count runs in its own process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    result = subprocess.run([sys.executable, "-c", SHARDED_PROGRAM, str(devices)], capture_output=True, text=True, env=env,
+                            cwd=Path(__file__).parent)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
