@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "codes": ["pack_bits", "unpack_bits", "binarize", "hamming_distance", "pairwise_hamming"],
-    "search": ["knn_search", "radius_search", "rerank_euclidean", "search_and_rerank"],
-    "index": ["HashIndex", "write_index", "read_index"],
+    "search": ["knn_search", "radius_search", "rerank_euclidean", "search_and_rerank", "shard_database", "sharded_knn_search"],
+    "index": ["HashIndex", "PartitionedIndex", "MultiIndexHashIndex", "write_index", "read_index"],
     "metrics": ["mean_average_precision", "precision_at_k", "precision_within_radius", "precision_recall_curve"],
     "hashers": ["Hasher", "make_hasher", "load_hasher", "available_methods"],
     "baselines": ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH"],
@@ -24,7 +24,7 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _SUBMODULES = {"atomic", "baselines", "checkpoint", "checks", "cli", "codes", "data", "dbn", "hamming_net", "hashers", "images",
-               "index", "metrics", "plots", "progress", "rbm", "search", "semantic", "train", "nets", "cnn", "supervised"}
+               "index", "metrics", "plots", "progress", "rbm", "search", "semantic", "train", "nets", "cnn", "supervised", "mih"}
 
 __all__ = [name for names in _EXPORTS.values() for name in names]
 

@@ -3,15 +3,16 @@
 ``HashIndex`` keeps codes in memory as a ``(ntotal, n_words)`` uint32 array with an int64 id per
 code, and answers exact Hamming queries with :mod:`jaxhash.search`.
 
-File format (version 2, all integers little-endian)::
+File format (version 2, all integers little-endian; version 3 for a multi-index)::
 
     magic      8 bytes   b"JAXHASH\\0"
-    version    uint32    2
+    version    uint32    2, or 3 with "substrings"
     header_len uint32    length of the JSON header in bytes
     header     JSON      {"format": "jaxhash-index", "n_bits", "n_words", "ntotal", "metadata",
                           "source": where the images are (see jaxhash.data.source) or null,
                           "model": {"method", "n_bits", "fingerprint", "path"} or null,
-                          "partitioned": bool, "feature_dim": int or null}
+                          "partitioned": bool, "feature_dim": int or null,
+                          "substrings": int (MultiIndexHashIndex only; its tables are rebuilt on reading)}
     codes      ntotal * n_words uint32
     ids        ntotal int64
     partitions ntotal int32                 (PartitionedIndex only)
@@ -38,12 +39,15 @@ import numpy as np
 from .atomic import atomic_write
 from .checks import MAX_BITS, check_codes, check_features, check_ids, check_k, check_n_bits, check_positive_int, n_words_for
 from .data.source import ImageSource, source_from_json, source_from_legacy_metadata, source_to_json
-from .search import MISSING_DISTANCE, PackedDatabase, knn_search, prepare_database, radius_search, rerank_euclidean
+from .mih import MultiIndexTables, build_tables, mih_knn_search, mih_radius_search, substring_bounds
+from .search import (MISSING_DISTANCE, PackedDatabase, ShardedDatabase, check_mesh, default_mesh, knn_search, prepare_database,
+                     radius_search, rerank_euclidean, shard_database, sharded_knn_search)
 
-__all__ = ["HashIndex", "PartitionedIndex", "ModelRef", "ModelMismatchError", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
+__all__ = ["HashIndex", "PartitionedIndex", "MultiIndexHashIndex", "ModelRef", "ModelMismatchError", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
 
 MAGIC = b"JAXHASH\0"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest this version reads; flat and partitioned indexes are still written as 2
+_MULTI_INDEX_VERSION = 3
 _PREFIX = struct.Struct("<8sII")
 _CHECKSUM_BYTES = 32
 
@@ -102,7 +106,8 @@ class HashIndex:
         self._codes = np.zeros((0, self.n_words), np.uint32)
         self._ids = np.zeros(0, np.int64)
         self._features = None if self.feature_dim is None else np.zeros((0, self.feature_dim), np.float32)
-        self._prepared: PackedDatabase | None = None
+        self._prepared: PackedDatabase | ShardedDatabase | None = None
+        self._mesh = None  # (mesh, axis) once sharded
 
     # -- contents ---------------------------------------------------------------------------
     @property
@@ -223,6 +228,20 @@ class HashIndex:
         self.remove_ids(self._ids)
 
     # -- queries ----------------------------------------------------------------------------
+    def shard(self, mesh=None, axis: str = "codes") -> "HashIndex":
+        """Search from now on with the codes split over the devices along ``axis`` of ``mesh``
+        (default: every device; on several hosts, after ``jax.distributed.initialize``, every host's).
+
+        Each device searches its part and the per-device lists are merged exactly: results equal a
+        search on one device, ties included. Returns ``self``. The split is a run-time choice and is
+        not saved with the index; ``add`` and ``remove_ids`` keep it.
+        """
+        mesh = default_mesh(axis) if mesh is None else mesh
+        check_mesh(mesh, axis)
+        self._mesh = (mesh, axis)
+        self._prepared = shard_database(self._codes, mesh, axis) if self.ntotal else None
+        return self
+
     def _warn_if_empty(self) -> bool:
         if self.ntotal == 0:
             warnings.warn("searching an empty HashIndex: add codes with index.add(...) first", stacklevel=3)
@@ -251,6 +270,10 @@ class HashIndex:
         """Hamming (distances, positions) of the ``k`` nearest codes (see :meth:`search`)."""
         if options:
             raise TypeError(f"a flat HashIndex takes no {', '.join(options)}: partitions belong to a PartitionedIndex")
+        if self._mesh is not None:
+            if self._prepared is None:
+                self._prepared = shard_database(self._codes, *self._mesh)
+            return sharded_knn_search(queries, self._prepared, k)
         if self._prepared is None:
             self._prepared = prepare_database(self._codes)
         return knn_search(queries, self._prepared, k)
@@ -374,6 +397,10 @@ class PartitionedIndex(HashIndex):
         self._partitions = self._partitions[keep]
         super()._keep(keep)
 
+    def shard(self, mesh=None, axis: str = "codes"):
+        raise TypeError("a PartitionedIndex searches a few small partitions per query, on one device; shard a flat "
+                        "HashIndex (jaxhash index without --partitioned) to split its codes over devices")
+
     def _partition(self, p: int):
         if p not in self._parts:
             positions = np.flatnonzero(self._partitions == p)
@@ -420,6 +447,64 @@ class PartitionedIndex(HashIndex):
         return dist, pos
 
 
+class MultiIndexHashIndex(HashIndex):
+    """A :class:`HashIndex` searched through multi-index hashing (Norouzi, Punjani & Fleet): the
+    codes are cut into ``substrings`` parts with one table each, and a query looks only at codes
+    that agree with it on some part (see :mod:`jaxhash.mih`). Results equal the flat index's
+    exactly, ties and their order included; on clustered codes of real images it reads a small
+    share of the database. ``substrings=None`` picks about ``n_bits / log2(ntotal)`` when the
+    tables are built (at the first search after a change); the tables cost 8 bytes per code and
+    substring, and are rebuilt from the codes when the index is read.
+    """
+
+    def __init__(self, n_bits: int, metadata: dict | None = None, source: ImageSource | None = None,
+                 model: ModelRef | None = None, feature_dim: int | None = None, substrings: int | None = None):
+        super().__init__(n_bits, metadata, source, model, feature_dim)
+        if substrings is not None:
+            substring_bounds(self.n_bits, substrings)  # refuses an impossible split now, saying how to choose
+        self.substrings = substrings
+        self._tables: MultiIndexTables | None = None
+
+    def _invalidate(self) -> None:
+        super()._invalidate()
+        self._tables = None
+
+    def tables(self) -> MultiIndexTables:
+        """The multi-index over the current codes (built on first use)."""
+        if self._tables is None:
+            self._tables = build_tables(self._codes, self.n_bits, self.substrings)
+        return self._tables
+
+    def shard(self, mesh=None, axis: str = "codes"):
+        raise TypeError("a MultiIndexHashIndex searches its tables on the host; shard a flat HashIndex instead")
+
+    def _shortlist(self, queries: np.ndarray, k: int, **options):
+        if options:
+            raise TypeError(f"a MultiIndexHashIndex takes no {', '.join(options)}")
+
+        def scan(far_queries, k):  # queries with no close neighbours: the flat index's scan
+            if self._prepared is None:
+                self._prepared = prepare_database(self._codes)
+            return knn_search(far_queries, self._prepared, k)
+
+        return mih_knn_search(queries, self.tables(), k, scan=scan)
+
+    def range_search(self, query_codes, radius: int):
+        """As :meth:`HashIndex.range_search`, through the tables."""
+        queries = self._check(query_codes, "query codes")
+        if self._warn_if_empty():
+            return np.zeros(queries.shape[0] + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
+        lims, dist, pos = mih_radius_search(queries, self.tables(), radius)
+        return lims, dist, self._ids[pos]
+
+    @classmethod
+    def from_faiss(cls, faiss_index):
+        flat = HashIndex.from_faiss(faiss_index)
+        index = cls(flat.n_bits)
+        index._append(flat._codes, flat._ids)
+        return index
+
+
 def codes_to_bytes(codes, n_bits: int) -> np.ndarray:
     """Packed uint32 codes -> ``(n, ceil(n_bits / 8))`` uint8, FAISS's binary layout."""
     codes = check_codes(codes, n_bits=n_bits)
@@ -457,8 +542,10 @@ def write_index(index: HashIndex, path) -> Path:
             "model": None if index.model is None else index.model._asdict(),
             "partitioned": isinstance(index, PartitionedIndex),
             "feature_dim": index.feature_dim,
+            **({"substrings": index.substrings} if isinstance(index, MultiIndexHashIndex) else {}),
         }
     ).encode()
+    version = _MULTI_INDEX_VERSION if isinstance(index, MultiIndexHashIndex) else 2
     parts = [np.ascontiguousarray(index.codes, "<u4"), np.ascontiguousarray(index.ids, "<i8")]
     if isinstance(index, PartitionedIndex):
         parts.append(np.ascontiguousarray(index.partitions, "<i4"))
@@ -467,7 +554,7 @@ def write_index(index: HashIndex, path) -> Path:
 
     def chunks():
         digest = hashlib.sha256()
-        for chunk in (_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header, *(a.tobytes() for a in parts)):
+        for chunk in (_PREFIX.pack(MAGIC, version, len(header)), header, *(a.tobytes() for a in parts)):
             digest.update(chunk)
             yield chunk
         yield digest.digest()
@@ -510,7 +597,8 @@ def _strict_int(value, name: str, low: int, high: int | None = None) -> int:
 
 
 def _parse_header(raw: bytes, version: int):
-    """Validated ``(n_bits, n_words, ntotal, metadata, source, model)`` of a header; ValueError if malformed."""
+    """Validated ``(n_bits, n_words, ntotal, metadata, source, model, partitioned, feature_dim, (multi_index,
+    substrings))`` of a header; ValueError if malformed."""
     try:
         header = json.loads(raw)
     except (ValueError, RecursionError):
@@ -541,7 +629,14 @@ def _parse_header(raw: bytes, version: int):
         raise ValueError(f"partitioned must be true or false, got {partitioned!r}")
     if feature_dim is not None:
         feature_dim = _strict_int(feature_dim, "feature_dim", 1, 1 << 20)
-    return n_bits, n_words, ntotal, metadata, source, model, partitioned, feature_dim
+    multi_index = "substrings" in header
+    if multi_index != (version >= _MULTI_INDEX_VERSION) or (multi_index and partitioned):
+        raise ValueError("substrings belong to a multi-index, written as format 3 without partitions")
+    substrings = header.get("substrings")
+    if substrings is not None:
+        substrings = _strict_int(substrings, "substrings", 1, n_bits)
+        substring_bounds(n_bits, substrings)
+    return n_bits, n_words, ntotal, metadata, source, model, partitioned, feature_dim, (multi_index, substrings)
 
 
 def read_index(path) -> HashIndex:
@@ -572,7 +667,7 @@ def read_index(path) -> HashIndex:
         raw = f.read(header_len)
         digest.update(raw)
         try:
-            n_bits, n_words, ntotal, metadata, source, model, partitioned, feature_dim = _parse_header(raw, version)
+            n_bits, n_words, ntotal, metadata, source, model, partitioned, feature_dim, multi = _parse_header(raw, version)
         except ValueError as err:
             if not _checksum_of_rest(f, digest, size):
                 raise IndexFormatError(damaged + " (checksum mismatch)") from None
@@ -600,8 +695,12 @@ def read_index(path) -> HashIndex:
         raise IndexFormatError(f"{path} has negative partitions; rebuild it with  jaxhash index")
     if features is not None and not np.all(np.isfinite(features)):
         raise IndexFormatError(f"{path} has features that are not finite; rebuild it with  jaxhash index")
-    cls = PartitionedIndex if partitioned else HashIndex
-    index = cls(n_bits, metadata=metadata, source=source, model=model, feature_dim=feature_dim)
+    if multi[0]:
+        index = MultiIndexHashIndex(n_bits, metadata=metadata, source=source, model=model, feature_dim=feature_dim,
+                                    substrings=multi[1])
+    else:
+        cls = PartitionedIndex if partitioned else HashIndex
+        index = cls(n_bits, metadata=metadata, source=source, model=model, feature_dim=feature_dim)
     index._append(codes, ids, None if features is None else features.astype(np.float32, copy=False))
     if partitions is not None:
         index._partitions = partitions.astype(np.int32, copy=False)

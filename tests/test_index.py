@@ -243,3 +243,32 @@ def test_two_stage_search_reranks_the_shortlist(rng):
     np.testing.assert_array_equal(ids, exact)
     with pytest.raises(ValueError, match="keeps no features"):
         HashIndex(16).search_rerank(codes[:1], feats[:1], 3)
+
+
+def test_multi_index_answers_as_the_flat_index_and_round_trips(filled, tmp_path, rng, monkeypatch):
+    from jaxhash import MultiIndexHashIndex
+    from jaxhash import index as index_module
+
+    flat, codes, _ = filled
+    multi = MultiIndexHashIndex(64, substrings=4, metadata={"note": "mih"})
+    multi.add(codes)
+    queries = np.concatenate([codes[:5], random_codes(rng, 10, 64)[0]])
+    for got, want in zip(multi.search(queries, 12), flat.search(queries, 12)):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(multi.range_search(queries, 20), flat.range_search(queries, 20)):
+        np.testing.assert_array_equal(got, want)
+    multi.remove_ids(np.arange(0, 300, 3))  # the tables follow the contents
+    flat.remove_ids(np.arange(0, 300, 3))
+    np.testing.assert_array_equal(multi.search(queries, 7)[1], flat.search(queries, 7)[1])
+    again = read_index(write_index(multi, tmp_path / "m.jhx"))
+    assert isinstance(again, MultiIndexHashIndex) and again.substrings == 4 and again.metadata == {"note": "mih"}
+    np.testing.assert_array_equal(again.search(queries, 7)[1], flat.search(queries, 7)[1])
+    assert type(read_index(write_index(flat, tmp_path / "f.jhx"))) is HashIndex
+    monkeypatch.setattr(index_module, "FORMAT_VERSION", 2)  # the jaxhash before multi-indexes
+    with pytest.raises(IndexFormatError, match="uses index format 3; this jaxhash reads up to 2: upgrade jaxhash"):
+        read_index(tmp_path / "m.jhx")
+    read_index(tmp_path / "f.jhx")  # flat indexes are still version 2
+    with pytest.raises(ValueError, match="use at most 64"):
+        MultiIndexHashIndex(64, substrings=65)
+    with pytest.raises(TypeError, match="shard a flat HashIndex"):
+        multi.shard()
