@@ -18,16 +18,50 @@ from .hashers import Hasher, register
 __all__ = ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH"]
 
 
-def _pca(x: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean ``(dim,)`` and the top principal directions ``(dim, n_components)``, largest first."""
-    if n_components > x.shape[1]:
-        raise ValueError(f"cannot take {n_components} principal components of {x.shape[1]}-dim features: use n_bits <= {x.shape[1]}")
+# Up to this many dimensions the principal directions come from the covariance matrix, as in the
+# published tables; wider features (photos: 64x64x3 = 12,288) use the Gram matrix when there are
+# fewer samples than dimensions, else a randomised decomposition.
+_COVARIANCE_MAX_DIM = 4096
+
+
+def _pca(x: np.ndarray, n_components: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(dim,)`` and the top principal directions ``(dim, n_components)``, largest first.
+
+    Cost grows with the data, not with the square of the dimension: for ``dim`` > 4096, the
+    ``(n, n)`` Gram matrix when ``n <= dim`` (exact: the same directions up to sign), else a
+    randomised SVD (Halko, Martinsson & Tropp 2011; four power iterations) in float32.
+    """
+    n, dim = x.shape
+    if n_components > dim:
+        raise ValueError(f"cannot take {n_components} principal components of {dim}-dim features: use n_bits <= {dim}")
     mean = x.mean(axis=0)
     centred = x - mean
-    cov = (centred.T @ centred).astype(np.float64) / max(1, x.shape[0] - 1)
-    values, vectors = np.linalg.eigh(cov)
-    order = np.argsort(values)[::-1][:n_components]
-    return mean.astype(np.float32), vectors[:, order].astype(np.float32)
+    if dim <= _COVARIANCE_MAX_DIM:
+        values, vectors = np.linalg.eigh((centred.T @ centred).astype(np.float64) / max(1, n - 1))
+        order = np.argsort(values)[::-1][:n_components]
+        return mean.astype(np.float32), vectors[:, order].astype(np.float32)
+    mean = mean.astype(np.float32)
+    centred = centred.astype(np.float32, copy=False)
+    if n <= dim:
+        values, vectors = np.linalg.eigh((centred @ centred.T).astype(np.float64))
+        order = np.argsort(values)[::-1][:n_components]
+        if values[order[-1]] <= values[order[0]] * 1e-12:
+            raise ValueError(f"{n} samples span fewer than {n_components} directions: use n_bits below {n} or more samples")
+        directions = centred.T @ (vectors[:, order] / np.sqrt(values[order])).astype(np.float32)
+    else:
+        directions = _randomised_range(centred, n_components, np.random.default_rng(seed))
+    return mean, directions.astype(np.float32)
+
+
+def _randomised_range(centred: np.ndarray, n_components: int, rng, oversample: int = 10, power_iterations: int = 4):
+    """Top right singular vectors ``(dim, n_components)`` of ``centred`` by a randomised range finder."""
+    width = min(n_components + oversample, min(centred.shape))
+    basis, _ = np.linalg.qr(centred @ rng.standard_normal((centred.shape[1], width)).astype(np.float32))
+    for _ in range(power_iterations):
+        basis, _ = np.linalg.qr(centred.T @ basis)
+        basis, _ = np.linalg.qr(centred @ basis)
+    _, _, right = np.linalg.svd(basis.T @ centred, full_matrices=False)
+    return right[:n_components].T
 
 
 @register("lsh")

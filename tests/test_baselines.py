@@ -116,3 +116,27 @@ def test_itq_beats_lsh_on_digits():
         h = make_hasher(method, n_bits=32, seed=0).fit(xd)
         scores[method] = mean_average_precision(h.encode(xq), split.query_y, h.encode(xd), split.db_y)
     assert scores["itq"] > scores["lsh"] + 0.05, scores
+
+
+def test_wide_features_take_the_gram_matrix_or_a_randomised_decomposition(rng, monkeypatch):
+    """Photos have more values than samples (64x64x3 = 12,288): PCA must not build a dim x dim covariance."""
+    from jaxhash import baselines
+
+    factors = rng.standard_normal((600, 12)) * np.linspace(4, 1, 12)
+    x = (factors @ rng.standard_normal((12, 300)) + 0.1 * rng.standard_normal((600, 300))).astype(np.float32)
+    _, exact = baselines._pca(x, 8)  # the covariance route (300 <= 4096 dimensions)
+    codes = PCAH(n_bits=8).fit(x[:200]).encode(x)
+    monkeypatch.setattr(baselines, "_COVARIANCE_MAX_DIM", 100)
+    _, gram = baselines._pca(x[:200], 8)  # 200 samples < 300 dimensions
+    monkeypatch.undo()
+    _, covariance_200 = baselines._pca(x[:200], 8)
+    cosines = np.abs(np.sum(gram * covariance_200, axis=0)) / np.linalg.norm(gram, axis=0)
+    np.testing.assert_allclose(cosines, 1, atol=1e-4)  # the same directions up to sign
+    monkeypatch.setattr(baselines, "_COVARIANCE_MAX_DIM", 100)
+    flips = PCAH(n_bits=8).fit(x[:200]).encode(x) ^ codes  # codes equal up to a flip of whole bits
+    assert np.all(flips == flips[0])
+    _, randomised = baselines._pca(x, 8)  # 600 samples > 300 dimensions
+    overlap = np.linalg.svd(exact.T @ randomised, compute_uv=False)  # cosines of the principal angles
+    np.testing.assert_allclose(overlap, 1, atol=1e-3)
+    with pytest.raises(ValueError, match="span fewer than 8 directions"):
+        baselines._pca(np.repeat(x[:3], 4, axis=0), 8)
