@@ -224,14 +224,23 @@ def cmd_index(args) -> int:
     import numpy as np  # noqa: PLC0415
 
     from .data import DatasetSource, FolderSource, dataset_part, load_image_folder  # noqa: PLC0415
-    from .index import HashIndex, ModelRef, PartitionedIndex, write_index  # noqa: PLC0415
+    from .index import HashIndex, ModelRef, MultiIndexHashIndex, PartitionedIndex, write_index  # noqa: PLC0415
 
+    if args.partitioned:
+        if args.type not in (None, "partitioned"):
+            raise ValueError(f"--partitioned and --type {args.type} disagree: give one of them")
+        args.type = "partitioned"
+    args.type = args.type or "flat"
+    if args.substrings is not None and args.type != "mih":
+        raise ValueError("--substrings sets up a multi-index: add --type mih")
     if (args.data is None) == (args.folder is None):
         raise ValueError("give exactly one of --data (a data set) or --folder (a folder or .tar.gz of images)")
     if args.folder and (args.protocol is not None or args.image_size is not None):
         raise ValueError("--protocol and --image-size apply to --data; a --folder is indexed whole, at the model's input size")
     hasher = _load_image_model(args.model)
-    if args.partitioned and not hasattr(hasher, "predict_proba"):
+    if args.substrings is not None:
+        MultiIndexHashIndex(hasher.n_bits, substrings=args.substrings)  # an impossible split is refused before encoding
+    if args.type == "partitioned" and not hasattr(hasher, "predict_proba"):
         raise ValueError(f"a partitioned index files images under the class the model predicts, and {hasher.method} "
                          "predicts no classes: use cnn-softmax or cnn-hash, or drop --partitioned")
     shape = hasher.input_shape_
@@ -255,14 +264,19 @@ def cmd_index(args) -> int:
     features = encoded.get("features")  # kept for two-stage search (--rerank) when the model has them
     options = {"source": source, "model": ModelRef.of(hasher, args.model),
                "feature_dim": None if features is None else features.shape[1]}
-    if args.partitioned:
+    if args.type == "partitioned":
         index = PartitionedIndex(hasher.n_bits, **options)
         index.add(encoded["codes"], features=features, partitions=np.argmax(encoded["probabilities"], axis=1))
+        kind = f"partitioned by predicted class ({len(np.unique(index.partitions))} partitions)"
+    elif args.type == "mih":
+        index = MultiIndexHashIndex(hasher.n_bits, substrings=args.substrings, **options)
+        index.add(encoded["codes"], features=features)
+        kind = f"multi-index, {len(index.tables().bounds) - 1} substrings"
     else:
         index = HashIndex(hasher.n_bits, **options)
         index.add(encoded["codes"], features=features)
+        kind = "flat"
     write_index(index, args.out)
-    kind = f"partitioned by predicted class ({len(np.unique(index.partitions))} partitions)" if args.partitioned else "flat"
     extra = f", with {features.shape[1]}-dim features for --rerank" if features is not None else ""
     print(f"indexed {index.ntotal} images as {hasher.n_bits}-bit codes into {args.out} ({kind}{extra})")
     return 0
@@ -311,6 +325,8 @@ def cmd_search(args) -> int:
         raise ValueError("--top-classes needs a partitioned index: build it with  jaxhash index --partitioned")
     if args.rerank is not None and index.features is None:
         raise ValueError("this index keeps no features to re-rank by: build it with a cnn-hash or cnn-softmax model")
+    if args.shard:
+        index.shard()  # a partitioned or multi-index index says why it cannot be
     queries, names = _read_queries(args.queries, hasher.input_shape_)
     encoded = hasher.encode_details(np.stack(queries))
     options = {}
@@ -432,9 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
                    protocol_help="with --data: index the database part of this retrieval protocol (default: the data set's "
                                  "training images)")
     p.add_argument("--out", required=True, metavar="FILE", help="index file to write (.jhx; replaced atomically)")
-    p.add_argument("--partitioned", action="store_true",
-                   help="file every image under the class the model predicts (cnn-softmax, cnn-hash); a search then "
-                        "scans only the query's top classes")
+    p.add_argument("--type", choices=("flat", "partitioned", "mih"), default=None,
+                   help="flat (default): an exact scan; partitioned: every image filed under the class the model "
+                        "predicts (cnn-softmax, cnn-hash), a search scans only the query's top classes; mih: multi-index "
+                        "hashing (Norouzi, Punjani & Fleet), exact and sublinear on large collections")
+    p.add_argument("--partitioned", action="store_true", help="the same as --type partitioned")
+    p.add_argument("--substrings", type=_positive, default=None, metavar="M",
+                   help="--type mih: cut the codes into M substrings, one table each (default about bits / log2(images))")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="query images -> ranked ids, classes, paths and distances",
@@ -452,12 +472,47 @@ def build_parser() -> argparse.ArgumentParser:
                         "distance of the CNN features (indexes built with cnn-hash or cnn-softmax)")
     p.add_argument("--top-classes", type=_positive, default=None, metavar="C",
                    help="partitioned index: search the partitions of the query's C most probable classes (default 1)")
+    p.add_argument("--shard", action="store_true",
+                   help="flat index: split the codes over every device (e.g. all GPUs of the machine), search each part "
+                        "there and merge the lists exactly")
     p.set_defaults(func=cmd_search)
     return parser
 
 
+def use_compilation_cache() -> Path | None:
+    """Turn on XLA's persistent compilation cache, so that a command's compiled searches and models
+    load from disk the next time (``jaxhash search`` of one image against 1M codes: seconds cold,
+    well under a second warm).
+
+    The folder is ``$JAXHASH_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxhash/xla`` (``~/.cache/...``);
+    ``JAXHASH_CACHE_DIR=off`` turns it off, and a ``JAX_COMPILATION_CACHE_DIR`` set by the user
+    wins. A damaged entry is recompiled with a warning (JAX's own rule), never fatal. Returns the
+    folder, or None when off or not writable.
+    """
+    chosen = os.environ.get("JAXHASH_CACHE_DIR")
+    if chosen is not None and chosen.strip().lower() in ("", "0", "off", "no", "none"):
+        return None
+    folder = Path(chosen) if chosen else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxhash" / "xla"
+    folder = Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: run without the cache
+    settings = {"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": "0"}
+    for name, value in settings.items():
+        os.environ.setdefault(name.upper(), value)
+    if "jax" in sys.modules:  # already imported (jaxhash.cli.main called from Python): set it directly
+        import jax  # noqa: PLC0415
+
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    return folder
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    use_compilation_cache()
     # jaxhash's notes (skipped files, converted images) as one line each, without a source line.
     formatwarning = warnings.formatwarning
     package = str(Path(__file__).resolve().parent)

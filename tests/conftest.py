@@ -9,6 +9,7 @@ import pytest
 # Silent upcasts (uint32 -> int64, int32 -> float) are bugs in a bit-twiddling library.
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 os.environ.setdefault("JAXHASH_PROGRESS", "0")
+os.environ.setdefault("JAXHASH_CACHE_DIR", "off")  # tests that want the compilation cache name their own folder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

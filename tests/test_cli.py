@@ -239,3 +239,66 @@ def test_a_cnn_hasher_on_a_folder_of_own_classes(tmp_path, rng, capsys):
     assert main(["fit", "--data", str(folder / "red"), "--method", "cnn-hash", *tiny, "--out", str(tmp_path / "one")]) == 2
     err = capsys.readouterr().err
     assert "have no class" in err and "sub-folder named after its class" in err
+
+
+def photo_folder_and_model(tmp_path, rng, hasher):
+    """A photo folder (see make_photo_folder) and ``hasher`` fitted on it at 16x16, saved: ``(folder, model)``."""
+    folder = tmp_path / "photos"
+    make_photo_folder(folder, rng)
+    sets = load_image_folder(folder, image_size=(16, 16), progress=False)
+    hasher.fit(sets["all"].images).save(tmp_path / "model")
+    return folder, tmp_path / "model"
+
+
+@pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
+def test_searches_compile_once_into_the_cache_folder_and_survive_a_damaged_cache(tmp_path, rng):
+    folder, _ = photo_folder_and_model(tmp_path, rng, jaxhash.PCAH(n_bits=2))
+    cache = tmp_path / "cache"
+    env = dict(os.environ, JAXHASH_CACHE_DIR=str(cache))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    def jaxhash_cli(*argv):
+        result = subprocess.run([sys.executable, "-m", "jaxhash.cli", *map(str, argv)], capture_output=True, text=True,
+                                cwd=REPO, env=env)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    jaxhash_cli("index", "--model", tmp_path / "model", "--folder", folder, "--out", tmp_path / "i.jhx")
+    search = ("search", "--model", tmp_path / "model", "--index", tmp_path / "i.jhx", folder / "red" / "3.jpg", "--k", "3")
+    first = jaxhash_cli(*search).stdout
+    entries = [p for p in cache.rglob("*") if p.is_file()]
+    assert entries  # the compiled programs were written
+    for entry in entries:
+        entry.write_bytes(b"damaged")
+    assert jaxhash_cli(*search).stdout == first  # recompiled, not a crash
+    env["JAXHASH_CACHE_DIR"] = "off"
+    assert jaxhash_cli(*search).stdout == first
+
+
+@pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
+def test_a_multi_index_answers_as_the_flat_index(tmp_path, rng, capsys):
+    folder, model = photo_folder_and_model(tmp_path, rng, jaxhash.LSH(n_bits=24))
+    model = str(model)
+    assert main(["index", "--model", model, "--folder", str(folder), "--out", str(tmp_path / "f.jhx")]) == 0
+    assert main(["index", "--model", model, "--folder", str(folder), "--out", str(tmp_path / "m.jhx"), "--type", "mih",
+                 "--substrings", "3"]) == 0
+    assert "multi-index, 3 substrings" in capsys.readouterr().out
+    results = []
+    for name in ("f.jhx", "m.jhx"):
+        out = tmp_path / f"{name}.json"
+        assert main(["search", "--model", model, "--index", str(tmp_path / name), str(folder / "red" / "2.jpg"),
+                     str(folder / "blue" / "1.png"), "--k", "9", "--json", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[0] == results[1]
+    out = tmp_path / "sharded.json"
+    assert main(["search", "--model", model, "--index", str(tmp_path / "f.jhx"), str(folder / "red" / "2.jpg"),
+                 str(folder / "blue" / "1.png"), "--k", "9", "--json", str(out), "--shard"]) == 0
+    assert json.loads(out.read_text()) == results[0]  # over this process's one CPU device
+    capsys.readouterr()
+    assert main(["search", "--model", model, "--index", str(tmp_path / "m.jhx"), str(folder / "red" / "2.jpg"), "--shard"]) == 2
+    assert "shard a flat HashIndex" in capsys.readouterr().err
+    assert main(["index", "--model", model, "--folder", str(folder), "--out", str(tmp_path / "x.jhx"), "--type", "mih",
+                 "--substrings", "25"]) == 2
+    assert "25 substrings of 24-bit codes would leave some empty: use at most 24" in capsys.readouterr().err
+    assert main(["index", "--model", model, "--folder", str(folder), "--out", str(tmp_path / "x.jhx"), "--substrings", "2"]) == 2
+    assert "add --type mih" in capsys.readouterr().err
