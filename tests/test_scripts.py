@@ -46,3 +46,15 @@ def test_bench_rbm_script(tmp_path):
                         "--json", str(out), tmp_path=tmp_path)
     record = json.loads(out.read_text())
     assert record["n"] == 600 and record["ratio_sklearn_over_jaxhash"] > 0 and "ratio sklearn/jaxhash" in stdout
+
+
+def test_bench_scale_script_prints_identical_results_side_by_side(tmp_path):
+    pytest.importorskip("sklearn")  # the real codes come from the 8x8 digits without --data-dir
+    out = tmp_path / "s.json"
+    stdout = run_script("bench_scale.py", "--n", "5000", "--queries", "30", "--repeats", "1", "--parts", "mih,sharded,pca",
+                        "--json", str(out), tmp_path=tmp_path)
+    records = json.loads(out.read_text())
+    assert {r["part"] for r in records} == {"mih", "sharded", "pca"}
+    assert all(r["identical"] for r in records if r["part"] in ("mih", "sharded"))
+    assert [r["devices"] for r in records if r["part"] == "sharded"] == [4]
+    assert "speed-up" in stdout and "ITQ on 1,000 x 12,288" in stdout

@@ -1,0 +1,235 @@
+#!/usr/bin/env python
+"""Search at scale, side by side in one run: multi-index hashing vs the linear scan, sharded vs
+one-device search, cold and warm `jaxhash search`, and PCA-based fitting on wide photos.
+
+    python scripts/bench_scale.py --data-dir ../shared/data --json results/bench_scale.json
+    python scripts/bench_scale.py --n 1000000 --parts mih,sharded      # a quicker run
+
+Parts (``--parts``):
+  mih      MultiIndexHashIndex (Norouzi, Punjani & Fleet) vs HashIndex on 64-bit codes, k = 1, 10, 100:
+           random codes, and "real" codes: ITQ codes of MNIST (``--data-dir``; else the 8x8 digits)
+           replicated up to n, 64% of them with one random bit flipped. Results must be identical.
+  sharded  the same search with the codes split over 4 forced CPU devices (a child process with
+           XLA_FLAGS=--xla_force_host_platform_device_count=4): identical results, time ratio.
+  cold     `jaxhash search` of one image against 1M codes from the shell: an empty compilation cache
+           (cold), then the same command again (warm).
+  pca      ITQ fitted on 1,000 photo-sized vectors (64x64x3 = 12,288 values): seconds and peak memory
+           (a child process each); ``--pca-before`` also runs the covariance route of earlier versions.
+Every figure is printed with the instruction-set limit XLA ran under (XLA_FLAGS).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(fn, repeats: int):
+    fn()  # compile, lay out, build tables
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def real_codes(n: int, n_queries: int, data_dir, rng):
+    """ITQ 64-bit codes of MNIST (or the 8x8 digits), replicated to ``n``, most with one bit flipped."""
+    import jaxhash
+    from jaxhash.data import load_dataset
+    from jaxhash.hashers import to_features
+
+    try:
+        dataset = load_dataset("mnist", data_dir=data_dir, progress=False)
+        name = "MNIST"
+    except (OSError, ValueError):
+        dataset = load_dataset("digits")
+        name = "digits (MNIST not found under --data-dir)"
+    train = to_features(dataset.x_train)
+    itq = jaxhash.ITQ(n_bits=64).fit(train)
+    train_codes = itq.encode(train)
+    # the 8x8 digits have no test split: queries are then drawn from the training images
+    query_codes = itq.encode(to_features(dataset.x_test)) if len(dataset.x_test) else train_codes
+    base = np.concatenate([train_codes, query_codes]) if len(dataset.x_test) else train_codes
+    db = base[rng.integers(0, len(base), n)]
+    flip = (rng.random(n) < 0.64).astype(np.uint32) << rng.integers(0, 32, n, dtype=np.uint32)  # one bit, 64% of codes
+    db[np.arange(n), rng.integers(0, 2, n)] ^= flip
+    return name, db, query_codes[rng.integers(0, len(query_codes), n_queries)]
+
+
+def part_mih(args, rng, records):
+    from jaxhash import HashIndex, MultiIndexHashIndex
+
+    for n in args.n:
+        kinds = {"random": (rng.integers(0, 2**32, (n, 2), dtype=np.uint64).astype(np.uint32),
+                            rng.integers(0, 2**32, (args.queries, 2), dtype=np.uint64).astype(np.uint32))}
+        name, db, queries = real_codes(n, args.queries, args.data_dir, rng)
+        kinds[f"ITQ codes of {name}"] = (db, queries)
+        for kind, (db, queries) in kinds.items():
+            flat, multi = HashIndex(64), MultiIndexHashIndex(64)
+            flat.add(db)
+            multi.add(db)
+            t0 = time.perf_counter()
+            tables = multi.tables()
+            build = time.perf_counter() - t0
+            for k in (1, 10, 100):
+                t_flat, a = timed(lambda: flat.search(queries, k), args.repeats)
+                t_mih, b = timed(lambda: multi.search(queries, k), args.repeats)
+                same = all(np.array_equal(x, y) for x, y in zip(a, b))
+                record = {"part": "mih", "codes": kind, "n": n, "bits": 64, "k": k, "queries": len(queries),
+                          "substrings": len(tables.bounds) - 1, "flat_ms_per_query": 1e3 * t_flat / len(queries),
+                          "mih_ms_per_query": 1e3 * t_mih / len(queries), "speedup": t_flat / t_mih,
+                          "identical": same, "bytes_per_code": tables.bytes_per_code, "build_seconds": build}
+                records.append(record)
+                print(f"mih  {kind:>28} n={n:>10,} k={k:>3}: linear {record['flat_ms_per_query']:.3f} ms/q, "
+                      f"multi-index {record['mih_ms_per_query']:.3f} ms/q, speed-up {record['speedup']:.2f}x "
+                      f"(m={record['substrings']}, {tables.bytes_per_code:.0f} B/code, tables {build:.1f}s; identical: {same})",
+                      flush=True)
+
+
+SHARDED_CHILD = """
+import json, sys, time
+import jax, numpy as np
+from jaxhash import HashIndex
+n, q, k, repeats = map(int, sys.argv[1:5])
+rng = np.random.default_rng(0)
+db = rng.integers(0, 2**32, (n, 2), dtype=np.uint64).astype(np.uint32)
+queries = rng.integers(0, 2**32, (q, 2), dtype=np.uint64).astype(np.uint32)
+one, split = HashIndex(64), HashIndex(64)
+one.add(db)
+split.add(db)
+split.shard()
+def timed(index):
+    out = index.search(queries, k)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); index.search(queries, k); times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+t_one, a = timed(one)
+t_split, b = timed(split)
+print(json.dumps({"devices": len(jax.devices()), "one_device_seconds": t_one, "sharded_seconds": t_split,
+                  "identical": all(np.array_equal(x, y) for x, y in zip(a, b))}))
+"""
+
+
+def part_sharded(args, records):
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip())
+    for n in args.n:
+        out = subprocess.run([sys.executable, "-c", SHARDED_CHILD, str(n), str(args.queries), "100", str(args.repeats)],
+                             capture_output=True, text=True, env=env, cwd=REPO)
+        if out.returncode:
+            raise SystemExit(out.stderr)
+        record = {"part": "sharded", "n": n, "bits": 64, "k": 100, "queries": args.queries, **json.loads(out.stdout.splitlines()[-1])}
+        record["ratio_sharded_over_one"] = record["sharded_seconds"] / record["one_device_seconds"]
+        records.append(record)
+        print(f"sharded n={n:>10,} k=100 over {record['devices']} CPU devices: one device {record['one_device_seconds']:.3f}s, "
+              f"sharded {record['sharded_seconds']:.3f}s (ratio {record['ratio_sharded_over_one']:.2f}; identical: "
+              f"{record['identical']})", flush=True)
+
+
+def part_cold(args, records):
+    import jaxhash
+    from PIL import Image
+
+    from jaxhash import HashIndex, write_index
+    from jaxhash.index import ModelRef
+
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        images = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
+        model = jaxhash.ITQ(n_bits=64).fit(images)
+        model.save(tmp / "model")
+        index = HashIndex(64, model=ModelRef.of(model, str(tmp / "model")))
+        index.add(rng.integers(0, 2**32, (1_000_000, 2), dtype=np.uint64).astype(np.uint32))
+        write_index(index, tmp / "codes.jhx")
+        Image.fromarray(images[0]).save(tmp / "query.png")
+        env = dict(os.environ, JAXHASH_CACHE_DIR=str(tmp / "cache"), JAXHASH_PROGRESS="0")
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        command = [sys.executable, "-m", "jaxhash.cli", "search", "--model", str(tmp / "model"), "--index",
+                   str(tmp / "codes.jhx"), str(tmp / "query.png"), "--k", "10"]
+        times = {}
+        for run in ("cold", "warm"):
+            t0 = time.perf_counter()
+            out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+            times[run] = time.perf_counter() - t0
+            if out.returncode:
+                raise SystemExit(out.stderr)
+        env["JAXHASH_CACHE_DIR"] = "off"
+        t0 = time.perf_counter()
+        subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, check=True)
+        times["no cache"] = time.perf_counter() - t0
+    record = {"part": "cold", "n": 1_000_000, "bits": 64, **{f"{k.replace(' ', '_')}_seconds": v for k, v in times.items()}}
+    records.append(record)
+    print(f"cold start, jaxhash search of one image against 1M codes: cold {times['cold']:.2f}s, warm {times['warm']:.2f}s, "
+          f"without the cache {times['no cache']:.2f}s", flush=True)
+
+
+PCA_CHILD = """
+import resource, sys, time
+import numpy as np
+from jaxhash import ITQ, baselines
+if sys.argv[1] == "covariance":
+    baselines._COVARIANCE_MAX_DIM = 1 << 30  # the route of earlier versions
+rng = np.random.default_rng(0)
+x = rng.random((1000, 12288), dtype=np.float32)
+t0 = time.perf_counter()
+ITQ(n_bits=64).fit(x)
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+"""
+
+
+def part_pca(args, records):
+    for route in (["gram", "covariance"] if args.pca_before else ["gram"]):
+        out = subprocess.run([sys.executable, "-c", PCA_CHILD, route], capture_output=True, text=True, cwd=REPO, check=True)
+        seconds, peak_gb = map(float, out.stdout.split())
+        records.append({"part": "pca", "route": route, "n": 1000, "dim": 12288, "seconds": seconds, "peak_gb": peak_gb})
+        print(f"pca  ITQ on 1,000 x 12,288 ({route} route): {seconds:.1f}s, peak memory {peak_gb:.2f} GB", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", default="1000000,10000000", help="database sizes (default: %(default)s)")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parts", default="mih,sharded,cold,pca")
+    parser.add_argument("--data-dir", default=None, help="folder with mnist/ (the real codes of the mih part)")
+    parser.add_argument("--pca-before", action="store_true", help="also time the covariance route (minutes, GBs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    args.n = [int(v) for v in args.n.split(",")]
+    import jax
+
+    print(f"jax {jax.__version__} on {jax.default_backend()} ({os.cpu_count()} cpus); "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(none: the best instruction set of this processor)')}", flush=True)
+    rng = np.random.default_rng(args.seed)
+    records: list[dict] = []
+    parts = args.parts.split(",")
+    if "mih" in parts:
+        part_mih(args, rng, records)
+    if "sharded" in parts:
+        part_sharded(args, records)
+    if "cold" in parts:
+        part_cold(args, records)
+    if "pca" in parts:
+        part_pca(args, records)
+    for record in records:
+        record["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
