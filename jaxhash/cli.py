@@ -84,7 +84,8 @@ def _hasher_options(method: str, args, single_method: bool = True) -> dict:
     wanted = {"preset": getattr(args, "preset", None), "checkpoint_dir": getattr(args, "checkpoint_dir", None),
               "resume": getattr(args, "resume", False) or None, "mode": getattr(args, "mode", None),
               "epochs": getattr(args, "epochs", None), "weights": getattr(args, "weights", None),
-              "batch_size": getattr(args, "batch_size", None), "learning_rate": getattr(args, "learning_rate", None)}
+              "batch_size": getattr(args, "batch_size", None), "learning_rate": getattr(args, "learning_rate", None),
+              "data_parallel": getattr(args, "data_parallel", False) or None}
     unusable = [k for k, v in wanted.items() if v is not None and k not in accepted]
     if unusable and single_method:
         raise ValueError(f"method {method!r} takes no {', '.join('--' + k.replace('_', '-') for k in unusable)}")
@@ -428,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help=preset_help)
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="neural methods: save a checkpoint after every epoch here")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
+    p.add_argument("--data-parallel", action="store_true",
+                   help="neural methods: split every training batch over all devices (GPUs, TPU cores; all hosts after "
+                        "jax.distributed.initialize), parameters replicated; the batch size must be a multiple of the "
+                        "device count")
     p.add_argument("--mode", default=None, choices=("joint", "frozen"),
                    help="cnn-hash: train the CNN and the hash layer together (joint, the default) or the hash layer on a "
                         "trained, fixed CNN (frozen)")

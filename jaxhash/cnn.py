@@ -268,18 +268,22 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int, min_per_cla
 def fit_network(model, images: np.ndarray, labels: np.ndarray, config: CNNConfig, *, key, loss_fn: Callable,
                 mean, std, validation=None, variables=None, stage: str = "cnn",
                 checkpoint_dir=None, run: dict | None = None, resume: bool = False, progress: bool = True,
-                history: list | None = None, device_put: Callable = jax.device_put) -> dict:
+                history: list | None = None, device_put: Callable = jax.device_put,
+                parallel: train.DataParallel | None = None) -> dict:
     """Train ``model`` on uint8 ``images`` ``(n, S, S, 3)`` and int labels with the shared loop.
 
     Each epoch draws its batches and augmentation from ``fold_in(key, epoch)``; its metrics are
     the training loss and accuracy, images per second and, with ``validation = (images,
-    labels)``, the validation accuracy. Returns the trained variables.
+    labels)``, the validation accuracy. ``parallel`` (:func:`jaxhash.train.data_parallel`) splits
+    every batch over a device mesh with the state replicated. Returns the trained variables.
     """
     n = len(images)
     steps_per_epoch = n // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{n} training images are fewer than one batch of {config.batch_size}: lower the batch size "
                          "(--batch-size, batch_size=...) or use a smaller preset (--preset tiny)")
+    if parallel is not None:
+        parallel.check_batch_size(config.batch_size)  # before anything is compiled
     optimizer = make_optimizer(config, steps_per_epoch * config.epochs)
     state = init_state(model, jax.random.fold_in(key, 10**6), images.shape[1:], optimizer, variables)
     step = make_train_step(model, optimizer, loss_fn, mean, std, config)
@@ -287,7 +291,8 @@ def fit_network(model, images: np.ndarray, labels: np.ndarray, config: CNNConfig
 
     def epoch_fn(state, epoch_key):
         t0 = time.perf_counter()
-        state, metrics = train.epoch_from_host(step, state, (images, labels), epoch_key, config.batch_size, device_put)
+        state, metrics = train.epoch_from_host(step, state, (images, labels), epoch_key, config.batch_size, device_put,
+                                               parallel)
         metrics = {k: float(v) for k, v in metrics.items()}
         metrics["images_per_s"] = steps_per_epoch * config.batch_size / (time.perf_counter() - t0)
         if validation is not None:
@@ -297,5 +302,6 @@ def fit_network(model, images: np.ndarray, labels: np.ndarray, config: CNNConfig
 
     state = train.run_stage(state, epoch_fn, key=key, epochs=config.epochs, stage=stage, checkpoint_dir=checkpoint_dir,
                             run=run, resume=resume, progress=progress, history=history,
-                            divergence_hint="lower the learning rate (--learning-rate, learning_rate=...) and resume")
+                            divergence_hint="lower the learning rate (--learning-rate, learning_rate=...) and resume",
+                            parallel=parallel)
     return {"params": state.params, "batch_stats": state.batch_stats}

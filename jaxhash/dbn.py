@@ -156,11 +156,13 @@ def finetune_step(state: AutoencoderState, batch, key, model: DeepAutoencoder, o
     return AutoencoderState(optax.apply_updates(state.params, updates), opt_state), jnp.mean(jnp.square(recon - batch))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "optimizer", "batch_size", "code_noise"))
-def finetune_epoch(key, variables, opt_state, data, model: DeepAutoencoder, optimizer, batch_size: int, code_noise: float):
-    """One shuffled epoch of :func:`finetune_step` as a ``lax.scan``. Returns (variables, opt_state, mean squared error)."""
+@functools.partial(jax.jit, static_argnames=("model", "optimizer", "batch_size", "code_noise", "parallel"))
+def finetune_epoch(key, variables, opt_state, data, model: DeepAutoencoder, optimizer, batch_size: int, code_noise: float,
+                   parallel: train.DataParallel | None = None):
+    """One shuffled epoch of :func:`finetune_step` as a ``lax.scan`` (``parallel``: each batch split over a mesh).
+    Returns (variables, opt_state, mean squared error)."""
     step = functools.partial(finetune_step, model=model, optimizer=optimizer, code_noise=code_noise)
-    state, error = train.epoch_scan(step, AutoencoderState(variables["params"], opt_state), data, key, batch_size)
+    state, error = train.epoch_scan(step, AutoencoderState(variables["params"], opt_state), data, key, batch_size, parallel)
     return {"params": state.params}, state.opt_state, error
 
 
@@ -187,12 +189,13 @@ def _stage_options(checkpoint_dir, stage: str, run: dict | None, resume: bool, p
 
 def pretrain(key, data, sizes: Sequence[int], schedule: DBNSchedule, *, checkpoint_dir=None, resume: bool = False,
              progress: bool = True, history: list | None = None, stage_seconds: dict | None = None,
-             run: dict | None = None) -> list[rbm.RBMParams]:
+             run: dict | None = None, parallel: train.DataParallel | None = None) -> list[rbm.RBMParams]:
     """Greedy layer-wise RBM training on standardised ``data`` ``(n, sizes[0])``: one training stage per layer.
 
     Layer ``i`` (stage ``rbm{i+1}``) is a Gaussian-Bernoulli RBM for ``i = 0`` and a Bernoulli RBM
     on the previous layer's hidden probabilities otherwise. With ``checkpoint_dir``, each stage
     keeps its checkpoints in ``checkpoint_dir/rbm{i+1}``; ``resume`` continues where a run stopped.
+    ``parallel`` (:func:`jaxhash.train.data_parallel`) splits every mini-batch over a device mesh.
     Returns the stack of RBM parameters, input side first.
     """
     n_layers = len(sizes) - 1
@@ -206,7 +209,7 @@ def pretrain(key, data, sizes: Sequence[int], schedule: DBNSchedule, *, checkpoi
 
         def epoch_fn(state, epoch_key, inputs=layer_input, opt=opt, visible=visible):
             state, error = rbm.train_epoch(epoch_key, state, inputs, opt, batch_size=schedule.batch_size,
-                                           k=schedule.cd_k, visible=visible)
+                                           k=schedule.cd_k, visible=visible, parallel=parallel)
             return state, {"reconstruction_error": error}
 
         stage = f"rbm{layer + 1}"
@@ -214,6 +217,7 @@ def pretrain(key, data, sizes: Sequence[int], schedule: DBNSchedule, *, checkpoi
         state = train.run_stage(state, epoch_fn, key=layer_key, epochs=schedule.rbm_epochs, stage=stage,
                                 desc=f"RBM {layer + 1}/{n_layers} {sizes[layer]}-{sizes[layer + 1]} ({visible})",
                                 divergence_hint=f"lower the {'gaussian' if layer == 0 else 'binary'}_lr of the RBMs and resume",
+                                parallel=parallel,
                                 **_stage_options(checkpoint_dir, stage, run, resume, progress, history,
                                                  sizes=[int(v) for v in sizes[: layer + 2]], visible=visible,
                                                  batch_size=schedule.batch_size, cd_k=schedule.cd_k))
@@ -226,8 +230,9 @@ def pretrain(key, data, sizes: Sequence[int], schedule: DBNSchedule, *, checkpoi
 
 def finetune(key, data, sizes: Sequence[int], schedule: DBNSchedule, stack: Sequence[rbm.RBMParams], *, checkpoint_dir=None,
              resume: bool = False, progress: bool = True, history: list | None = None, stage_seconds: dict | None = None,
-             run: dict | None = None) -> dict:
-    """Unroll ``stack`` into a :class:`DeepAutoencoder` and fine-tune it by backprop (stage ``finetune``).
+             run: dict | None = None, parallel: train.DataParallel | None = None) -> dict:
+    """Unroll ``stack`` into a :class:`DeepAutoencoder` and fine-tune it by backprop (stage ``finetune``;
+    ``parallel``: every mini-batch split over a device mesh).
 
     Returns the autoencoder's variables ``{"params": ...}``.
     """
@@ -238,13 +243,13 @@ def finetune(key, data, sizes: Sequence[int], schedule: DBNSchedule, stack: Sequ
 
     def epoch_fn(state, epoch_key):
         variables, opt_state, error = finetune_epoch(epoch_key, {"params": state.params}, state.opt_state, data, model, opt,
-                                                     schedule.batch_size, float(schedule.code_noise))
+                                                     schedule.batch_size, float(schedule.code_noise), parallel)
         return AutoencoderState(variables["params"], opt_state), {"reconstruction_error": error}
 
     t0 = time.perf_counter()
     state = train.run_stage(state, epoch_fn, key=jax.random.fold_in(key, 1000), epochs=schedule.finetune_epochs,
                             stage="finetune", desc=f"fine-tuning {'-'.join(map(str, sizes))}",
-                            divergence_hint="lower finetune_lr and resume",
+                            divergence_hint="lower finetune_lr and resume", parallel=parallel,
                             **_stage_options(checkpoint_dir, "finetune", run, resume, progress, history,
                                              sizes=[int(v) for v in sizes], batch_size=schedule.batch_size,
                                              code_noise=float(schedule.code_noise)))
@@ -257,7 +262,7 @@ def train_dbn(key, data, sizes: Sequence[int], schedule: DBNSchedule, **options)
     """Pretrain the RBM stack, then fine-tune the unrolled autoencoder; returns its variables.
 
     ``data``: ``(n, sizes[0])`` float32 standardised features on the device. ``options`` are those
-    of :func:`pretrain` (checkpoint_dir, resume, progress, history, stage_seconds, run).
+    of :func:`pretrain` (checkpoint_dir, resume, progress, history, stage_seconds, run, parallel).
     """
     folder = options.get("checkpoint_dir")
     if folder is not None and Path(folder).is_dir() and any(p.name.isdigit() for p in Path(folder).iterdir()):

@@ -214,15 +214,17 @@ def cd_step(state: RBMTrainState, batch, key, optimizer, k: int = 1, visible: st
     return RBMTrainState(params, opt_state, chain), error
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer", "batch_size", "k", "visible"))
-def train_epoch(key, state: RBMTrainState, data, optimizer, batch_size: int = 100, k: int = 1, visible: str = "bernoulli"):
+@functools.partial(jax.jit, static_argnames=("optimizer", "batch_size", "k", "visible", "parallel"))
+def train_epoch(key, state: RBMTrainState, data, optimizer, batch_size: int = 100, k: int = 1, visible: str = "bernoulli",
+                parallel: train.DataParallel | None = None):
     """One epoch: shuffle with ``key``, then one ``lax.scan`` of :func:`cd_step` over mini-batches.
 
     ``data``: ``(n, n_visible)`` float32; a remainder smaller than ``batch_size`` is dropped this
-    epoch (the shuffle differs every epoch). Returns ``(new state, mean reconstruction error)``.
+    epoch (the shuffle differs every epoch). ``parallel`` (:func:`jaxhash.train.data_parallel`)
+    splits every mini-batch over a mesh. Returns ``(new state, mean reconstruction error)``.
     """
     step = functools.partial(cd_step, optimizer=optimizer, k=k, visible=visible)
-    return train.epoch_scan(step, state, data, key, batch_size)
+    return train.epoch_scan(step, state, data, key, batch_size, parallel)
 
 
 def check_rbm_data(x, visible: str = "bernoulli") -> np.ndarray:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import dbn, rbm
+from . import dbn, rbm, train
 from .hashers import Hasher, register
 
 __all__ = ["SemanticHasher", "PRESETS"]
@@ -57,7 +57,8 @@ class SemanticHasher(Hasher):
         to code, as the paper writes it (3072-4096-2048-1024-512-256); it must start at the data's
         dimension and end at ``n_bits``. rbm_epochs, finetune_epochs, finetune_lr, code_noise,
         batch_size: override the preset's schedule (0 epochs skips a stage). checkpoint_dir /
-        resume: see the module docstring. progress: show progress bars.
+        resume: see the module docstring. progress: show progress bars. data_parallel: split every
+        mini-batch over all devices (:func:`jaxhash.train.data_parallel`), parameters replicated.
     """
 
     presets = tuple(PRESETS)
@@ -65,8 +66,9 @@ class SemanticHasher(Hasher):
 
     def __init__(self, n_bits: int = 32, seed: int = 0, preset: str = "cpu-small", hidden=None, rbm_epochs=None,
                  finetune_epochs=None, finetune_lr=None, code_noise=None, checkpoint_dir=None, resume: bool = False,
-                 progress: bool = True, layer_sizes=None, batch_size=None):
+                 progress: bool = True, layer_sizes=None, batch_size=None, data_parallel: bool = False):
         super().__init__(n_bits, seed)
+        self.data_parallel = data_parallel
         self.preset, self.hidden, self.layer_sizes = preset, hidden, layer_sizes
         self.rbm_epochs, self.finetune_epochs, self.finetune_lr, self.code_noise = rbm_epochs, finetune_epochs, finetune_lr, code_noise
         self.checkpoint_dir, self.resume, self.progress, self.batch_size = checkpoint_dir, resume, progress, batch_size
@@ -112,7 +114,8 @@ class SemanticHasher(Hasher):
         data_id = hashlib.sha256(self.pixel_mean_.tobytes() + self.global_std_.tobytes() + str(len(x)).encode()).hexdigest()[:16]
         variables = dbn.train_dbn(jax.random.key(int(self.seed)), data, sizes, sched, checkpoint_dir=self.checkpoint_dir,
                                   resume=self.resume, progress=self.progress, history=self.history_,
-                                  stage_seconds=self.stage_seconds_, run={"seed": int(self.seed), "data": data_id})
+                                  stage_seconds=self.stage_seconds_, run={"seed": int(self.seed), "data": data_id},
+                                  parallel=train.data_parallel() if self.data_parallel else None)
         for i in range(len(sizes) - 1):
             self.__dict__[f"encoder_{i}_kernel_"] = np.asarray(variables["params"][f"encoder_{i}"]["kernel"])
             self.__dict__[f"encoder_{i}_bias_"] = np.asarray(variables["params"][f"encoder_{i}"]["bias"])

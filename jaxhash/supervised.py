@@ -19,7 +19,9 @@
 Both take ``(n, H, W, 3)`` uint8 images of any size (resized to ``image_size``) and integer
 labels, hold out a validation split (``validation_fraction`` of every class), train on
 :func:`jaxhash.cnn.fit_network` (progress bar, Orbax checkpoint every epoch, ``resume``) and can
-start from a weights file written by :meth:`save_weights` (``weights=PATH``).
+start from a weights file written by :meth:`save_weights` (``weights=PATH``). With
+``data_parallel=True`` every training batch is split over all devices (parameters replicated;
+:func:`jaxhash.train.data_parallel`), which gives the one-device result up to float rounding.
 """
 from __future__ import annotations
 
@@ -184,8 +186,9 @@ class _CNNBase(Hasher):
     def __init__(self, n_bits: int = 64, seed: int = 0, preset: str = "cpu", architecture=None, widths=None, depth=None,
                  feature_dim=None, image_size=None, epochs=None, batch_size=None, learning_rate=None, weights=None,
                  validation_fraction: float = 0.1, min_images_per_class: int = 2, checkpoint_dir=None, resume: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, data_parallel: bool = False):
         super().__init__(n_bits, seed)
+        self.data_parallel = data_parallel
         self.preset, self.architecture, self.widths, self.depth = preset, architecture, widths, depth
         self.feature_dim, self.image_size, self.epochs, self.batch_size = feature_dim, image_size, epochs, batch_size
         self.learning_rate, self.validation_fraction = learning_rate, validation_fraction
@@ -296,6 +299,10 @@ class _CNNBase(Hasher):
         return fill_template({**fresh, **{k: arrays[k] for k in fits}}, self._template(model, config), f"weights file {path}",
                              "save the weights again")
 
+    def _parallel(self):
+        """Where training batches go: split over all devices with ``data_parallel=True``, else one device."""
+        return train.data_parallel() if self.data_parallel else None
+
     def _train_network(self, model, x_train, y_train, validation, config, loss_fn, stage, identity: dict):
         """Train (or, without checkpoints, reuse a network this process already trained with the same
         configuration, data, seed and ``identity`` -- e.g. the classifier shared by cnn-softmax and
@@ -312,7 +319,7 @@ class _CNNBase(Hasher):
         variables = cnn.fit_network(model, x_train, y_train, config, key=jax.random.key(int(self.seed)), loss_fn=loss_fn,
                                     mean=self.mean_, std=self.std_, validation=validation, variables=start, stage=stage,
                                     checkpoint_dir=folder, run=run, resume=self.resume, progress=self.progress,
-                                    history=self.history_)
+                                    history=self.history_, parallel=self._parallel())
         _NETWORK_MEMO[memo_key] = {"variables": variables, "history": self.history_[before:]}
         return variables
 
@@ -467,9 +474,10 @@ class CNNHasher(_CNNBase):
                  architecture=None,
                  widths=None, depth=None, feature_dim=None, image_size=None, epochs=None, batch_size=None, learning_rate=None,
                  weights=None, validation_fraction: float = 0.1, min_images_per_class: int = 2, checkpoint_dir=None,
-                 resume: bool = False, progress: bool = True):
+                 resume: bool = False, progress: bool = True, data_parallel: bool = False):
         super().__init__(n_bits, seed, preset, architecture, widths, depth, feature_dim, image_size, epochs, batch_size,
-                         learning_rate, weights, validation_fraction, min_images_per_class, checkpoint_dir, resume, progress)
+                         learning_rate, weights, validation_fraction, min_images_per_class, checkpoint_dir, resume, progress,
+                         data_parallel)
         self.mode = mode or type(self).default_mode
         self.reconstruction_weight, self.quantization, self.head_epochs = reconstruction_weight, quantization, head_epochs
         self.centre_weight = centre_weight
@@ -500,7 +508,10 @@ class CNNHasher(_CNNBase):
         head = HashHead(int(self.n_bits), len(self.classes_))
         key = jax.random.fold_in(jax.random.key(int(self.seed)), 7)
         params = head.init(key, features[:2])["params"]
+        parallel = self._parallel()
         batch = min(config.batch_size, len(features))
+        if parallel is not None:  # every device gets an equal part of each batch
+            batch = max(parallel.devices, batch - batch % parallel.devices)
         steps = (len(features) // batch) * int(self.head_epochs)
         optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay, mask=cnn.decay_mask),
                                 optax.sgd(cnn.cosine_schedule(max(steps, 1), 0.5), momentum=0.9, nesterov=True))
@@ -516,9 +527,9 @@ class CNNHasher(_CNNBase):
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), dict(metrics, loss=value)
 
-        epoch = jax.jit(lambda s, k: train.epoch_scan(step, s, (features, jnp.asarray(y_train)), k, batch))
+        epoch = jax.jit(lambda s, k: train.epoch_scan(step, s, (features, jnp.asarray(y_train)), k, batch, parallel))
         state = train.run_stage((params, optimizer.init(params)), epoch, key=key, epochs=int(self.head_epochs),
-                                stage="hash layer", progress=self.progress, history=self.history_)
+                                stage="hash layer", progress=self.progress, history=self.history_, parallel=parallel)
         variables = {"params": {"backbone": classifier["params"]["backbone"], "head": state[0]},
                      "batch_stats": {"backbone": classifier["batch_stats"]["backbone"]}}
         return variables

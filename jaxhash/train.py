@@ -13,7 +13,12 @@ steps into epochs and epochs into a training run:
   (so a resumed run equals an uninterrupted one), a guard that stops on NaN/inf metrics before
   anything of that epoch is saved, and ``on_epoch`` hooks: :class:`ProgressBar`,
   :class:`History` and :class:`jaxhash.checkpoint.Checkpoints`.
-* :func:`run_stage` -- :func:`fit` with those three hooks set up, resume included::
+* :func:`run_stage` -- :func:`fit` with those three hooks set up, resume included.
+* :class:`DataParallel` -- data-parallel training on JAX's own runtime: each batch is split over
+  one axis of a ``jax.sharding.Mesh`` (all local devices by default; several hosts after
+  ``jax.distributed.initialize``) with the state replicated. XLA inserts the gradient reduction,
+  so a run equals the one-device run up to float rounding (random numbers do not depend on the
+  sharding, and BatchNorm sees the statistics of the whole batch)::
 
     epoch = jax.jit(lambda s, k: epoch_scan(step, s, data, k, 128))
     state = run_stage(init_state, epoch, key=key, epochs=10, stage="training",
@@ -30,8 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .checks import check_positive_int
+from .search import check_mesh, default_mesh
 
 __all__ = [
+    "DataParallel",
+    "data_parallel",
     "EpochEnd",
     "TrainingDiverged",
     "batch_order",
@@ -61,6 +69,65 @@ class TrainingDiverged(FloatingPointError):
     """A metric became NaN or infinite; nothing of that epoch was kept or saved."""
 
 
+class DataParallel(NamedTuple):
+    """Where a data-parallel run puts things: batches split along ``axis`` of ``mesh``, state replicated.
+
+    Hashable, so it can be a static argument of a jitted epoch.
+    """
+
+    mesh: jax.sharding.Mesh
+    axis: str
+
+    @property
+    def devices(self) -> int:
+        return int(self.mesh.shape[self.axis])
+
+    def batch_sharding(self, ndim: int = 1, batch_axis: int = 0) -> jax.sharding.NamedSharding:
+        spec = [None] * ndim
+        spec[batch_axis] = self.axis
+        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*spec))
+
+    @property
+    def replicated(self) -> jax.sharding.NamedSharding:
+        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+
+    def check_batch_size(self, batch_size: int) -> int:
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if batch_size % self.devices:
+            raise ValueError(f"batch_size={batch_size} cannot be split evenly over the {self.devices} devices of mesh axis "
+                             f"{self.axis!r}: use a multiple of {self.devices} (e.g. {self.devices * max(1, round(batch_size / self.devices))})")
+        return batch_size
+
+    def replicate(self, tree):
+        """Copy ``tree`` (e.g. a train state) to every device of the mesh."""
+        return jax.device_put(tree, self.replicated)
+
+    def put_batch(self, batch):
+        """Place a host batch (a pytree of NumPy arrays) split along its first axis; each process
+        supplies the same whole batch and places only its own devices' parts (several hosts work)."""
+        def place(a):
+            a = np.asarray(a)
+            return jax.make_array_from_callback(a.shape, self.batch_sharding(a.ndim), lambda index: a[index])
+
+        return jax.tree_util.tree_map(place, batch)
+
+    def constrain_batches(self, batches):
+        """Inside ``jit``: stacked batches ``(n_batches, batch, ...)`` split along the batch axis."""
+        return jax.tree_util.tree_map(
+            lambda a: jax.lax.with_sharding_constraint(a, self.batch_sharding(a.ndim, batch_axis=1)), batches)
+
+
+def data_parallel(mesh: jax.sharding.Mesh | None = None, axis: str = "data") -> DataParallel:
+    """A :class:`DataParallel` over ``axis`` of ``mesh`` (default: a one-axis mesh of every device).
+
+    ``jax.devices()`` counts the devices of every process after ``jax.distributed.initialize``;
+    other mesh axes hold copies of each batch part.
+    """
+    mesh = default_mesh(axis) if mesh is None else mesh
+    check_mesh(mesh, axis)
+    return DataParallel(mesh, axis)
+
+
 def batch_order(key, n: int, batch_size: int):
     """Shuffled example indices ``(n // batch_size, batch_size)`` and one key per batch.
 
@@ -80,26 +147,37 @@ def _mean_metrics(metrics):
     return jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0), metrics)
 
 
-def epoch_scan(step: Step, state, data, key, batch_size: int):
+def epoch_scan(step: Step, state, data, key, batch_size: int, parallel: DataParallel | None = None):
     """One epoch of ``step`` over shuffled mini-batches of ``data`` as one ``lax.scan``.
 
-    Call it inside ``jax.jit`` (with ``step`` and ``batch_size`` static). ``data`` is an array or
-    a pytree of arrays with a common first axis (e.g. ``(images, labels)``).
-    Returns ``(state, metrics averaged over the epoch's steps)``.
+    Call it inside ``jax.jit`` (with ``step``, ``batch_size`` and ``parallel`` static). ``data`` is
+    an array or a pytree of arrays with a common first axis (e.g. ``(images, labels)``). With
+    ``parallel``, every batch is split over its devices (the state should be replicated with
+    ``parallel.replicate``). Returns ``(state, metrics averaged over the epoch's steps)``.
     """
     n = jax.tree_util.tree_leaves(data)[0].shape[0]
+    if parallel is not None:
+        parallel.check_batch_size(batch_size)
     order, keys = batch_order(key, n, batch_size)
     batches = jax.tree_util.tree_map(lambda a: a[order.reshape(-1)].reshape(order.shape + a.shape[1:]), data)
+    if parallel is not None:
+        batches = parallel.constrain_batches(batches)
     state, metrics = jax.lax.scan(lambda s, inputs: step(s, *inputs), state, (batches, keys))
     return state, _mean_metrics(metrics)
 
 
-def epoch_from_host(step: Step, state, data, key, batch_size: int, device_put: Callable = jax.device_put):
+def epoch_from_host(step: Step, state, data, key, batch_size: int, device_put: Callable = jax.device_put,
+                    parallel: DataParallel | None = None):
     """The epoch of :func:`epoch_scan`, with ``data`` (NumPy arrays) sent to the device one batch at a time.
 
-    ``step`` should be jitted (``jax.jit(step)``); ``device_put`` may place or shard each batch.
-    Only one batch is gathered on the host at a time; the next is copied while a step runs.
+    ``step`` should be jitted (``jax.jit(step)``); ``device_put`` may place each batch, and
+    ``parallel`` splits it over a mesh instead (the state should be replicated with
+    ``parallel.replicate``). Only one batch is gathered on the host at a time; the next is copied
+    while a step runs.
     """
+    if parallel is not None:
+        parallel.check_batch_size(batch_size)
+        device_put = parallel.put_batch
     data = jax.tree_util.tree_map(np.asarray, data)  # once: a device array would be copied back per batch
     order, keys = batch_order(key, jax.tree_util.tree_leaves(data)[0].shape[0], batch_size)
     order = np.asarray(order)
@@ -202,7 +280,8 @@ class History:
 
 def run_stage(state, epoch_fn: Callable, *, key, epochs: int, stage: str, desc: str | None = None, checkpoint_dir=None,
               run: dict | None = None, resume: bool = False, progress: bool = True, history: list | None = None,
-              on_epoch: Iterable[Callable[[EpochEnd], None]] = (), divergence_hint: str = "lower the learning rate"):
+              on_epoch: Iterable[Callable[[EpochEnd], None]] = (), divergence_hint: str = "lower the learning rate",
+              parallel: DataParallel | None = None):
     """:func:`fit` with the usual hooks: a progress bar, a history list, Orbax checkpoints with resume.
 
     ``state`` is the freshly initialised state; it is also the template that a checkpoint in
@@ -223,6 +302,8 @@ def run_stage(state, epoch_fn: Callable, *, key, epochs: int, stage: str, desc: 
             checkpoints.close()
             raise
         hooks.append(checkpoints)
+    if parallel is not None:
+        state = parallel.replicate(state)
     if history is not None:
         hooks.append(History(history))
     hooks.insert(0, ProgressBar(epochs, desc or stage, start, disable=not progress))

@@ -84,6 +84,10 @@ def test_fit_dbn_with_checkpoints_and_resume(tmp_path, capsys):
     assert main(common + ["--resume"]) == 0
     assert main(["fit", "--data", "digits", "--method", "itq", "--bits", "8", "--preset", "tiny", "--out", str(tmp_path / "m2")]) == 2
     assert "takes no --preset" in capsys.readouterr().err
+    assert main(common[:11] + ["--data-parallel", "--out", str(tmp_path / "dp")]) == 0  # every batch over all devices
+    assert jaxhash.load_hasher(tmp_path / "dp").data_parallel is True
+    assert main(["fit", "--data", "digits", "--method", "itq", "--data-parallel", "--out", str(tmp_path / "m3")]) == 2
+    assert "takes no --data-parallel" in capsys.readouterr().err
 
 
 def test_console_script_help():

@@ -145,3 +145,83 @@ def test_a_state_that_blew_up_is_not_kept(problem, key):
         train.fit(state, poisoned, key=key, epochs=2)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         train.batch_order(key, 10, 0)
+
+
+DATA_PARALLEL_PROGRAM = """
+import sys
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jaxhash import cnn, dbn, nets, rbm, train
+from jaxhash.supervised import Classifier
+from test_cnn import small_setup
+from test_train import OPT, State, step
+
+n_devices = int(sys.argv[1])
+assert len(jax.devices()) == n_devices
+par = train.data_parallel()
+assert par.devices == n_devices
+rng = np.random.default_rng(0)
+key = jax.random.key(0)
+
+def close(a, b, tol=2e-5):
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol)
+
+# the shared loop, both ways of feeding data
+x = rng.normal(size=(203, 5)).astype(np.float32)
+y = x @ np.arange(1, 6, dtype=np.float32)
+state = State(jnp.zeros(5), OPT.init(jnp.zeros(5)))
+scan = jax.jit(lambda s, k, p: train.epoch_scan(step, s, (jnp.asarray(x), jnp.asarray(y)), k, 16, p), static_argnums=2)
+one, m_one = scan(state, key, None)
+many, m_many = scan(par.replicate(state), key, par)
+close(one, many)
+close(m_one, m_many)
+if n_devices > 1:  # the batches really were split: the compiled epoch reduces the gradient over devices
+    assert "all-reduce" in scan.lower(par.replicate(state), key, par).compile().as_text()
+hosted, _ = train.epoch_from_host(jax.jit(step), par.replicate(state), (x, y), key, 16, parallel=par)
+close(one, hosted)
+
+# every trainer: RBM (CD-1), DBN fine-tuning, the CNN with BatchNorm and augmentation
+v = rng.random((256, 20)).astype(np.float32)
+opt = rbm.rbm_optimizer(0.1, 0.5, 1e-4)
+s0 = rbm.init_train_state(key, rbm.init_rbm(key, 20, 8), opt)
+close(rbm.train_epoch(key, s0, v, opt, batch_size=32), rbm.train_epoch(key, par.replicate(s0), v, opt, batch_size=32, parallel=par))
+schedule = dbn.DBNSchedule(finetune_epochs=2, batch_size=32, finetune_lr=1e-3)
+stack = [rbm.init_rbm(jax.random.key(1), 20, 12), rbm.init_rbm(jax.random.key(2), 12, 4)]
+close(dbn.finetune(key, v, (20, 12, 4), schedule, stack, progress=False),
+      dbn.finetune(key, v, (20, 12, 4), schedule, stack, progress=False, parallel=par))
+from jaxhash.semantic import SemanticHasher  # a hasher's data_parallel=True takes the same path
+hashers = [SemanticHasher(n_bits=4, layer_sizes=(20, 12, 4), rbm_epochs=1, finetune_epochs=1, batch_size=32, progress=False,
+                          data_parallel=flag).fit(v) for flag in (False, True)]
+close(hashers[0].variables_, hashers[1].variables_)
+images, labels, model, config, mean, std = small_setup(rng)
+config = config._replace(epochs=1, batch_size=24)
+fit = lambda p: cnn.fit_network(model, images, labels, config, key=key, loss_fn=cnn.classification_loss(0.1), mean=mean,
+                                std=std, validation=(images[:30], labels[:30]), progress=False, parallel=p)
+close(fit(None), fit(par), tol=1e-4)
+
+if n_devices == 4:
+    with pytest.raises(ValueError, match="batch_size=30 cannot be split evenly over the 4 devices"):
+        rbm.train_epoch(key, s0, v, opt, batch_size=30, parallel=par)
+    with pytest.raises(ValueError, match="not 'data'"):
+        train.data_parallel(jax.sharding.Mesh(np.array(jax.devices()), ("codes",)))
+    grid = train.data_parallel(jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 2), ("replica", "data")))
+    close(one, scan(grid.replicate(state), key, grid)[0])  # batches over one axis, copies over the other
+print("ok")
+"""
+
+
+def test_data_parallel_training_equals_one_device_training():
+    """Every trainer with each batch split over 4 forced CPU devices gives the one-device result
+    (up to float rounding); the device count is fixed when JAX starts, so it runs in a child process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    result = subprocess.run([sys.executable, "-c", DATA_PARALLEL_PROGRAM, "4"], capture_output=True, text=True,
+                            env=env, cwd=Path(__file__).parent)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
