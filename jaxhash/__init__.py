@@ -21,10 +21,11 @@ _EXPORTS = {
     "baselines": ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH"],
     "semantic": ["SemanticHasher"],
     "supervised": ["CNNHasher", "CNNSoftmaxHasher"],
+    "vae": ["VAEHasher", "SparseAEHasher"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _SUBMODULES = {"atomic", "baselines", "checkpoint", "checks", "cli", "codes", "data", "dbn", "hamming_net", "hashers", "images",
-               "index", "metrics", "plots", "progress", "rbm", "search", "semantic", "train", "nets", "cnn", "supervised", "mih"}
+               "index", "metrics", "plots", "progress", "rbm", "search", "semantic", "train", "nets", "cnn", "supervised", "mih", "vae", "cluster"}
 
 __all__ = [name for names in _EXPORTS.values() for name in names]
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["Checkpoints", "TrainingCheckpointer", "CheckpointMismatchError", "flatten_tree", "fill_template"]
+__all__ = ["Checkpoints", "TrainingCheckpointer", "CheckpointMismatchError", "flatten_tree", "fill_template",
+           "network_attributes", "take_network_attributes"]
 
 
 class CheckpointMismatchError(ValueError):
@@ -42,6 +43,18 @@ def fill_template(arrays: dict, template, where: str, fix: str):
                                           f"it was written for another architecture; {fix}")
         out.append(jax.numpy.asarray(arrays[name], dtype=leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def network_attributes(tree) -> dict[str, np.ndarray]:
+    """A network's variables as a saved hasher's learned attributes, ``{"net[...]_": array}``."""
+    return {f"net{name}_": array for name, array in flatten_tree(tree).items()}
+
+
+def take_network_attributes(hasher) -> dict[str, np.ndarray]:
+    """Remove the ``net[...]_`` attributes a load has set on ``hasher``; returns them by path name
+    (what :func:`fill_template` takes)."""
+    names = [k for k in vars(hasher) if k.startswith("net[")]
+    return {k[3:-1]: hasher.__dict__.pop(k) for k in names}
 
 
 class TrainingCheckpointer:

@@ -396,6 +396,110 @@ def _short(path: str | None) -> str | None:
 
 # -- entry point ----------------------------------------------------------------------------------
 
+# -- cluster --------------------------------------------------------------------------------------
+
+def _cluster_features(name: str, images, args, timings: dict):
+    """``(n, dim)`` features of ``images`` by ``name``: pixels, pca, vae, sparse-ae or a saved model folder."""
+    from . import cluster  # noqa: PLC0415
+    from .hashers import load_hasher, make_hasher  # noqa: PLC0415
+    from .images import to_features  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    if name == "pixels":
+        features = to_features(images)
+    elif name == "pca":
+        features = cluster.pca(to_features(images), args.pca_dims, args.seed)
+    elif name in ("vae", "sparse-ae"):
+        from .vae import PRESETS  # noqa: PLC0415
+
+        preset = args.preset or "cpu"
+        if preset not in PRESETS:
+            raise ValueError(f"unknown --preset {preset!r} for {name}; choose one of {', '.join(PRESETS)}")
+        latent = args.latent_dim or PRESETS[preset].latent_dim
+        options = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size}.items() if v is not None}
+        hasher = make_hasher(name, n_bits=latent, seed=args.seed, preset=preset, latent_dim=latent, **options)
+        hasher.fit(images)
+        if args.save_model:
+            hasher.save(Path(args.save_model) / name)
+        features = hasher.latents(images)
+    elif Path(name).is_dir():
+        hasher = load_hasher(name)
+        if not hasattr(hasher, "latents"):
+            raise ValueError(f"{name} holds a {hasher.method!r} model, which has no latent space: use a vae or sparse-ae "
+                             "model (jaxhash fit --method vae)")
+        features = hasher.latents(images)
+    else:
+        raise ValueError(f"unknown --features {name!r}: use pixels, pca, vae, sparse-ae or a folder saved by jaxhash fit "
+                         "--method vae")
+    timings[name] = time.perf_counter() - t0
+    return features
+
+
+def cmd_cluster(args) -> int:
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from . import cluster  # noqa: PLC0415
+    from .data import dataset_part  # noqa: PLC0415
+
+    dataset = _load_dataset(args)
+    if args.part == "all" and len(dataset.x_test):
+        images = np.concatenate([dataset.x_train, dataset.x_test])
+        labels = np.concatenate([dataset.y_train, dataset.y_test])
+    else:
+        images, labels, _ = dataset_part(dataset, "train" if args.part in ("all", "train") else "query", "official")
+    if args.limit is not None and args.limit < len(images):
+        keep = np.random.default_rng(args.seed).choice(len(images), args.limit, replace=False)
+        images, labels = images[np.sort(keep)], labels[np.sort(keep)]
+    k = args.k or len(np.unique(labels))
+    rows, records, figure = [], [], []
+    key = jax.random.key(args.seed)
+    timings: dict = {}
+    for name in args.features:
+        features = _cluster_features(name, images, args, timings)
+        for reduction in args.reduce:
+            t0 = time.perf_counter()
+            if reduction == "none":
+                points = features
+            else:
+                dims = min(args.dims, features.shape[1]) if reduction == "pca" else args.dims
+                points = cluster.embed(features, reduction, dims, args.seed,
+                                       **({"n_neighbors": 20, "min_dist": 0.0} if reduction == "umap" else {}))
+            reduce_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if args.algorithm == "gmm":
+                assigned = cluster.gaussian_mixture(key, points, k).labels
+            else:
+                assigned = cluster.kmeans(key, points, k).labels
+            scores = {"accuracy": cluster.clustering_accuracy(labels, assigned),
+                      "nmi": cluster.normalized_mutual_info(labels, assigned),
+                      "ari": cluster.adjusted_rand_index(labels, assigned)}
+            seconds = timings[name] + reduce_seconds + time.perf_counter() - t0
+            label = Path(name).name if Path(name).is_dir() else name
+            rows.append((label, reduction if reduction != "none" else "-", f"{scores['accuracy']:.4f}", f"{scores['nmi']:.4f}",
+                         f"{scores['ari']:.4f}", f"{seconds:.1f}"))
+            records.append({"data": dataset.name, "images": len(images), "k": k, "features": label, "reduction": reduction,
+                            "dims": None if reduction == "none" else int(points.shape[1]), "algorithm": args.algorithm,
+                            **scores, "seconds": round(seconds, 2)})
+            if args.plot and points.shape[1] >= 2:
+                figure.append((f"{label}, {reduction if reduction != 'none' else 'no reduction'} (acc {scores['accuracy']:.3f})",
+                               points[:, :2], labels))
+    header = ("features", "reduction", "accuracy", "NMI", "ARI", "seconds")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"{args.algorithm} into k = {k} clusters of {len(images)} images of {dataset.name} (accuracy: best one-to-one "
+          "matching of clusters to classes)")
+    for row in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    if args.json:
+        _write_json(args.json, records)
+    if args.plot:
+        from .plots import draw_scatter_panels  # noqa: PLC0415
+
+        if figure:
+            print(f"scatter plots (first two dimensions, coloured by true class): {draw_scatter_panels(args.plot, figure, dataset.class_names)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxhash", description="Binary hashing and image retrieval in JAX.", epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -481,6 +585,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flat index: split the codes over every device (e.g. all GPUs of the machine), search each part "
                         "there and merge the lists exactly")
     p.set_defaults(func=cmd_search)
+    p = sub.add_parser("cluster", help="cluster images without labels and score the clusters against the classes",
+                       epilog=EPILOG,
+                       description="Kovalenko's route: features (pixels, PCA, a variational or sparse autoencoder's latent "
+                                   "space), optionally reduced by PCA, t-SNE or UMAP, clustered by k-means or a Gaussian "
+                                   "mixture; prints clustering accuracy, NMI and ARI against the true classes.")
+    _add_data_args(p, protocol_default=None)
+    p.add_argument("--part", default="all", choices=("all", "train", "test"),
+                   help="which images: both splits (default), the training split or the test split")
+    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="a random subset of N images")
+    p.add_argument("--features", type=_csv, default=["vae"], metavar="F1,F2",
+                   help="comma-separated: pixels, pca, vae, sparse-ae, or a folder saved by jaxhash fit --method vae "
+                        "(default: vae)")
+    p.add_argument("--reduce", type=_csv, default=["none"], metavar="R1,R2",
+                   help="comma-separated reductions before clustering: none, pca, tsne (scikit-learn), umap (umap-learn) "
+                        "(default: none)")
+    p.add_argument("--dims", type=_positive, default=10, help="dimensions after --reduce (default: %(default)s; t-SNE: at most 3 is fast)")
+    p.add_argument("--pca-dims", type=_positive, default=50, help="dimensions of --features pca (default: %(default)s)")
+    p.add_argument("--algorithm", default="kmeans", choices=("kmeans", "gmm"), help="clustering (default: %(default)s)")
+    p.add_argument("--k", type=_positive, default=None, help="number of clusters (default: the number of classes)")
+    p.add_argument("--preset", default=None, help="vae, sparse-ae: tiny, cpu or gpu (default: cpu)")
+    p.add_argument("--epochs", type=_positive, default=None, help="vae, sparse-ae: override the preset's epochs")
+    p.add_argument("--batch-size", type=_positive, default=None, help="vae, sparse-ae: override the preset's batch size")
+    p.add_argument("--latent-dim", type=_positive, default=None, help="vae, sparse-ae: latent size (default: the preset's)")
+    p.add_argument("--save-model", default=None, metavar="DIR", help="save the trained autoencoders under DIR/vae, DIR/sparse-ae")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="draw every reduction's first two dimensions, by true class")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write one record per row here")
+    p.set_defaults(func=cmd_cluster)
     return parser
 
 

@@ -50,6 +50,8 @@ _BUILTIN = {
     "cnn-hash": "jaxhash.supervised",
     "cnn-hash-frozen": "jaxhash.supervised",
     "cnn-softmax": "jaxhash.supervised",
+    "vae": "jaxhash.vae",
+    "sparse-ae": "jaxhash.vae",
 }
 
 

@@ -1,5 +1,6 @@
-"""Pictures of search results, drawn with Pillow (no matplotlib needed). Drawing only: the images
-and labels come from the caller (see :func:`jaxhash.data.source_entries`)."""
+"""Pictures of search results, drawn with Pillow, and scatter plots of embeddings (matplotlib,
+imported when used). Drawing only: the images and labels come from the caller (see
+:func:`jaxhash.data.source_entries`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["GridCell", "draw_result_grid"]
+__all__ = ["GridCell", "draw_result_grid", "draw_scatter_panels"]
 
 CELL = 96
 CAPTION = 26  # two lines of Pillow's default font
@@ -65,4 +66,36 @@ def draw_result_grid(path, rows: Sequence[tuple[GridCell, Sequence[GridCell]]]) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
+    return path
+
+
+def draw_scatter_panels(path, panels: Sequence[tuple[str, np.ndarray, np.ndarray]], class_names=None, point_size: float = 2.0) -> Path:
+    """Side-by-side 2-D scatter plots as one PNG (matplotlib, the ``plots`` extra).
+
+    ``panels``: ``(title, points (n, 2) float, colours (n,) int labels)`` each, e.g. PCA and t-SNE
+    of a latent space coloured by true class, or by cluster.
+    """
+    try:
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        raise ImportError("scatter plots need matplotlib: pip install 'jaxhash[plots]'") from None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    for ax, (title, points, colours) in zip(axes[0], panels):
+        points = np.asarray(points)
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=np.asarray(colours), s=point_size, cmap="tab10" if
+                             int(np.max(colours, initial=0)) < 10 else "tab20", linewidths=0, rasterized=True)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if class_names is not None and len(class_names) <= 20:
+        handles = scatter.legend_elements()[0]
+        fig.legend(handles, [str(c) for c in class_names][: len(handles)], loc="center right", fontsize=8, markerscale=1.5)
+        fig.subplots_adjust(right=0.9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return path

@@ -40,7 +40,7 @@ import optax
 
 from . import cnn, nets, train
 from .checks import check_positive_int
-from .checkpoint import CheckpointMismatchError, fill_template, flatten_tree
+from .checkpoint import CheckpointMismatchError, fill_template, flatten_tree, network_attributes, take_network_attributes
 from .hashers import Hasher, register
 
 __all__ = ["CNNHasher", "FrozenCNNHasher", "CNNSoftmaxHasher", "PRESETS", "HashNet", "Classifier"]
@@ -402,18 +402,13 @@ class _CNNBase(Hasher):
         learned = super()._learned()
         for transient in ("variables_", "history_", "train_seconds_"):
             learned.pop(transient, None)
-        for name, array in flatten_tree(self.variables_).items():
-            learned[f"net{name}_"] = array
-        return learned
+        return {**learned, **network_attributes(self.variables_)}
 
     def _loaded(self) -> None:
         """Gather the saved ``net[...]_`` arrays back into the network's variable tree."""
-        arrays = {k[3:-1]: v for k, v in vars(self).items() if k.startswith("net[")}
         config = self._saved_config()
-        self.variables_ = fill_template(arrays, self._template(self._network_for(config), config), "the saved network",
-                                        "save the model again")
-        for k in [k for k in vars(self) if k.startswith("net[")]:
-            del self.__dict__[k]
+        self.variables_ = fill_template(take_network_attributes(self), self._template(self._network_for(config), config),
+                                        "the saved network", "save the model again")
         self.classes_ = np.asarray(self.classes_)
 
     def _network_for(self, config, training: bool = False) -> nn.Module:

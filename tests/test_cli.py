@@ -306,3 +306,21 @@ def test_a_multi_index_answers_as_the_flat_index(tmp_path, rng, capsys):
     assert "25 substrings of 24-bit codes would leave some empty: use at most 24" in capsys.readouterr().err
     assert main(["index", "--model", model, "--folder", str(folder), "--out", str(tmp_path / "x.jhx"), "--substrings", "2"]) == 2
     assert "add --type mih" in capsys.readouterr().err
+
+
+def test_cluster_prints_scores_and_draws_the_embeddings(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out, png = tmp_path / "c.json", tmp_path / "c.png"
+    assert main(["cluster", "--data", "digits", "--features", "pixels,sparse-ae", "--reduce", "none,pca", "--dims", "2",
+                 "--preset", "tiny", "--epochs", "1", "--json", str(out), "--plot", str(png)]) == 0
+    printed = capsys.readouterr().out
+    assert "k = 10 clusters of 1797 images" in printed and "NMI" in printed
+    records = json.loads(out.read_text())
+    assert [(r["features"], r["reduction"]) for r in records] == [("pixels", "none"), ("pixels", "pca"),
+                                                                  ("sparse-ae", "none"), ("sparse-ae", "pca")]
+    assert records[0]["accuracy"] > 0.6 and 0 < records[0]["nmi"] <= 1  # k-means on the digits' pixels: about .79
+    assert png.stat().st_size > 10_000
+    assert main(["cluster", "--data", "digits", "--features", "colour-histograms"]) == 2
+    assert "unknown --features 'colour-histograms'" in capsys.readouterr().err
+    assert main(["cluster", "--data", "digits", "--features", "pixels", "--k", "5000"]) == 2
+    assert "k=5000 clusters cannot be made from 1797 points" in capsys.readouterr().err

@@ -1,0 +1,332 @@
+"""Clustering without labels, and the scores to check a clustering with.
+
+The route of Kovalenko's "Clustering images by visual similarity with variational autoencoders":
+encode images into a latent space, reduce it (PCA, t-SNE, UMAP), cluster it with k-means (or a
+Gaussian mixture, as in McConville et al.'s N2D), then judge the clusters against the true classes.
+
+* :func:`kmeans` -- k-means++ starts, jitted Lloyd iterations, several restarts, the best by inertia.
+* :func:`gaussian_mixture` -- EM for a mixture of full- or diagonal-covariance Gaussians, started
+  from k-means.
+* :func:`pca` -- the top principal components (exact for narrow data, randomised for wide).
+* :func:`embed` -- t-SNE (scikit-learn) or UMAP (umap-learn), optional extras, imported lazily.
+* :func:`clustering_accuracy` (best one-to-one matching of clusters to classes, Hungarian
+  algorithm), :func:`normalized_mutual_info`, :func:`adjusted_rand_index`.
+
+All functions take ``(n, dim)`` float features and an explicit PRNG key or seed.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .checks import check_features, check_positive_int
+
+__all__ = ["KMeansResult", "GaussianMixture", "kmeans", "gaussian_mixture", "pca", "embed", "clustering_accuracy",
+           "normalized_mutual_info", "adjusted_rand_index", "EMBEDDINGS"]
+
+EMBEDDINGS = ("pca", "tsne", "umap")
+
+
+class KMeansResult(NamedTuple):
+    """centres ``(k, dim)`` float32, labels ``(n,)`` int32, inertia (sum of squared distances), iterations."""
+
+    centres: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    iterations: int
+
+
+class GaussianMixture(NamedTuple):
+    """weights ``(k,)``, means ``(k, dim)``, covariances ``(k, dim, dim)`` (diagonal ones as matrices),
+    labels ``(n,)`` int32 (most probable component), mean log-likelihood per point, iterations."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    labels: np.ndarray
+    log_likelihood: float
+    iterations: int
+
+
+def _check_k(k, n: int) -> int:
+    k = check_positive_int(k, "k")
+    if k > n:
+        raise ValueError(f"k={k} clusters cannot be made from {n} points: use k <= {n}")
+    return k
+
+
+def _sq_distances(x, centres):
+    """``(n, k)`` squared Euclidean distances (expanded form, clipped at 0)."""
+    d2 = jnp.sum(x * x, axis=1, keepdims=True) - 2.0 * x @ centres.T + jnp.sum(centres * centres, axis=1)
+    return jnp.maximum(d2, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _kmeans_plus_plus(key, x, k: int):
+    """k-means++ (Arthur & Vassilvitskii): each next centre drawn with probability ~ squared distance."""
+    n = x.shape[0]
+    key, first = jax.random.split(key)
+    centres = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[jax.random.randint(first, (), 0, n)])
+    closest = jnp.sum(jnp.square(x - centres[0]), axis=1)
+
+    def add(i, carry):
+        centres, closest, key = carry
+        key, draw = jax.random.split(key)
+        total = jnp.sum(closest)
+        # all points on existing centres (fewer distinct points than k): draw uniformly
+        p = jnp.where(total > 0, closest / jnp.where(total > 0, total, 1.0), 1.0 / n)
+        chosen = x[jax.random.choice(draw, n, p=p)]
+        closest = jnp.minimum(closest, jnp.sum(jnp.square(x - chosen), axis=1))
+        return centres.at[i].set(chosen), closest, key
+
+    centres, _, _ = jax.lax.fori_loop(1, k, add, (centres, closest, key))
+    return centres
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter",))
+def _lloyd(x, centres, max_iter: int, tol):
+    """Lloyd iterations until the centres move less than ``tol`` (squared, summed) or ``max_iter``.
+    An emptied cluster keeps its centre."""
+
+    def assign(centres):
+        d2 = _sq_distances(x, centres)
+        return jnp.argmin(d2, axis=1), jnp.min(d2, axis=1)
+
+    def body(carry):
+        centres, _, it = carry
+        labels, _ = assign(centres)
+        one_hot = jax.nn.one_hot(labels, centres.shape[0], dtype=x.dtype)
+        counts = one_hot.sum(axis=0)
+        sums = one_hot.T @ x
+        new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centres)
+        return new, jnp.sum(jnp.square(new - centres)), it + 1
+
+    def cond(carry):
+        _, shift, it = carry
+        return (it < max_iter) & (shift > tol)
+
+    centres, _, iterations = jax.lax.while_loop(cond, body, (centres, jnp.asarray(jnp.inf, x.dtype), 0))
+    labels, d2 = assign(centres)
+    return centres, labels.astype(jnp.int32), jnp.sum(d2), iterations
+
+
+def kmeans(key, x, k: int, *, n_init: int = 10, max_iter: int = 300, tol: float = 1e-4) -> KMeansResult:
+    """k-means of ``(n, dim)`` features into ``k`` clusters: ``n_init`` k-means++ starts, each
+    refined by jitted Lloyd iterations, the one of lowest inertia kept.
+
+    ``tol`` is relative to the data's mean variance per dimension (as scikit-learn's). Constant
+    data gives one cluster's worth of identical centres, without error.
+    """
+    x = check_features(x, "points")
+    k = _check_k(k, len(x))
+    n_init = check_positive_int(n_init, "n_init")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    xj = jnp.asarray(x)
+    scaled_tol = float(tol) * float(np.mean(np.var(x, axis=0))) * x.shape[1]
+    best = None
+    for key_init in jax.random.split(key, n_init):
+        centres, labels, inertia, iterations = _lloyd(xj, _kmeans_plus_plus(key_init, xj, k), max_iter, scaled_tol)
+        if best is None or float(inertia) < best.inertia:
+            best = KMeansResult(np.asarray(centres), np.asarray(labels), float(inertia), int(iterations))
+    return best
+
+
+@functools.partial(jax.jit, static_argnames=("diagonal",))
+def _log_responsibilities(x, weights, means, covariances, diagonal: bool):
+    """``(n, k)`` log p(component j, x_i) under the mixture."""
+    dim = x.shape[1]
+    if diagonal:
+        var = jnp.diagonal(covariances, axis1=1, axis2=2)  # (k, dim)
+        maha = jnp.sum(jnp.square(x[:, None, :] - means[None]) / var[None], axis=-1)
+        log_det = jnp.sum(jnp.log(var), axis=1)
+    else:
+        chol = jnp.linalg.cholesky(covariances)  # (k, dim, dim)
+        diff = x[None, :, :] - means[:, None, :]  # (k, n, dim)
+        solved = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(diff, 1, 2), lower=True)  # (k, dim, n)
+        maha = jnp.sum(jnp.square(solved), axis=1).T
+        log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
+    return jnp.log(weights)[None] - 0.5 * (maha + log_det[None] + dim * math.log(2 * math.pi))
+
+
+@functools.partial(jax.jit, static_argnames=("diagonal", "max_iter"))
+def _em(x, weights, means, covariances, reg, diagonal: bool, max_iter: int, tol):
+    def e_step(params):
+        log_joint = _log_responsibilities(x, *params, diagonal)
+        log_norm = jax.scipy.special.logsumexp(log_joint, axis=1, keepdims=True)
+        return jnp.exp(log_joint - log_norm), jnp.mean(log_norm)
+
+    def m_step(resp):
+        counts = resp.sum(axis=0) + 10 * jnp.finfo(x.dtype).eps
+        means = (resp.T @ x) / counts[:, None]
+        diff = x[None] - means[:, None]  # (k, n, dim)
+        eye = jnp.eye(x.shape[1], dtype=x.dtype)
+        if diagonal:
+            var = jnp.einsum("nk,knd->kd", resp, jnp.square(diff)) / counts[:, None] + reg
+            covariances = var[:, :, None] * eye[None]
+        else:
+            covariances = jnp.einsum("nk,kni,knj->kij", resp, diff, diff) / counts[:, None, None] + reg * eye[None]
+        return counts / x.shape[0], means, covariances
+
+    def body(carry):
+        params, previous, _, it = carry
+        resp, ll = e_step(params)
+        return m_step(resp), ll, previous, it + 1
+
+    def cond(carry):
+        _, ll, previous, it = carry
+        return (it < max_iter) & (jnp.abs(ll - previous) > tol)
+
+    params = (weights, means, covariances)
+    params, _, _, iterations = jax.lax.while_loop(cond, body, (params, jnp.asarray(-jnp.inf, x.dtype),
+                                                                 jnp.asarray(jnp.inf, x.dtype), 0))
+    resp, ll = e_step(params)
+    return params, jnp.argmax(resp, axis=1).astype(jnp.int32), ll, iterations
+
+
+def gaussian_mixture(key, x, k: int, *, covariance: str = "full", n_init: int = 4, max_iter: int = 200, tol: float = 1e-4,
+                     reg: float = 1e-6) -> GaussianMixture:
+    """EM for a ``k``-component Gaussian mixture on ``(n, dim)`` features from ``n_init`` starts
+    (alternately a k-means partition and k-means++ points with the data's covariance); the start of
+    highest likelihood is kept. ``covariance``: ``"full"`` or
+    ``"diag"``; ``reg`` is added to every variance (relative to the data's mean variance), so
+    constant or collinear data stays finite.
+    """
+    if covariance not in ("full", "diag"):
+        raise ValueError(f"covariance must be 'full' or 'diag', got {covariance!r}")
+    x = check_features(x, "points")
+    k = _check_k(k, len(x))
+    n_init = check_positive_int(n_init, "n_init")
+    xj = jnp.asarray(x)
+    scale = float(np.mean(np.var(x, axis=0)))
+    scale = scale if scale > 1e-12 else 1.0  # constant points: any positive variance keeps the likelihood finite
+    best = None
+    for start_index, key_init in enumerate(jax.random.split(key, n_init)):
+        if start_index % 2 == 0:  # from a k-means partition
+            centres = kmeans(key_init, x, k, n_init=1).centres
+            labels = np.asarray(jnp.argmin(_sq_distances(xj, jnp.asarray(centres)), axis=1))
+            counts = np.bincount(labels, minlength=k).astype(np.float32) + 1e-3
+            covs = np.stack([np.cov(x[labels == j].T, bias=True).reshape(x.shape[1], x.shape[1]) if (labels == j).sum() > 1
+                             else np.eye(x.shape[1]) * scale for j in range(k)]).astype(np.float32)
+        else:  # k-means++ points with the whole data's covariance: EM may leave a partition k-means prefers
+            centres = np.asarray(_kmeans_plus_plus(key_init, xj, k))
+            counts = np.ones(k, np.float32)
+            covs = np.repeat(np.cov(x.T, bias=True).reshape(1, x.shape[1], x.shape[1]), k, axis=0).astype(np.float32)
+        covs += np.eye(x.shape[1], dtype=np.float32)[None] * reg * scale
+        if covariance == "diag":
+            covs = np.eye(x.shape[1], dtype=np.float32)[None] * np.diagonal(covs, axis1=1, axis2=2)[:, None, :]
+        params, labels, ll, iterations = _em(xj, jnp.asarray(counts / counts.sum()), jnp.asarray(centres),
+                                             jnp.asarray(covs), reg * scale, covariance == "diag",
+                                             check_positive_int(max_iter, "max_iter"), tol)
+        if not np.isfinite(float(ll)):
+            continue
+        if best is None or float(ll) > best.log_likelihood:
+            best = GaussianMixture(*(np.asarray(p) for p in params), np.asarray(labels), float(ll), int(iterations))
+    if best is None:
+        raise FloatingPointError("every Gaussian mixture start lost its likelihood (NaN): standardise the points, or "
+                                 "use covariance='diag' or k-means")
+    return best
+
+
+def pca(x, n_components: int, seed: int = 0) -> np.ndarray:
+    """``(n, n_components)`` float32 projections on the top principal directions (largest first)."""
+    from .baselines import _pca  # noqa: PLC0415
+
+    x = check_features(x, "points")
+    n_components = check_positive_int(n_components, "n_components")
+    if n_components > min(x.shape):
+        raise ValueError(f"cannot take {n_components} principal components of {x.shape[0]} points in {x.shape[1]} "
+                         f"dimensions: use at most {min(x.shape)}")
+    mean, directions = _pca(x, n_components, seed)
+    return ((x - mean) @ directions).astype(np.float32)
+
+
+def embed(x, method: str = "tsne", n_components: int = 2, seed: int = 0, **options) -> np.ndarray:
+    """A low-dimensional ``(n, n_components)`` float32 embedding by ``"pca"``, ``"tsne"``
+    (scikit-learn's TSNE, Barnes-Hut up to 3 dimensions) or ``"umap"`` (umap-learn).
+
+    ``options`` go to the library (e.g. ``perplexity=30``, ``n_neighbors=20, min_dist=0.0``).
+    """
+    x = check_features(x, "points")
+    if method == "pca":
+        return pca(x, n_components, seed)
+    if method == "tsne":
+        try:
+            from sklearn.manifold import TSNE  # noqa: PLC0415
+        except ImportError:
+            raise ImportError("t-SNE needs scikit-learn: pip install 'jaxhash[cluster]' (or pip install scikit-learn)") from None
+        perplexity = min(options.pop("perplexity", 30.0), max(1.0, (len(x) - 1) / 3))
+        tsne = TSNE(n_components=n_components, perplexity=perplexity, random_state=seed, init="pca",
+                    method="barnes_hut" if n_components <= 3 else "exact", **options)
+        return tsne.fit_transform(x).astype(np.float32)
+    if method == "umap":
+        try:
+            import umap  # noqa: PLC0415
+        except ImportError:
+            raise ImportError("UMAP needs umap-learn: pip install 'jaxhash[cluster]' (or pip install umap-learn)") from None
+        options.setdefault("n_neighbors", min(15, len(x) - 1))
+        reducer = umap.UMAP(n_components=n_components, random_state=seed, **options)
+        return np.asarray(reducer.fit_transform(x), np.float32)
+    raise ValueError(f"unknown embedding {method!r}; choose one of {', '.join(EMBEDDINGS)}")
+
+
+# -- scores -----------------------------------------------------------------------------------------
+
+def _contingency(labels_true, labels_pred) -> np.ndarray:
+    labels_true, labels_pred = np.asarray(labels_true).ravel(), np.asarray(labels_pred).ravel()
+    if labels_true.shape != labels_pred.shape:
+        raise ValueError(f"labels_true and labels_pred must have the same length, got {len(labels_true)} and {len(labels_pred)}")
+    if labels_true.size == 0:
+        raise ValueError("cannot score an empty clustering")
+    _, t = np.unique(labels_true, return_inverse=True)
+    _, p = np.unique(labels_pred, return_inverse=True)
+    table = np.zeros((t.max() + 1, p.max() + 1), np.int64)
+    np.add.at(table, (t, p), 1)
+    return table
+
+
+def clustering_accuracy(labels_true, labels_pred) -> float:
+    """Share of points whose cluster maps to their class under the best one-to-one matching of
+    clusters to classes (Hungarian algorithm); unmatched clusters count as wrong."""
+    from scipy.optimize import linear_sum_assignment  # noqa: PLC0415 - SciPy comes with JAX
+
+    table = _contingency(labels_true, labels_pred)
+    rows, cols = linear_sum_assignment(-table)
+    return float(table[rows, cols].sum() / table.sum())
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-np.sum(p * np.log(p)))
+
+
+def normalized_mutual_info(labels_true, labels_pred) -> float:
+    """Mutual information divided by the arithmetic mean of the two entropies (scikit-learn's default);
+    1.0 when both labellings are a single cluster."""
+    table = _contingency(labels_true, labels_pred).astype(np.float64)
+    n = table.sum()
+    h_true, h_pred = _entropy(table.sum(axis=1)), _entropy(table.sum(axis=0))
+    if h_true == 0 and h_pred == 0:
+        return 1.0
+    nz = table > 0
+    outer = np.outer(table.sum(axis=1), table.sum(axis=0))
+    mi = float(np.sum(table[nz] / n * np.log(table[nz] * n / outer[nz])))
+    return max(0.0, mi / max((h_true + h_pred) / 2, 1e-300))
+
+
+def adjusted_rand_index(labels_true, labels_pred) -> float:
+    """Rand index corrected for chance (Hubert & Arabie): 1 for identical partitions, ~0 for random."""
+    table = _contingency(labels_true, labels_pred)
+    pairs = lambda m: m * (m - 1) / 2.0  # noqa: E731
+    n = table.sum()
+    index = pairs(table).sum()
+    rows, cols = pairs(table.sum(axis=1)).sum(), pairs(table.sum(axis=0)).sum()
+    expected = rows * cols / pairs(n) if n > 1 else 0.0
+    maximum = (rows + cols) / 2
+    if maximum == expected:
+        return 1.0
+    return float((index - expected) / (maximum - expected))

@@ -1,0 +1,84 @@
+"""Clustering: k-means and Gaussian mixtures against scikit-learn where installed, the scores
+against closed-form cases and scikit-learn, and the clear errors."""
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxhash import cluster
+
+
+def blobs(rng, n_per=60, dim=5, k=4, spread=0.3):
+    centres = rng.normal(size=(k, dim)) * 6
+    x = np.concatenate([c + spread * rng.normal(size=(n_per, dim)) for c in centres]).astype(np.float32)
+    return x, np.repeat(np.arange(k), n_per)
+
+
+def test_kmeans_finds_separated_clusters_and_matches_scikit_learn(rng, key):
+    x, y = blobs(rng)
+    result = cluster.kmeans(key, x, 4, n_init=3)
+    assert cluster.clustering_accuracy(y, result.labels) == 1.0
+    assert result.centres.shape == (4, 5) and result.labels.dtype == np.int32
+    np.testing.assert_allclose(result.inertia, ((x - result.centres[result.labels]) ** 2).sum(), rtol=1e-4)
+    sklearn = pytest.importorskip("sklearn.cluster")
+    digits = pytest.importorskip("sklearn.datasets").load_digits().data.astype(np.float32) / 16
+    ours = cluster.kmeans(key, digits, 10).inertia
+    theirs = sklearn.KMeans(10, n_init=10, random_state=0).fit(digits).inertia_
+    assert ours <= theirs * 1.01  # the same objective, as well minimised
+
+
+def test_gaussian_mixture_separates_elongated_clusters(rng, key):
+    a = rng.normal(size=(300, 2)) * [4.0, 0.2]
+    b = rng.normal(size=(300, 2)) * [4.0, 0.2] + [0.0, 3.0]  # k-means cuts these across; a full-covariance mixture does not
+    x, y = np.concatenate([a, b]).astype(np.float32), np.repeat([0, 1], 300)
+    full = cluster.gaussian_mixture(key, x, 2)
+    assert cluster.clustering_accuracy(y, full.labels) > 0.97
+    assert cluster.clustering_accuracy(y, cluster.kmeans(key, x, 2).labels) < 0.8
+    assert full.covariances.shape == (2, 2, 2) and np.isclose(full.weights.sum(), 1.0)
+    diag = cluster.gaussian_mixture(key, x, 2, covariance="diag")
+    assert np.allclose(diag.covariances[:, 0, 1], 0) and np.isfinite(diag.log_likelihood)
+    mixture = pytest.importorskip("sklearn.mixture")
+    theirs = mixture.GaussianMixture(2, random_state=0).fit(x).score(x)
+    assert full.log_likelihood >= theirs - 0.02  # at least as likely as scikit-learn's fit
+
+
+def test_scores_agree_with_closed_forms_and_scikit_learn(rng):
+    y = rng.integers(0, 5, 400)
+    relabelled = (y + 2) % 5
+    assert cluster.clustering_accuracy(y, relabelled) == 1.0
+    assert cluster.normalized_mutual_info(y, relabelled) == pytest.approx(1.0)
+    assert cluster.adjusted_rand_index(y, relabelled) == pytest.approx(1.0)
+    assert cluster.clustering_accuracy([0, 0, 1, 1], [0, 1, 2, 3]) == 0.5  # 4 clusters, 2 classes: two stay unmatched
+    noisy = np.where(rng.random(400) < 0.3, rng.integers(0, 7, 400), y)
+    metrics = pytest.importorskip("sklearn.metrics")
+    assert cluster.normalized_mutual_info(y, noisy) == pytest.approx(metrics.normalized_mutual_info_score(y, noisy))
+    assert cluster.adjusted_rand_index(y, noisy) == pytest.approx(metrics.adjusted_rand_score(y, noisy))
+    assert abs(cluster.adjusted_rand_index(y, rng.integers(0, 5, 400))) < 0.05  # chance level
+
+
+def test_bad_input_is_refused_with_the_fix(key, monkeypatch):
+    x = np.ones((20, 3), np.float32)
+    with pytest.raises(ValueError, match="k=30 clusters cannot be made from 20 points"):
+        cluster.kmeans(key, x, 30)
+    assert cluster.kmeans(key, x, 3).inertia == 0.0  # constant data: no crash
+    assert cluster.gaussian_mixture(key, x, 2).labels.shape == (20,)
+    with pytest.raises(ValueError, match="NaN"):
+        cluster.kmeans(key, np.full((5, 2), np.nan), 2)
+    with pytest.raises(ValueError, match="covariance must be"):
+        cluster.gaussian_mixture(key, x, 2, covariance="tied")
+    with pytest.raises(ValueError, match="unknown embedding"):
+        cluster.embed(x, "isomap")
+    monkeypatch.setitem(sys.modules, "umap", None)
+    with pytest.raises(ImportError, match=r"pip install 'jaxhash\[cluster\]'"):
+        cluster.embed(x, "umap")
+    with pytest.raises(ValueError, match="same length"):
+        cluster.clustering_accuracy([0, 1], [0])
+
+
+def test_embeddings_have_the_asked_shape(rng):
+    x, _ = blobs(rng, n_per=30)
+    assert cluster.embed(x, "pca", 2).shape == (120, 2)
+    pytest.importorskip("sklearn")
+    tsne = cluster.embed(x, "tsne", 2)
+    assert tsne.shape == (120, 2) and tsne.dtype == np.float32

@@ -1,0 +1,118 @@
+"""Variational and sparse autoencoders: shapes for every input size, training on the shared loop
+(resume, NaN guard), the vae / sparse-ae hashers (codes, features, save/load, bad input)."""
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from jaxhash import train, vae
+from jaxhash.checkpoint import CheckpointMismatchError
+from jaxhash.hashers import load_hasher, make_hasher
+
+TINY = vae.PRESETS["tiny"]
+
+
+def grey_shapes(rng, n=96, size=12):
+    """Grey images of two kinds: a bright square in the top half or a bright bar in the bottom half."""
+    images = rng.integers(0, 40, (n, size, size, 1)).astype(np.uint8)
+    labels = np.arange(n) % 2
+    for img, label in zip(images, labels):
+        r = rng.integers(0, size // 2 - 3)
+        c = rng.integers(0, size - 4)
+        if label:
+            img[size // 2 + r : size // 2 + r + 2, 1:-1] = 230
+        else:
+            img[r : r + 4, c : c + 4] = 230
+    return images, labels
+
+
+def test_stage_sizes_halve_down_to_four_pixels():
+    assert vae.stage_sizes(28) == (28, 14, 7, 4)
+    assert vae.stage_sizes(32) == (32, 16, 8, 4)
+    assert vae.stage_sizes(256) == (256, 128, 64, 32, 16, 8, 4)
+    assert vae.stage_sizes(3) == (3,)
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (64, 48, 3), (8, 8, 1)])
+@pytest.mark.parametrize("kind", ["vae", "sparse-ae"])
+def test_the_decoder_gives_back_the_input_shape(kind, shape, key):
+    model = vae.make_model(kind, TINY, shape)
+    params = vae.init_params(model, key)
+    out = model.apply({"params": params}, np.zeros((3,) + shape, np.float32), key)
+    assert out["out"].shape == (3,) + shape and out["mean"].shape == (3, TINY.latent_dim)
+    if kind == "sparse-ae":
+        assert float(out["mean"].min()) >= 0.0  # a non-negative code, as the L1 penalty expects
+
+
+def test_training_lowers_the_loss_and_resumes_exactly(rng, key, tmp_path, monkeypatch):
+    images, _ = grey_shapes(rng)
+    model = vae.make_model("vae", TINY, images.shape[1:])
+    config = TINY._replace(epochs=3, batch_size=16, learning_rate=3e-3)
+    log = []
+    params = vae.fit_autoencoder(model, images, config, key=key, progress=False, history=log)
+    assert log[-1]["loss"] < log[0]["loss"] and {"reconstruction", "kl", "images_per_s"} <= set(log[0])
+    assert vae.reconstruct(model, params, images[:5]).shape == images[:5].shape
+
+    class Crash:
+        def __call__(self, end):
+            if end.epoch == 1:
+                raise KeyboardInterrupt
+
+    real = train.run_stage
+    with monkeypatch.context() as mp:
+        mp.setattr(train, "run_stage", lambda *a, **kw: real(*a, **{**kw, "on_epoch": [Crash()]}))
+        with pytest.raises(KeyboardInterrupt):
+            vae.fit_autoencoder(model, images, config, key=key, progress=False, checkpoint_dir=tmp_path / "ck", run={"t": 1})
+    resumed = vae.fit_autoencoder(model, images, config, key=key, progress=False, checkpoint_dir=tmp_path / "ck",
+                                  run={"t": 1}, resume=True)
+    for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(CheckpointMismatchError):
+        other = vae.make_model("vae", TINY._replace(hidden=16), images.shape[1:])
+        vae.fit_autoencoder(other, images, config, key=key, progress=False, checkpoint_dir=tmp_path / "ck",
+                            run={"t": 2}, resume=True)
+
+
+def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(rng, key, tmp_path):
+    images, _ = grey_shapes(rng)
+    model = vae.make_model("sparse-ae", TINY, images.shape[1:])
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        vae.fit_autoencoder(model, images, TINY._replace(learning_rate=1e30, epochs=3, batch_size=16), key=key,
+                            progress=False, checkpoint_dir=tmp_path / "ck", run={})
+
+
+@pytest.mark.parametrize("method", ["vae", "sparse-ae"])
+def test_hasher_codes_features_and_save_load(method, rng, tmp_path):
+    images, labels = grey_shapes(rng)
+    hasher = make_hasher(method, n_bits=8, preset="tiny", epochs=4, batch_size=16, progress=False).fit(images)
+    details = hasher.encode_details(images)
+    assert details["codes"].shape == (len(images), 1) and details["features"].shape == (len(images), 8)
+    np.testing.assert_allclose(details["features"], hasher.latents(images), rtol=1e-5, atol=1e-6)
+    hasher.save(tmp_path / "m")
+    loaded = load_hasher(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.encode(images), details["codes"])
+    assert loaded.fingerprint() == hasher.fingerprint()
+    bigger = np.repeat(np.repeat(images[:4], 2, axis=1), 2, axis=2)  # 24x24: resized to the model's 12x12, with a note
+    with pytest.warns(UserWarning, match="12x12"):
+        assert loaded.encode(bigger).shape == (4, 1)
+
+
+def test_bad_input_is_refused_with_the_fix(rng):
+    images, _ = grey_shapes(rng, n=40)
+    with pytest.raises(ValueError, match="latent_dim >= 16"):
+        make_hasher("vae", n_bits=16, preset="tiny", latent_dim=8, progress=False).fit(images)
+    with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
+        make_hasher("vae", n_bits=8, preset="tiny", latent_dim=0, progress=False).fit(images)
+    with pytest.raises(ValueError, match="fewer than one batch of 64"):
+        make_hasher("vae", n_bits=8, preset="tiny", batch_size=64, progress=False).fit(images)
+    with pytest.raises(ValueError, match="unknown preset"):
+        make_hasher("sparse-ae", n_bits=8, preset="huge", progress=False).fit(images)
+    with pytest.raises(ValueError, match="learns from images"):
+        make_hasher("vae", n_bits=8, preset="tiny", progress=False).fit(images.reshape(40, -1).astype(np.float32))
+    mixed = list(images[:30]) + [np.repeat(np.repeat(img, 2, 0), 2, 1) for img in images[30:]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hasher = make_hasher("vae", n_bits=8, preset="tiny", batch_size=16, progress=False).fit(mixed)
+    assert hasher.input_shape_ == (12, 12, 1)
+    assert any("most common, 12x12" in str(w.message) for w in caught)
