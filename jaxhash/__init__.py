@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "codes": ["pack_bits", "unpack_bits", "binarize", "hamming_distance", "pairwise_hamming"],
-    "search": ["knn_search", "radius_search", "rerank_euclidean", "search_and_rerank", "shard_database", "sharded_knn_search"],
+    "search": ["knn_search", "euclidean_knn", "radius_search", "rerank_euclidean", "search_and_rerank", "shard_database", "sharded_knn_search"],
     "index": ["HashIndex", "PartitionedIndex", "MultiIndexHashIndex", "write_index", "read_index"],
     "metrics": ["mean_average_precision", "precision_at_k", "precision_within_radius", "precision_recall_curve"],
     "hashers": ["Hasher", "make_hasher", "load_hasher", "available_methods"],

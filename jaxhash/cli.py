@@ -452,7 +452,11 @@ def cmd_cluster(args) -> int:
         keep = np.random.default_rng(args.seed).choice(len(images), args.limit, replace=False)
         images, labels = images[np.sort(keep)], labels[np.sort(keep)]
     k = args.k or len(np.unique(labels))
-    rows, records, figure = [], [], []
+    records, figure = [], []
+    print(f"{args.algorithm} into k = {k} clusters of {len(images)} images of {dataset.name} (accuracy: best one-to-one "
+          "matching of clusters to classes; seconds include training and reduction)")
+    line = "{:<12} {:<9} {:>8} {:>7} {:>7} {:>8}"
+    print(line.format("features", "reduction", "accuracy", "NMI", "ARI", "seconds"), flush=True)
     key = jax.random.key(args.seed)
     timings: dict = {}
     for name in args.features:
@@ -476,20 +480,14 @@ def cmd_cluster(args) -> int:
                       "ari": cluster.adjusted_rand_index(labels, assigned)}
             seconds = timings[name] + reduce_seconds + time.perf_counter() - t0
             label = Path(name).name if Path(name).is_dir() else name
-            rows.append((label, reduction if reduction != "none" else "-", f"{scores['accuracy']:.4f}", f"{scores['nmi']:.4f}",
-                         f"{scores['ari']:.4f}", f"{seconds:.1f}"))
+            print(line.format(label, reduction if reduction != "none" else "-", f"{scores['accuracy']:.4f}",
+                              f"{scores['nmi']:.4f}", f"{scores['ari']:.4f}", f"{seconds:.1f}"), flush=True)
             records.append({"data": dataset.name, "images": len(images), "k": k, "features": label, "reduction": reduction,
                             "dims": None if reduction == "none" else int(points.shape[1]), "algorithm": args.algorithm,
                             **scores, "seconds": round(seconds, 2)})
             if args.plot and points.shape[1] >= 2:
                 figure.append((f"{label}, {reduction if reduction != 'none' else 'no reduction'} (acc {scores['accuracy']:.3f})",
                                points[:, :2], labels))
-    header = ("features", "reduction", "accuracy", "NMI", "ARI", "seconds")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(f"{args.algorithm} into k = {k} clusters of {len(images)} images of {dataset.name} (accuracy: best one-to-one "
-          "matching of clusters to classes)")
-    for row in [header, *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
     if args.json:
         _write_json(args.json, records)
     if args.plot:

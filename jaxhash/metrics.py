@@ -22,6 +22,7 @@ from .codes import pairwise_hamming
 
 __all__ = [
     "mean_average_precision",
+    "ranking_average_precision",
     "precision_at_k",
     "precision_within_radius",
     "precision_recall_curve",
@@ -94,14 +95,36 @@ def mean_average_precision(query_codes, query_labels, database_codes, database_l
     top = _parse_top(top, db.shape[0])
     if q.shape[0] == 0:
         raise ValueError("no queries given")
-    total = 0.0
-    for _, rel in _ranked_relevance(q, ql, db, dl, top):
-        hits = np.cumsum(rel, axis=1, dtype=np.float64)
-        ranks = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
-        n_rel = hits[:, -1]
-        ap_sum = np.sum(np.where(rel, hits / ranks, 0.0), axis=1)
-        total += float(np.sum(np.where(n_rel > 0, ap_sum / np.maximum(n_rel, 1), 0.0)))
+    total = sum(_average_precision_sum(rel) for _, rel in _ranked_relevance(q, ql, db, dl, top))
     return total / q.shape[0]
+
+
+def _average_precision_sum(rel: np.ndarray) -> float:
+    """Sum over queries of AP for ``(b, R)`` bool relevance in ranking order (0 with no relevant item)."""
+    hits = np.cumsum(rel, axis=1, dtype=np.float64)
+    ranks = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
+    n_rel = hits[:, -1]
+    ap_sum = np.sum(np.where(rel, hits / ranks, 0.0), axis=1)
+    return float(np.sum(np.where(n_rel > 0, ap_sum / np.maximum(n_rel, 1), 0.0)))
+
+
+def ranking_average_precision(rankings, query_labels, database_labels) -> float:
+    """mAP@R of given rankings, e.g. a two-stage search's re-ranked lists (same definition as
+    :func:`mean_average_precision` with ``top=R``).
+
+    Args:
+      rankings: ``(q, R)`` int database positions, best first (-1 = no result, never relevant).
+      query_labels: ``(q,)`` or ``(q, c)``; database_labels: ``(n,)`` or ``(n, c)``.
+    """
+    rankings = np.asarray(rankings)
+    if rankings.ndim != 2 or rankings.shape[0] == 0:
+        raise ValueError(f"rankings must be (q, R) database positions with q >= 1, got shape {rankings.shape}")
+    dl = check_labels(database_labels, len(database_labels), "database labels")
+    ql = check_labels(query_labels, rankings.shape[0], "query labels")
+    if rankings.max() >= len(dl):
+        raise ValueError(f"ranking position {rankings.max()} is outside the {len(dl)} database labels")
+    rel = _relevance(ql, dl[np.maximum(rankings, 0)]) & (rankings >= 0)
+    return _average_precision_sum(rel) / rankings.shape[0]
 
 
 def precision_at_k(query_codes, query_labels, database_codes, database_labels, k: int) -> float:

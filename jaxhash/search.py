@@ -37,6 +37,7 @@ __all__ = [
     "PackedDatabase",
     "prepare_database",
     "knn_search",
+    "euclidean_knn",
     "ShardedDatabase",
     "shard_database",
     "sharded_knn_search",
@@ -564,3 +565,48 @@ def search_and_rerank(query_codes, database_codes, query_features, database_feat
     """
     _, cand = knn_search(query_codes, database_codes, max(check_k(k), check_k(shortlist, "shortlist")))
     return rerank_euclidean(query_features, database_features, cand, k)
+
+
+@functools.partial(jax.jit, static_argnames=("m",))
+def _euclidean_block(queries, database, offset, m: int):
+    """The ``m`` nearest of one database block to ``(b, dim)`` queries: squared distances and positions."""
+    d2 = jnp.maximum(jnp.sum(queries * queries, axis=1, keepdims=True) - 2.0 * queries @ database.T
+                     + jnp.sum(database * database, axis=1)[None], 0.0)
+    neg, pos = jax.lax.top_k(-d2, m)  # the lower position first among equal distances
+    return -neg, pos.astype(jnp.int32) + offset
+
+
+def euclidean_knn(query_features, database_features, m: int, *, block_size: int = 256, database_block: int = 65536):
+    """The ``m`` most similar database rows to each query by Euclidean distance: exact, in blocks.
+
+    Args:
+      query_features: ``(q, dim)`` float; database_features: ``(n, dim)`` float (e.g. latent means).
+      m: neighbours per query (at most ``n``).
+    Returns:
+      ``(distances, positions)``: ``(q, m)`` float32 Euclidean distances, ascending, and int32
+      database positions; among equal distances the smaller position comes first.
+
+    Memory is bounded by ``block_size x database_block`` distances at a time; each database block's
+    best ``m`` are merged with a stable sort (earlier blocks hold smaller positions).
+    """
+    qf = check_features(query_features, "query features")
+    db = check_features(database_features, "database features")
+    if qf.shape[1] != db.shape[1]:
+        raise ValueError(f"queries have {qf.shape[1]} dimensions but the database has {db.shape[1]}: encode both with "
+                         "the same model")
+    n = db.shape[0]
+    m = check_k(m, "m")
+    if m > n:
+        raise ValueError(f"m={m} is more than the {n} database rows: use m <= {n}")
+    blocks = [(start, jnp.asarray(db[start : start + database_block])) for start in range(0, n, database_block)]
+    dist_out = np.empty((len(qf), m), np.float32)
+    pos_out = np.empty((len(qf), m), np.int32)
+    for start in range(0, len(qf), block_size):
+        queries = jnp.asarray(qf[start : start + block_size])
+        parts = [_euclidean_block(queries, block, offset, min(m, block.shape[0])) for offset, block in blocks]
+        d2 = np.concatenate([np.asarray(p[0]) for p in parts], axis=1)
+        pos = np.concatenate([np.asarray(p[1]) for p in parts], axis=1)
+        order = np.argsort(d2, axis=1, kind="stable")[:, :m]
+        dist_out[start : start + len(queries)] = np.sqrt(np.take_along_axis(d2, order, axis=1))
+        pos_out[start : start + len(queries)] = np.take_along_axis(pos, order, axis=1)
+    return dist_out, pos_out

@@ -4,6 +4,8 @@ import pytest
 from jaxhash import mean_average_precision, pack_bits, precision_at_k, precision_recall_curve, precision_within_radius
 from jaxhash.metrics import evaluate, parse_metric
 
+from conftest import oracle_knn, random_codes
+
 
 def codes_at_distances(distances, n_bits=8):
     """Query code 0 and database codes whose distance to it is given (low bits set)."""
@@ -93,3 +95,16 @@ def test_distances_beyond_16_bits_are_exact(rng):
     curve = precision_recall_curve(codes[:1], [0], codes[1:], [0, 1], n_bits=n_bits)
     assert curve.precision[60_000] == 0.0 and curve.recall[65_999] == 0.0 and curve.recall[66_000] == 1.0
     assert precision_at_k(codes[:1], [0], codes[1:], [1, 0], k=1) == 1.0  # the nearer one (60,000) comes first
+
+
+def test_ranking_average_precision_equals_map_of_the_hamming_ranking(rng):
+    from jaxhash.metrics import ranking_average_precision
+
+    db, db_bits = random_codes(rng, 300, 32)
+    q, q_bits = random_codes(rng, 20, 32)
+    dl, ql = rng.integers(0, 4, 300), rng.integers(0, 4, 20)
+    _, order = oracle_knn(q_bits, db_bits, 50)
+    assert ranking_average_precision(order, ql, dl) == pytest.approx(mean_average_precision(q, ql, db, dl, top=50))
+    assert ranking_average_precision(np.full((1, 3), -1), ql[:1], dl) == 0.0  # no results: nothing relevant
+    with pytest.raises(ValueError, match="outside the 300 database labels"):
+        ranking_average_precision(np.full((1, 3), 300), ql[:1], dl)

@@ -58,3 +58,17 @@ def test_bench_scale_script_prints_identical_results_side_by_side(tmp_path):
     assert all(r["identical"] for r in records if r["part"] in ("mih", "sharded"))
     assert [r["devices"] for r in records if r["part"] == "sharded"] == [4]
     assert "speed-up" in stdout and "ITQ on 1,000 x 12,288" in stdout
+
+
+def test_vae_clustering_script_scores_and_draws(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "v.json"
+    stdout = run_script("vae_clustering.py", "--data", "digits", "--preset", "tiny", "--epochs", "2", "--limit", "400",
+                        "--reductions", "pca,tsne", "--out", str(tmp_path / "fig"), "--json", str(out), tmp_path=tmp_path)
+    record = json.loads(out.read_text())
+    rows = {(r["features"], r["reduction"]) for r in record["records"]}
+    assert rows == {("pixels", "-"), ("pixels", "pca50"), ("vae", "-"), ("sparse-ae", "-"), ("vae", "pca"), ("vae", "tsne")}
+    assert all(0 <= r["accuracy"] <= 1 for r in record["records"]) and "most similar" in stdout
+    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"latent_by_class.png", "latent_by_cluster.png",
+                                                              "reconstructions.png", "nearest.png"}

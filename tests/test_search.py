@@ -195,3 +195,20 @@ def test_sharded_search_equals_one_device_search(devices):
     result = subprocess.run([sys.executable, "-c", SHARDED_PROGRAM, str(devices)], capture_output=True, text=True, env=env,
                             cwd=Path(__file__).parent)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_euclidean_knn_equals_brute_force_across_database_blocks(rng):
+    from jaxhash.search import euclidean_knn
+
+    db = rng.integers(-3, 4, size=(1000, 6)).astype(np.float32)  # small integers: many exact ties
+    queries = np.concatenate([db[:5], rng.normal(size=(40, 6)).astype(np.float32)])
+    d2 = ((queries[:, None, :] - db[None]) ** 2).sum(-1)
+    want = np.argsort(d2, axis=1, kind="stable")[:, :25]
+    dist, pos = euclidean_knn(queries, db, 25, block_size=16, database_block=300)
+    np.testing.assert_array_equal(pos, want)
+    np.testing.assert_allclose(dist, np.sqrt(np.take_along_axis(d2, want, axis=1)), rtol=1e-5, atol=1e-5)
+    assert (dist[:5, 0] == 0).all() and (pos[:5, 0] == np.arange(5)).all()
+    with pytest.raises(ValueError, match="m=1001 is more than the 1000 database rows"):
+        euclidean_knn(queries, db, 1001)
+    with pytest.raises(ValueError, match="same model"):
+        euclidean_knn(queries[:, :3], db, 3)
