@@ -30,6 +30,9 @@ __all__ = ["KMeansResult", "GaussianMixture", "kmeans", "gaussian_mixture", "pca
            "normalized_mutual_info", "adjusted_rand_index", "EMBEDDINGS"]
 
 EMBEDDINGS = ("pca", "tsne", "umap")
+# Above this many dimensions a full-covariance mixture is refused: its E and M steps hold
+# (k, n, dim) arrays and k dim x dim covariances (MNIST pixels: 2.2 GB per step).
+MAX_FULL_COVARIANCE_DIM = 128
 
 
 class KMeansResult(NamedTuple):
@@ -201,6 +204,10 @@ def gaussian_mixture(key, x, k: int, *, covariance: str = "full", n_init: int = 
     x = check_features(x, "points")
     k = _check_k(k, len(x))
     n_init = check_positive_int(n_init, "n_init")
+    if covariance == "full" and x.shape[1] > MAX_FULL_COVARIANCE_DIM:
+        raise ValueError(f"a full-covariance mixture of {x.shape[1]}-dim points needs {k} {x.shape[1]}x{x.shape[1]} "
+                         f"covariances, each from every point: reduce the points first (PCA, UMAP: --reduce) to at most "
+                         f"{MAX_FULL_COVARIANCE_DIM} dimensions, or use covariance='diag' or k-means")
     xj = jnp.asarray(x)
     scale = float(np.mean(np.var(x, axis=0)))
     scale = scale if scale > 1e-12 else 1.0  # constant points: any positive variance keeps the likelihood finite

@@ -65,6 +65,8 @@ def test_bad_input_is_refused_with_the_fix(key, monkeypatch):
     assert cluster.gaussian_mixture(key, x, 2).labels.shape == (20,)
     with pytest.raises(ValueError, match="NaN"):
         cluster.kmeans(key, np.full((5, 2), np.nan), 2)
+    with pytest.raises(ValueError, match="reduce the points first"):
+        cluster.gaussian_mixture(key, np.zeros((20, 784), np.float32), 2)
     with pytest.raises(ValueError, match="covariance must be"):
         cluster.gaussian_mixture(key, x, 2, covariance="tied")
     with pytest.raises(ValueError, match="unknown embedding"):
