@@ -40,8 +40,8 @@ from .checks import check_positive_int
 from .hashers import Hasher, register
 from .images import MixedSizesError, common_shape
 
-__all__ = ["AEConfig", "PRESETS", "ConvVAE", "SparseAutoencoder", "fit_autoencoder", "encode_latents", "reconstruct",
-           "VAEHasher", "SparseAEHasher"]
+__all__ = ["AEConfig", "PRESETS", "ConvVAE", "SparseAutoencoder", "stage_sizes", "make_model", "init_params",
+           "fit_autoencoder", "encode_latents", "reconstruct", "generate", "VAEHasher", "SparseAEHasher"]
 
 
 class AEConfig(NamedTuple):

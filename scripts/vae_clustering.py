@@ -116,9 +116,10 @@ def main():
         score("vae", reduction, points, seconds)
         panels.append((f"VAE latent, {reduction.upper() if reduction != 'tsne' else 't-SNE'}", points, labels[:n_embed]))
     figures = [draw_scatter_panels(out / "latent_by_class.png", panels, dataset.class_names)]
-    if panels:
+    if panels:  # the clusters of the latent space, drawn where neighbourhoods are kept (t-SNE or UMAP when there)
+        title, points, _ = next((p for p in panels if "PCA" not in p[0]), panels[0])
         figures.append(draw_scatter_panels(out / "latent_by_cluster.png",
-                                           [(f"{panels[0][0]}, coloured by {args.algorithm} cluster", panels[0][1],
+                                           [(f"{title}, coloured by {args.algorithm} cluster of the latent space", points,
                                              vae_clusters[:n_embed])]))
 
     # Reconstructions (top: originals) and random samples of the VAE.
