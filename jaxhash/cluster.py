@@ -276,6 +276,7 @@ def embed(x, method: str = "tsne", n_components: int = 2, seed: int = 0, **optio
         except ImportError:
             raise ImportError("UMAP needs umap-learn: pip install 'jaxhash[cluster]' (or pip install umap-learn)") from None
         options.setdefault("n_neighbors", min(15, len(x) - 1))
+        options.setdefault("n_jobs", 1)  # a seeded UMAP runs on one thread anyway; saying so keeps it from warning
         reducer = umap.UMAP(n_components=n_components, random_state=seed, **options)
         return np.asarray(reducer.fit_transform(x), np.float32)
     raise ValueError(f"unknown embedding {method!r}; choose one of {', '.join(EMBEDDINGS)}")
