@@ -398,8 +398,8 @@ def _short(path: str | None) -> str | None:
 
 # -- cluster --------------------------------------------------------------------------------------
 
-def _cluster_features(name: str, images, args, timings: dict):
-    """``(n, dim)`` features of ``images`` by ``name``: pixels, pca, vae, sparse-ae or a saved model folder."""
+def _cluster_features(name: str, images, args):
+    """``(features (n, dim), seconds)`` of ``images`` by ``name``: pixels, pca, vae, sparse-ae or a saved model folder."""
     from . import cluster  # noqa: PLC0415
     from .hashers import load_hasher, make_hasher  # noqa: PLC0415
     from .images import to_features  # noqa: PLC0415
@@ -431,8 +431,7 @@ def _cluster_features(name: str, images, args, timings: dict):
     else:
         raise ValueError(f"unknown --features {name!r}: use pixels, pca, vae, sparse-ae or a folder saved by jaxhash fit "
                          "--method vae")
-    timings[name] = time.perf_counter() - t0
-    return features
+    return features, time.perf_counter() - t0
 
 
 def cmd_cluster(args) -> int:
@@ -458,9 +457,8 @@ def cmd_cluster(args) -> int:
     line = "{:<12} {:<9} {:>8} {:>7} {:>7} {:>8}"
     print(line.format("features", "reduction", "accuracy", "NMI", "ARI", "seconds"), flush=True)
     key = jax.random.key(args.seed)
-    timings: dict = {}
     for name in args.features:
-        features = _cluster_features(name, images, args, timings)
+        features, feature_seconds = _cluster_features(name, images, args)
         for reduction in args.reduce:
             t0 = time.perf_counter()
             if reduction == "none":
@@ -478,7 +476,7 @@ def cmd_cluster(args) -> int:
             scores = {"accuracy": cluster.clustering_accuracy(labels, assigned),
                       "nmi": cluster.normalized_mutual_info(labels, assigned),
                       "ari": cluster.adjusted_rand_index(labels, assigned)}
-            seconds = timings[name] + reduce_seconds + time.perf_counter() - t0
+            seconds = feature_seconds + reduce_seconds + time.perf_counter() - t0
             label = Path(name).name if Path(name).is_dir() else name
             print(line.format(label, reduction if reduction != "none" else "-", f"{scores['accuracy']:.4f}",
                               f"{scores['nmi']:.4f}", f"{scores['ari']:.4f}", f"{seconds:.1f}"), flush=True)

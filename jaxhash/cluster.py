@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .checks import check_features, check_positive_int
+from .search import squared_distances
 
 __all__ = ["KMeansResult", "GaussianMixture", "kmeans", "gaussian_mixture", "pca", "embed", "clustering_accuracy",
            "normalized_mutual_info", "adjusted_rand_index", "EMBEDDINGS"]
@@ -63,12 +64,6 @@ def _check_k(k, n: int) -> int:
     return k
 
 
-def _sq_distances(x, centres):
-    """``(n, k)`` squared Euclidean distances (expanded form, clipped at 0)."""
-    d2 = jnp.sum(x * x, axis=1, keepdims=True) - 2.0 * x @ centres.T + jnp.sum(centres * centres, axis=1)
-    return jnp.maximum(d2, 0.0)
-
-
 @functools.partial(jax.jit, static_argnames=("k",))
 def _kmeans_plus_plus(key, x, k: int):
     """k-means++ (Arthur & Vassilvitskii): each next centre drawn with probability ~ squared distance."""
@@ -97,7 +92,7 @@ def _lloyd(x, centres, max_iter: int, tol):
     An emptied cluster keeps its centre."""
 
     def assign(centres):
-        d2 = _sq_distances(x, centres)
+        d2 = squared_distances(x, centres)
         return jnp.argmin(d2, axis=1), jnp.min(d2, axis=1)
 
     def body(carry):
@@ -214,8 +209,7 @@ def gaussian_mixture(key, x, k: int, *, covariance: str = "full", n_init: int = 
     best = None
     for start_index, key_init in enumerate(jax.random.split(key, n_init)):
         if start_index % 2 == 0:  # from a k-means partition
-            centres = kmeans(key_init, x, k, n_init=1).centres
-            labels = np.asarray(jnp.argmin(_sq_distances(xj, jnp.asarray(centres)), axis=1))
+            centres, labels, _, _ = kmeans(key_init, x, k, n_init=1)
             counts = np.bincount(labels, minlength=k).astype(np.float32) + 1e-3
             covs = np.stack([np.cov(x[labels == j].T, bias=True).reshape(x.shape[1], x.shape[1]) if (labels == j).sum() > 1
                              else np.eye(x.shape[1]) * scale for j in range(k)]).astype(np.float32)

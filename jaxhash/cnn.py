@@ -31,6 +31,7 @@ __all__ = [
     "init_state",
     "make_train_step",
     "predict",
+    "in_padded_batches",
     "fit_network",
     "stratified_split",
     "classification_loss",
@@ -221,17 +222,25 @@ def predict(model, variables, images: np.ndarray, mean, std, batch_size: int = 5
     Batches are padded to a power of two (at least 8), so any number of images compiles at most
     a handful of shapes.
     """
-    batch_size = check_positive_int(batch_size, "batch_size")
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+    return in_padded_batches(lambda chunk: _predict_batch(model, variables, chunk, mean, std), images, batch_size)
+
+
+def in_padded_batches(fn: Callable, images: np.ndarray, batch_size: int = 512) -> dict:
+    """``fn(batch) -> dict of arrays`` over ``images`` ``batch_size`` at a time, as float32 NumPy.
+
+    Each batch is padded to a power of two (at least 8) and the padding's outputs dropped, so any
+    number of images (none included) compiles at most a handful of shapes.
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
     parts: dict[str, list] = {}
     for start in range(0, max(len(images), 1), batch_size):
-        chunk = images[start : start + batch_size]
+        chunk = np.asarray(images[start : start + batch_size])
         rows = len(chunk)
         padded = max(8, 1 << max(rows - 1, 0).bit_length())
         if padded != rows:
             chunk = np.concatenate([chunk, np.zeros((padded - rows,) + tuple(images.shape[1:]), images.dtype)])
-        out = _predict_batch(model, variables, jnp.asarray(chunk), mean, std)
-        for name, value in out.items():
+        for name, value in fn(jnp.asarray(chunk)).items():
             parts.setdefault(name, []).append(np.asarray(value, np.float32)[:rows])
     return {name: np.concatenate(values) for name, values in parts.items()}
 

@@ -83,13 +83,16 @@ class MixedSizesError(ValueError):
     """Images that must share one size do not; the message says how to resize them."""
 
 
-def common_shape(images, where: str) -> tuple[int, int, int]:
+def common_shape(images, where: str, mixed_sizes: str = "refuse") -> tuple[int, int, int]:
     """The ``(H, W, C)`` that a set of images of one size is brought to: their size, and the channel
     count of the majority (grey + alpha counts as grey, RGBA as RGB), with one note if some differ.
 
-    Raises a ``ValueError`` naming the sizes and the fix (``--image-size`` / ``image_size``)
-    when the images differ in size.
+    When the images differ in size, ``mixed_sizes="refuse"`` raises a :class:`MixedSizesError`
+    naming the sizes and the fix (``--image-size`` / ``image_size``); ``"most common"`` takes the
+    most common size, with one note (for models that resize every image anyway).
     """
+    if mixed_sizes not in ("refuse", "most common"):
+        raise ValueError(f"mixed_sizes must be 'refuse' or 'most common', got {mixed_sizes!r}")
     sizes: dict[tuple[int, int], int] = {}
     channel_counts = {1: 0, 3: 0}
     for img in images:
@@ -98,6 +101,12 @@ def common_shape(images, where: str) -> tuple[int, int, int]:
         channel_counts[1 if len(shape) == 2 or shape[2] in (1, 2) else 3] += 1
     if not sizes:
         raise ValueError(f"{where}: no images")
+    if len(sizes) > 1 and mixed_sizes == "most common":
+        (h, w), count = max(sizes.items(), key=lambda kv: kv[1])
+        warnings.warn(f"{where} have {len(sizes)} different sizes: all are resized to the most common, {h}x{w} "
+                      f"({count} of {sum(sizes.values())} images); image_size=... (--image-size) chooses another",
+                      stacklevel=3)
+        sizes = {(h, w): count}
     if len(sizes) > 1:
         common = sorted(sizes.items(), key=lambda kv: -kv[1])
         listed = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in common[:4]) + (", ..." if len(common) > 4 else "")

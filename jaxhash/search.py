@@ -38,6 +38,7 @@ __all__ = [
     "prepare_database",
     "knn_search",
     "euclidean_knn",
+    "squared_distances",
     "ShardedDatabase",
     "shard_database",
     "sharded_knn_search",
@@ -567,11 +568,16 @@ def search_and_rerank(query_codes, database_codes, query_features, database_feat
     return rerank_euclidean(query_features, database_features, cand, k)
 
 
+def squared_distances(a, b):
+    """``(n, m)`` squared Euclidean distances between the rows of ``a`` ``(n, dim)`` and ``b`` ``(m, dim)``
+    (expanded form, clipped at 0; jit-able)."""
+    return jnp.maximum(jnp.sum(a * a, axis=1, keepdims=True) - 2.0 * a @ b.T + jnp.sum(b * b, axis=1)[None], 0.0)
+
+
 @functools.partial(jax.jit, static_argnames=("m",))
 def _euclidean_block(queries, database, offset, m: int):
     """The ``m`` nearest of one database block to ``(b, dim)`` queries: squared distances and positions."""
-    d2 = jnp.maximum(jnp.sum(queries * queries, axis=1, keepdims=True) - 2.0 * queries @ database.T
-                     + jnp.sum(database * database, axis=1)[None], 0.0)
+    d2 = squared_distances(queries, database)
     neg, pos = jax.lax.top_k(-d2, m)  # the lower position first among equal distances
     return -neg, pos.astype(jnp.int32) + offset
 

@@ -25,7 +25,6 @@ import functools
 import json
 import math
 import time
-import warnings
 from typing import Callable, NamedTuple
 
 import flax.linen as nn
@@ -35,10 +34,11 @@ import numpy as np
 import optax
 
 from . import train
+from .cnn import in_padded_batches
 from .checkpoint import fill_template, network_attributes, take_network_attributes
 from .checks import check_positive_int
 from .hashers import Hasher, register
-from .images import MixedSizesError, common_shape
+from .images import common_shape
 
 __all__ = ["AEConfig", "PRESETS", "ConvVAE", "SparseAutoencoder", "stage_sizes", "make_model", "init_params",
            "fit_autoencoder", "encode_latents", "reconstruct", "generate", "VAEHasher", "SparseAEHasher"]
@@ -274,27 +274,14 @@ def _reconstruct_batch(model, params, images):
     return jax.nn.sigmoid(model.apply({"params": params}, _as_unit(images))["out"])
 
 
-def _in_batches(fn, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """``fn`` over ``images`` in batches padded to a power of two (a handful of compiled shapes)."""
-    parts = []
-    for start in range(0, len(images), batch_size):
-        chunk = np.asarray(images[start : start + batch_size])
-        rows = len(chunk)
-        padded = max(8, 1 << max(rows - 1, 0).bit_length())
-        if padded != rows:
-            chunk = np.concatenate([chunk, np.zeros((padded - rows,) + chunk.shape[1:], chunk.dtype)])
-        parts.append(np.asarray(fn(chunk), np.float32)[:rows])
-    return np.concatenate(parts)
-
-
 def encode_latents(model, params, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Latent means (VAE) or codes (sparse AE) ``(n, latent_dim)`` float32 of uint8 images."""
-    return _in_batches(lambda chunk: _encode_batch(model, params, jnp.asarray(chunk)), images, batch_size)
+    return in_padded_batches(lambda chunk: {"mean": _encode_batch(model, params, chunk)}, images, batch_size)["mean"]
 
 
 def reconstruct(model, params, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Reconstructions ``(n, H, W, C)`` uint8 of uint8 images (the decoder's mean)."""
-    out = _in_batches(lambda chunk: _reconstruct_batch(model, params, jnp.asarray(chunk)), images, batch_size)
+    out = in_padded_batches(lambda chunk: {"out": _reconstruct_batch(model, params, chunk)}, images, batch_size)["out"]
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -303,21 +290,6 @@ def generate(model, params, key, n: int) -> np.ndarray:
     z = jax.random.normal(key, (n, model.config.latent_dim), jnp.float32)
     out = jax.nn.sigmoid(model.apply({"params": params}, z, method="generate"))
     return np.clip(np.round(np.asarray(out) * 255.0), 0, 255).astype(np.uint8)
-
-
-def majority_shape(images, where: str) -> tuple[int, int, int]:
-    """The images' common ``(H, W, C)``; with mixed sizes the most common size, with one note."""
-    try:
-        return common_shape(images, where)
-    except MixedSizesError:
-        sizes: dict = {}
-        for img in images:
-            sizes[np.shape(img)[:2]] = sizes.get(np.shape(img)[:2], 0) + 1
-        (h, w), count = max(sizes.items(), key=lambda kv: kv[1])
-        channels = sum(1 if np.ndim(img) == 2 or np.shape(img)[2] in (1, 2) else -1 for img in images)
-        warnings.warn(f"{where} have {len(sizes)} different sizes: all are resized to the most common, {h}x{w} "
-                      f"({count} of {len(images)} images); image_size=... (--image-size) chooses another", stacklevel=3)
-        return (int(h), int(w), 1 if channels > 0 else 3)
 
 
 # -- hashers ------------------------------------------------------------------------------------------
@@ -361,7 +333,7 @@ class _AutoencoderHasher(Hasher):
         return None if self.image_size is None else (int(self.image_size), int(self.image_size))
 
     def _fit_shape(self, images):
-        shape = majority_shape(images, f"{self.method}: the training images")
+        shape = common_shape(images, f"{self.method}: the training images", mixed_sizes="most common")
         size = self.input_size()
         return shape if size is None else size + shape[2:]
 
@@ -405,10 +377,14 @@ class _AutoencoderHasher(Hasher):
         from .codes import pack_bits  # noqa: PLC0415
 
         latents = encode_latents(self._model(), self.params_, batch)
-        return {"codes": np.asarray(pack_bits((latents - self.latent_mean_) @ self.projection_ > 0)), "features": latents}
+        return {"codes": np.asarray(pack_bits(self._rotate(latents) > 0)), "features": latents}
 
     def _project(self, x):
-        return (encode_latents(self._model(), self.params_, x) - self.latent_mean_) @ self.projection_
+        return self._rotate(encode_latents(self._model(), self.params_, x))
+
+    def _rotate(self, latents: np.ndarray) -> np.ndarray:
+        """ITQ's projection of latents: real values ``(n, n_bits)`` whose sign is the code."""
+        return (latents - self.latent_mean_) @ self.projection_
 
     # -- persistence ---------------------------------------------------------------------------------
     def _learned(self) -> dict:

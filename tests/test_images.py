@@ -83,3 +83,11 @@ def test_common_shape_takes_the_majority_channels_and_refuses_mixed_sizes():
         assert common_shape([np.zeros((4, 5)), np.zeros((4, 5, 2)), np.zeros((4, 5, 3))], "x") == (4, 5, 1)
     with pytest.raises(ValueError, match=r"x have different sizes: 4x5 \(2 images\), 6x6 \(1 images\)"):
         common_shape([np.zeros((4, 5)), np.zeros((4, 5)), np.zeros((6, 6))], "x")
+
+
+def test_common_shape_can_take_the_most_common_size_with_a_note():
+    images = [np.zeros((4, 5)), np.zeros((4, 5)), np.zeros((6, 6))]
+    with pytest.warns(UserWarning, match="2 different sizes: all are resized to the most common, 4x5 \\(2 of 3 images\\)"):
+        assert common_shape(images, "x", mixed_sizes="most common") == (4, 5, 1)
+    with pytest.raises(ValueError, match="mixed_sizes must be"):
+        common_shape(images, "x", mixed_sizes="largest")
