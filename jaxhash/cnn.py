@@ -278,13 +278,14 @@ def fit_network(model, images: np.ndarray, labels: np.ndarray, config: CNNConfig
                 mean, std, validation=None, variables=None, stage: str = "cnn",
                 checkpoint_dir=None, run: dict | None = None, resume: bool = False, progress: bool = True,
                 history: list | None = None, device_put: Callable = jax.device_put,
-                parallel: train.DataParallel | None = None) -> dict:
+                parallel: train.DataParallel | None = None, on_epoch=()) -> dict:
     """Train ``model`` on uint8 ``images`` ``(n, S, S, 3)`` and int labels with the shared loop.
 
     Each epoch draws its batches and augmentation from ``fold_in(key, epoch)``; its metrics are
     the training loss and accuracy, images per second and, with ``validation = (images,
     labels)``, the validation accuracy. ``parallel`` (:func:`jaxhash.train.data_parallel`) splits
-    every batch over a device mesh with the state replicated. Returns the trained variables.
+    every batch over a device mesh with the state replicated. ``on_epoch``: more hooks, each called
+    with a :class:`jaxhash.train.EpochEnd` after every epoch. Returns the trained variables.
     """
     n = len(images)
     steps_per_epoch = n // config.batch_size
@@ -310,7 +311,7 @@ def fit_network(model, images: np.ndarray, labels: np.ndarray, config: CNNConfig
         return state, metrics
 
     state = train.run_stage(state, epoch_fn, key=key, epochs=config.epochs, stage=stage, checkpoint_dir=checkpoint_dir,
-                            run=run, resume=resume, progress=progress, history=history,
+                            run=run, resume=resume, progress=progress, history=history, on_epoch=on_epoch,
                             divergence_hint="lower the learning rate (--learning-rate, learning_rate=...) and resume",
                             parallel=parallel)
     return {"params": state.params, "batch_stats": state.batch_stats}

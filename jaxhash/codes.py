@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .checks import WORD_BITS, check_codes, n_words_for
 
 __all__ = [
     "WORD_BITS",
     "n_words_for",
+    "pack_bits_host",
     "binarize",
     "pack_bits",
     "unpack_bits",
@@ -67,6 +69,23 @@ def pack_bits(bits):
     padded = padded.at[:, :n_bits].set(nonzero.astype(jnp.uint32))
     weights = jnp.left_shift(jnp.uint32(1), jnp.arange(WORD_BITS, dtype=jnp.uint32))
     return jnp.sum(padded.reshape(n, n_words, WORD_BITS) * weights, axis=-1, dtype=jnp.uint32)
+
+
+def pack_bits_host(bits) -> np.ndarray:
+    """:func:`pack_bits` in NumPy, for bits already on the host (the same words, bit for bit).
+
+    Encoding one query is a handful of tiny arrays, where a device round trip per operation costs
+    more than the packing: hashers pack their codes here.
+    """
+    bits = np.asarray(bits)
+    if bits.ndim != 2:
+        raise ValueError(f"pack_bits_host expects a (n, n_bits) array, got shape {bits.shape}")
+    n, n_bits = bits.shape
+    n_words = n_words_for(n_bits)
+    padded = np.zeros((n, n_words * WORD_BITS), np.bool_)
+    padded[:, :n_bits] = bits != 0
+    packed = np.packbits(padded, axis=1, bitorder="little")  # byte b holds bits 8b .. 8b+7, lowest first
+    return np.ascontiguousarray(packed).view("<u4").astype(np.uint32, copy=False).reshape(n, n_words)
 
 
 def unpack_bits(codes, n_bits: int):

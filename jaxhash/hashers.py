@@ -290,9 +290,9 @@ class Hasher:
         return {name: np.concatenate(values) for name, values in parts.items()}
 
     def _encode_batch(self, batch) -> dict:
-        from .codes import pack_bits  # noqa: PLC0415 - JAX only when codes are made
+        from .codes import pack_bits_host  # noqa: PLC0415
 
-        return {"codes": np.asarray(pack_bits(np.asarray(self._project(batch)) > 0))}
+        return {"codes": pack_bits_host(np.asarray(self._project(batch)) > 0)}
 
     def fingerprint(self) -> str:
         """SHA-256 (hex) of the method and everything learned: equal fingerprints give equal codes.

@@ -567,6 +567,8 @@ _CHUNK = 1 << 24
 
 def _read_hashed(f, array: np.ndarray, digest, damaged: str) -> None:
     """Fill ``array`` from ``f`` in chunks, feeding the bytes to ``digest`` (no second copy)."""
+    if array.size == 0:  # an empty index: memoryview cannot cast a (0, n) array
+        return
     view = memoryview(array).cast("B")
     pos = 0
     while pos < len(view):

@@ -30,7 +30,6 @@ import json
 import os
 import time
 import warnings
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -156,7 +155,10 @@ def hash_loss(label_smoothing: float, reconstruction_weight: float, quantization
 
 
 def _softmax(logits) -> np.ndarray:
-    return np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1))
+    """Row softmax of host logits in NumPy (float32): no device round trip for a single query."""
+    logits = np.asarray(logits, np.float32)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _channel_statistics(images: np.ndarray, chunk: int = 4096):
@@ -182,6 +184,9 @@ class _CNNBase(Hasher):
 
     consumes = "images"
     presets = tuple(PRESETS)
+    # Callables given a jaxhash.train.EpochEnd after every training epoch (a web page's live curve,
+    # say): set on the instance, neither a hyper-parameter nor saved.
+    on_epoch: tuple = ()
 
     def __init__(self, n_bits: int = 64, seed: int = 0, preset: str = "cpu", architecture=None, widths=None, depth=None,
                  feature_dim=None, image_size=None, epochs=None, batch_size=None, learning_rate=None, weights=None,
@@ -319,7 +324,7 @@ class _CNNBase(Hasher):
         variables = cnn.fit_network(model, x_train, y_train, config, key=jax.random.key(int(self.seed)), loss_fn=loss_fn,
                                     mean=self.mean_, std=self.std_, validation=validation, variables=start, stage=stage,
                                     checkpoint_dir=folder, run=run, resume=self.resume, progress=self.progress,
-                                    history=self.history_, parallel=self._parallel())
+                                    history=self.history_, parallel=self._parallel(), on_epoch=tuple(self.on_epoch))
         _NETWORK_MEMO[memo_key] = {"variables": variables, "history": self.history_[before:]}
         return variables
 
@@ -333,6 +338,7 @@ class _CNNBase(Hasher):
         x_train, y_train, validation = self._prepare(x, y)
         config = self._schedule(self.config(), len(x_train))
         self.config_ = json.dumps(_config_json(config))
+        self.train_steps_ = int(config.epochs * (len(x_train) // config.batch_size))  # the network's optimisation steps
         self.history_ = []
         t0 = time.perf_counter()
         self.variables_ = self._train(x_train, y_train, validation, config)
@@ -384,10 +390,10 @@ class _CNNBase(Hasher):
 
     def _encode_batch(self, batch) -> dict:
         """Codes, descriptors and class probabilities from one pass of the network."""
-        from .codes import pack_bits  # noqa: PLC0415
+        from .codes import pack_bits_host  # noqa: PLC0415
 
         out = self._outputs(batch)
-        return {"codes": np.asarray(pack_bits(self._code_values(out) > 0)), "features": out["features"],
+        return {"codes": pack_bits_host(self._code_values(out) > 0), "features": out["features"],
                 "probabilities": _softmax(out["logits"])}
 
     def _project(self, x):
@@ -524,7 +530,8 @@ class CNNHasher(_CNNBase):
 
         epoch = jax.jit(lambda s, k: train.epoch_scan(step, s, (features, jnp.asarray(y_train)), k, batch, parallel))
         state = train.run_stage((params, optimizer.init(params)), epoch, key=key, epochs=int(self.head_epochs),
-                                stage="hash layer", progress=self.progress, history=self.history_, parallel=parallel)
+                                stage="hash layer", progress=self.progress, history=self.history_, parallel=parallel,
+                                on_epoch=tuple(self.on_epoch))
         variables = {"params": {"backbone": classifier["params"]["backbone"], "head": state[0]},
                      "batch_stats": {"backbone": classifier["batch_stats"]["backbone"]}}
         return variables

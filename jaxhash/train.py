@@ -291,7 +291,7 @@ def run_stage(state, epoch_fn: Callable, *, key, epochs: int, stage: str, desc: 
     """
     epochs = _check_epochs(epochs)
     start = 0
-    hooks = []
+    checkpoints = None
     if checkpoint_dir is not None:
         from .checkpoint import Checkpoints  # noqa: PLC0415 - Orbax only when checkpointing
 
@@ -301,11 +301,15 @@ def run_stage(state, epoch_fn: Callable, *, key, epochs: int, stage: str, desc: 
         except BaseException:
             checkpoints.close()
             raise
-        hooks.append(checkpoints)
     if parallel is not None:
         state = parallel.replicate(state)
+    hooks = [ProgressBar(epochs, desc or stage, start, disable=not progress)]
     if history is not None:
         hooks.append(History(history))
-    hooks.insert(0, ProgressBar(epochs, desc or stage, start, disable=not progress))
-    return fit(state, epoch_fn, key=key, epochs=epochs, start_epoch=start, stage=stage, on_epoch=[*hooks, *on_epoch],
+    hooks.extend(on_epoch)
+    if checkpoints is not None:
+        # Last: a crash between a hook and the checkpoint re-runs that epoch on resume, so what a
+        # hook records of each epoch (a web page's training curve) is never missing one.
+        hooks.append(checkpoints)
+    return fit(state, epoch_fn, key=key, epochs=epochs, start_epoch=start, stage=stage, on_epoch=hooks,
                divergence_hint=divergence_hint)

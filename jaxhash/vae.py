@@ -374,10 +374,10 @@ class _AutoencoderHasher(Hasher):
         return np.concatenate(parts) if parts else np.zeros((0, self._saved_config().latent_dim), np.float32)
 
     def _encode_batch(self, batch) -> dict:
-        from .codes import pack_bits  # noqa: PLC0415
+        from .codes import pack_bits_host  # noqa: PLC0415
 
         latents = encode_latents(self._model(), self.params_, batch)
-        return {"codes": np.asarray(pack_bits(self._rotate(latents) > 0)), "features": latents}
+        return {"codes": pack_bits_host(np.asarray(self._rotate(latents)) > 0), "features": latents}
 
     def _project(self, x):
         return self._rotate(encode_latents(self._model(), self.params_, x))

@@ -15,6 +15,19 @@ def test_pack_unpack_round_trip(rng, n_bits):
     np.testing.assert_array_equal(np.asarray(unpack_bits(codes, n_bits)), bits)
 
 
+@pytest.mark.parametrize("n_bits", [1, 7, 31, 32, 33, 64, 100, 256])
+def test_host_packing_gives_the_same_words(rng, n_bits):
+    from jaxhash.codes import pack_bits_host
+
+    for rows in (0, 1, 9):
+        bits = rng.integers(0, 2, size=(rows, n_bits)).astype(bool)
+        host = pack_bits_host(bits)
+        assert host.dtype == np.uint32 and host.shape == (rows, n_words_for(n_bits))
+        np.testing.assert_array_equal(host, np.asarray(pack_bits(bits)))
+    with pytest.raises(ValueError, match="n_bits"):
+        pack_bits_host(np.zeros(5, bool))
+
+
 def test_bit_order_is_little_endian_within_words():
     bits = np.zeros((1, 40), bool)
     bits[0, 0] = bits[0, 33] = True

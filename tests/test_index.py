@@ -63,6 +63,19 @@ def test_empty_index_warns(rng):
     assert ids.shape == (2, 0) and dist.shape == (2, 0)
 
 
+def test_empty_index_round_trips(tmp_path):
+    """An index is written before anything is added to it (a new index of the web service)."""
+    from jaxhash.index import PartitionedIndex
+
+    for index in (HashIndex(64, feature_dim=5), PartitionedIndex(40, feature_dim=3)):
+        write_index(index, tmp_path / "empty.jhx")
+        back = read_index(tmp_path / "empty.jhx")
+        assert type(back) is type(index) and back.ntotal == 0 and back.features.shape == (0, index.feature_dim)
+        back.add_with_ids(np.zeros((2, index.n_words), np.uint32), np.array([7, 9]), features=np.ones((2, index.feature_dim), np.float32),
+                          **({"partitions": np.array([0, 1])} if isinstance(index, PartitionedIndex) else {}))
+        assert back.ntotal == 2
+
+
 def test_wrong_code_length_is_refused(filled):
     index, _, _ = filled
     with pytest.raises(ValueError, match="64-bit codes"):
