@@ -608,7 +608,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw every reduction's first two dimensions, by true class")
     p.add_argument("--json", default=None, metavar="FILE", help="also write one record per row here")
     p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("serve", help="the image search web system: search by example, index folders, train on your classes",
+                       epilog=EPILOG,
+                       description="Start the web page and JSON API (Hu & Feng's deep-learning image retrieval system): "
+                                   "search by example, index server folders or uploaded zips, train a CNN on a folder with "
+                                   "one sub-folder per class with live progress, and maintain models and indexes. All "
+                                   "state lives in --data-dir. Needs  pip install 'jaxhash[serve]'.")
+    p.add_argument("--data-dir", required=True, metavar="DIR", help="folder for the database, models, indexes and images")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; any other needs --token)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--allow-root", action="append", default=[], metavar="FOLDER",
+                   help="a server folder that index and training jobs may read, with everything below it (repeatable)")
+    p.add_argument("--token", default=None, help="a secret every change (train, index, delete) must carry; required off loopback")
+    p.add_argument("--database-url", default=None, metavar="URL",
+                   help="a SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir)")
+    p.add_argument("--min-images-per-class", type=_positive, default=None,
+                   help="the least images of every class a training folder must have (default: 100, as Hu & Feng ask)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="how much the web server logs (default: %(default)s)")
+    p.set_defaults(func=cmd_serve)
     return parser
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve  # noqa: PLC0415
+
+    serve(args.data_dir, args.host, args.port, args.allow_root, args.token, args.database_url, args.min_images_per_class,
+          args.log_level)
+    return 0
 
 
 def use_compilation_cache() -> Path | None:

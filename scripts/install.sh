@@ -21,12 +21,20 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev,faiss,plots,digits]"
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+# Debian packages: Fashion-MNIST for the README's main job; Chromium and PostgreSQL for the web
+# system's tests (a real browser, a real database server started by the test itself).
+packages=()
+[ -d /usr/share/datasets/fashion-mnist ] || packages+=(dataset-fashion-mnist)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
+if [ ${#packages[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
-    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
-      || echo "note: could not install dataset-fashion-mnist; use --data digits instead" >&2
+    { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${packages[@]}" >/dev/null; } \
+      || echo "note: could not install ${packages[*]}: the tests that need them are skipped (use --data digits for the main job)" >&2
   else
-    echo "note: no apt-get here; put Fashion-MNIST's IDX files in DIR/fashion-mnist/ and pass --data-dir DIR, or use --data digits" >&2
+    echo "note: no apt-get here; without ${packages[*]} the browser and PostgreSQL tests are skipped; put Fashion-MNIST's" \
+         "IDX files in DIR/fashion-mnist/ and pass --data-dir DIR, or use --data digits" >&2
   fi
 fi
 echo "jaxhash installed in .venv ($(.venv/bin/python -c 'import jaxhash; print(jaxhash.__version__)'))"

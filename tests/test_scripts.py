@@ -72,3 +72,22 @@ def test_vae_clustering_script_scores_and_draws(tmp_path):
     assert all(0 <= r["accuracy"] <= 1 for r in record["records"]) and "most similar" in stdout
     assert {p.name for p in (tmp_path / "fig").iterdir()} == {"latent_by_class.png", "latent_by_cluster.png",
                                                               "reconstructions.png", "nearest.png"}
+
+
+def test_bench_serve_script_measures_latency_over_http(tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from PIL import Image
+
+    rng = __import__("numpy").random.default_rng(0)
+    for c, name in enumerate(("cats", "dogs")):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(40):
+            pixels = rng.integers(0, 120, size=(24 + i % 5, 30, 3)) + 100 * c
+            Image.fromarray(pixels.astype("uint8")).save(tmp_path / "photos" / name / f"{i}.jpg")
+    out = tmp_path / "serve.json"
+    stdout = run_script("bench_serve.py", "--photos", str(tmp_path / "photos"), "--preset", "tiny", "--bits", "16",
+                        "--codes", "5000", "--queries", "40", "--clients", "4", "--k", "5", "--json", str(out), tmp_path=tmp_path)
+    record = json.loads(out.read_text())
+    assert record["failed"] == 0 and record["codes"] == 5000 and record["p99_ms"] >= record["p50_ms"] > 0
+    assert record["build_images_per_s"] > 0 and "index build: 80 images" in stdout

@@ -1,0 +1,657 @@
+"""The search system as plain Python: models, indexes, images, search and jobs over one data folder.
+
+The web application (:mod:`jaxhash.serve.app`) is a thin layer of routes over :class:`Service`;
+tests and scripts can use it directly. Everything the service knows lives in its database
+(:class:`jaxhash.serve.store.Store`) and in files under ``data_dir``:
+``images/`` (every image once, by content hash), ``models/<id>/`` (saved hashers),
+``indexes/<id>.jhx`` (index files, written atomically), ``jobs/<id>/`` (training checkpoints),
+``uploads/`` (unpacked zip files). A new Service on the same folder finds everything as it was;
+jobs that were running when the last one stopped are marked ``interrupted`` and can be resumed.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write
+from ..images import decode_image
+from .files import ImageFile, Limits, RequestError, allowed_folder, class_counts, extract_zip, list_image_files
+from .store import Store
+
+__all__ = ["Service", "TRAIN_METHODS", "DEFAULT_MIN_IMAGES_PER_CLASS"]
+
+TRAIN_METHODS = ("cnn-softmax", "cnn-hash")
+DEFAULT_MIN_IMAGES_PER_CLASS = 100  # Hu & Feng ask for more than 100 images of every class
+THUMBNAIL_PIXELS = 160
+DEFAULT_K = 20  # results of a search unless asked (the page's default)
+_SAVE_EVERY_SECONDS = 20.0  # an index job writes its file at least this often (a crash loses no more)
+
+
+def _image_header(data: bytes, limits: Limits) -> tuple[int, int, str]:
+    """``(width, height, extension)`` of encoded image bytes, checked against the pixel limit."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+    if len(data) == 0:
+        raise RequestError("the file is empty, not an image")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height, fmt = img.width, img.height, (img.format or "").lower()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise RequestError("the file is not an image that can be read (JPEG, PNG, GIF, BMP, TIFF or WebP)", 415) from None
+    if width * height > limits.image_pixels:
+        raise RequestError(f"the image has {width}x{height} pixels, more than the limit of {limits.image_pixels:,}", 413)
+    ext = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp", "tiff": ".tif", "webp": ".webp"}.get(fmt, ".img")
+    return width, height, ext
+
+
+class _Waiting:
+    __slots__ = ("item", "done", "result", "error")
+
+    def __init__(self, item):
+        self.item, self.done, self.result, self.error = item, threading.Event(), None, None
+
+
+class QueryBatcher:
+    """Gathers calls that arrive together into one call of ``run(key, items) -> results``.
+
+    The first caller of a key waits ``window`` seconds for others with the same key, then runs
+    them all at once (up to ``max_batch``); each caller gets its own result, or the batch's error.
+    Concurrent searches so share one CNN pass and one index scan: on two cores, with eight
+    clients, that is what keeps the latency of each low.
+    """
+
+    def __init__(self, run, window: float = 0.002, max_batch: int = 64):
+        self.run, self.window, self.max_batch = run, float(window), int(max_batch)
+        self._lock = threading.Lock()
+        self._open: dict = {}
+
+    def submit(self, key, item):
+        me = _Waiting(item)
+        with self._lock:
+            batch = self._open.get(key)
+            leader = batch is None or len(batch) >= self.max_batch
+            if leader:
+                batch = self._open[key] = [me]
+            else:
+                batch.append(me)
+        if leader:
+            if self.window > 0:
+                time.sleep(self.window)
+            with self._lock:
+                if self._open.get(key) is batch:
+                    del self._open[key]
+            try:
+                results = self.run(key, [w.item for w in batch])
+                for waiting, result in zip(batch, results):
+                    waiting.result = result
+            except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
+                for waiting in batch:
+                    waiting.error = err
+            finally:
+                for waiting in batch:
+                    waiting.done.set()
+        me.done.wait()
+        if me.error is not None:
+            raise me.error
+        return me.result
+
+
+class Service:
+    """The image search system over ``data_dir``.
+
+    Args:
+      data_dir: the folder that holds all state (created if missing).
+      database_url: a SQLAlchemy URL; default SQLite ``data_dir/jaxhash.sqlite`` in WAL mode.
+      allow_roots: server-side folders that index and training jobs may read (and nothing else).
+      limits: upload, pixel and zip limits (:class:`jaxhash.serve.files.Limits`).
+      min_images_per_class: the least images every class of a training folder must have.
+      workers: start the job threads (one for training, one for indexing).
+      batch_window: seconds a search waits for others to share its encoding and scan (0: none).
+    """
+
+    def __init__(self, data_dir, database_url: str | None = None, allow_roots=(), limits: Limits = Limits(),
+                 min_images_per_class: int = DEFAULT_MIN_IMAGES_PER_CLASS, workers: bool = True, batch_window: float = 0.002):
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        for sub in ("images", "models", "indexes", "jobs", "uploads", "thumbnails"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.store = Store(database_url or f"sqlite:///{self.data_dir / 'jaxhash.sqlite'}")
+        self.allow_roots = [Path(r).expanduser().resolve() for r in allow_roots]
+        self.limits = limits
+        self.min_images_per_class = int(min_images_per_class)
+        self.started = time.time()
+        self.interrupted_at_start = self.store.mark_interrupted()
+        self._hashers: dict[int, object] = {}
+        self._indexes: dict[int, tuple[tuple, object]] = {}
+        self._contexts: dict[int, tuple] = {}
+        self._image_cache: dict[int, dict] = {}
+        self._cache_lock = threading.Lock()
+        self._batcher = QueryBatcher(self._search_batch, window=batch_window)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        if workers:
+            self.start_workers()
+
+    # -- workers ---------------------------------------------------------------------------
+    def start_workers(self) -> None:
+        from .jobs import run_job  # noqa: PLC0415
+
+        for kinds in (("train",), ("index", "rebuild")):
+            thread = threading.Thread(target=self._work, args=(kinds, run_job), name=f"jaxhash-{kinds[0]}-jobs", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self, kinds, run_job) -> None:
+        while not self._stop.is_set():
+            job = self.store.claim_next_job(kinds)
+            if job is None:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            run_job(self, job)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking jobs and wait for the running ones' threads (training stops only at its end)."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.store.close()
+
+    def wait_for_job(self, job_id: int, timeout: float = 300.0) -> dict:
+        """Block until a job is done, failed or interrupted; returns its record."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            job = self.store.job(job_id)
+            if job["status"] not in ("queued", "running"):
+                return job
+            time.sleep(0.05)
+        raise TimeoutError(f"job {job_id} did not finish in {timeout:.0f} s")
+
+    # -- models ----------------------------------------------------------------------------
+    def model_row(self, model_id: int) -> dict:
+        row = self.store.model(model_id)
+        if row is None:
+            raise RequestError(f"there is no model {model_id}", 404)
+        return row
+
+    def hasher(self, model_id: int):
+        """The loaded hasher of a ready model (cached)."""
+        with self._cache_lock:
+            if model_id in self._hashers:
+                return self._hashers[model_id]
+        row = self.model_row(model_id)
+        if row["status"] != "ready":
+            raise RequestError(f"model {model_id} is not ready ({row['status']})", 409)
+        from ..hashers import load_hasher  # noqa: PLC0415
+
+        try:
+            hasher = load_hasher(self.data_dir / row["path"])
+        except (FileNotFoundError, ValueError) as err:
+            raise RequestError(f"the files of model {model_id} cannot be read ({err}): import the model again, or delete "
+                               "it together with its indexes", 409) from None
+        with self._cache_lock:
+            self._hashers[model_id] = hasher
+        return hasher
+
+    def import_model(self, folder: str, name: str | None = None) -> int:
+        """Copy a hasher saved by ``jaxhash fit`` / ``hasher.save`` (a folder inside an allowed root)."""
+        from ..hashers import load_hasher  # noqa: PLC0415
+
+        source = allowed_folder(folder, self.allow_roots)
+        try:
+            hasher = load_hasher(source)
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            raise RequestError(f"{folder} holds no saved jaxhash model ({err})") from None
+        if getattr(hasher, "input_shape_", None) is None:
+            raise RequestError(f"the model in {folder} was fitted on feature vectors, so it cannot encode images: fit it on images")
+        model_id = self.store.add_model(name or source.name, hasher.method, hasher.n_bits, "importing",
+                                        summary={"imported_from": str(source), "input_shape": list(hasher.input_shape_)})
+        target = self.data_dir / "models" / str(model_id)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+        self.store.update_model(model_id, status="ready", path=f"models/{model_id}")
+        return model_id
+
+    def delete_model(self, model_id: int, with_indexes: bool = False) -> list[int]:
+        """Delete a model; refused while an index uses it unless ``with_indexes`` (they go too)."""
+        row = self.model_row(model_id)
+        if row["status"] == "training":
+            raise RequestError(f"model {model_id} is being trained (job {row['job_id']}): wait for the job to end", 409)
+        using = self.store.indexes_of_model(model_id)
+        if using and not with_indexes:
+            names = ", ".join(f"{i['id']} ({i['name']})" for i in using)
+            raise RequestError(f"model {model_id} is used by index {names}: delete those first, or ask to delete the model "
+                               "together with its indexes (with_indexes=true)", 409)
+        for index in using:
+            self.delete_index(index["id"])
+        self.store.delete_model(model_id)
+        with self._cache_lock:
+            self._hashers.pop(model_id, None)
+        self._forget()
+        if row["path"]:
+            shutil.rmtree(self.data_dir / row["path"], ignore_errors=True)
+        return [i["id"] for i in using]
+
+    # -- indexes ---------------------------------------------------------------------------
+    def index_row(self, index_id: int) -> dict:
+        row = self.store.index(index_id)
+        if row is None:
+            raise RequestError(f"there is no index {index_id}", 404)
+        return row
+
+    def create_index(self, name: str, model_id: int, partitioned: bool = False) -> int:
+        hasher = self.hasher(model_id)
+        if partitioned and not hasattr(hasher, "predict_proba"):
+            raise RequestError(f"a partitioned index files images under the class the model predicts, and model {model_id} "
+                               f"({hasher.method}) predicts no classes: use a cnn-softmax or cnn-hash model")
+        index_id = self.store.add_index(name, model_id, "partitioned" if partitioned else "flat")
+        self.write_index(index_id, self.empty_index(index_id), [], replace=True)
+        return index_id
+
+    def empty_index(self, index_id: int):
+        """A new, empty index object for the index's model (features kept when the model has them)."""
+        from ..index import HashIndex, ModelRef, PartitionedIndex  # noqa: PLC0415
+
+        row = self.index_row(index_id)
+        hasher = self.hasher(row["model_id"])
+        probe = hasher.encode_details(np.zeros((1, *hasher.input_shape_), np.uint8))
+        features = probe.get("features")
+        kind = PartitionedIndex if row["kind"] == "partitioned" else HashIndex
+        return kind(hasher.n_bits, model=ModelRef.of(hasher), feature_dim=None if features is None else features.shape[1],
+                    metadata={"service_index": index_id, "name": row["name"]})
+
+    def read_index_file(self, index_id: int):
+        """A private copy of the index as stored (for a writer); a missing file is an empty index."""
+        from ..index import read_index  # noqa: PLC0415
+
+        path = self.data_dir / self.index_row(index_id)["path"]
+        return read_index(path) if path.exists() else self.empty_index(index_id)
+
+    def write_index(self, index_id: int, index, new_image_ids, replace: bool = False) -> None:
+        """Write the index file atomically, then record its contents in the database."""
+        from ..index import write_index  # noqa: PLC0415
+
+        write_index(index, self.data_dir / self.index_row(index_id)["path"])
+        self.store.set_index_contents(index_id, index.ids if replace else new_image_ids, index.ntotal, replace=replace)
+        self._forget(index_id)
+
+    def index(self, index_id: int):
+        """The index searches use: read once, read again when its file changes. Never modified in place."""
+        from ..index import read_index  # noqa: PLC0415
+
+        path = self.data_dir / self.index_row(index_id)["path"]
+        try:
+            key = _file_key(path)
+        except FileNotFoundError:
+            raise RequestError(f"the file of index {index_id} is missing: rebuild the index", 409) from None
+        with self._cache_lock:
+            cached = self._indexes.get(index_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        index = read_index(path)
+        with self._cache_lock:
+            self._indexes[index_id] = (key, index)
+        return index
+
+    def _refuse_while_indexing(self, index_id: int, what: str) -> None:
+        busy = self.store.running_jobs_on_index(index_id)
+        if busy:
+            raise RequestError(f"index {index_id} is being changed by job {busy[0]}: {what} when it has finished", 409)
+
+    def clear_index(self, index_id: int) -> None:
+        self._refuse_while_indexing(index_id, "clear it")
+        self.write_index(index_id, self.empty_index(index_id), [], replace=True)
+
+    def delete_index(self, index_id: int) -> None:
+        row = self.index_row(index_id)
+        self._refuse_while_indexing(index_id, "delete it")
+        self.store.delete_index(index_id)
+        self._forget(index_id)
+        (self.data_dir / row["path"]).unlink(missing_ok=True)
+
+    def remove_images(self, index_id: int, image_ids) -> int:
+        self._refuse_while_indexing(index_id, "remove images")
+        index = self.read_index_file(index_id)
+        removed = index.remove_ids(np.asarray(list(image_ids), np.int64))
+        from ..index import write_index  # noqa: PLC0415
+
+        write_index(index, self.data_dir / self.index_row(index_id)["path"])
+        self.store.remove_index_entries(index_id, image_ids, index.ntotal)
+        self._forget(index_id)
+        return int(removed)
+
+    def index_disk_bytes(self, index_id: int) -> int:
+        path = self.data_dir / self.index_row(index_id)["path"]
+        return path.stat().st_size if path.exists() else 0
+
+    def images_disk_bytes(self, index_id: int) -> int:
+        """Bytes of the stored image files the index holds (shared images are counted in each)."""
+        ids = self.store.index_image_ids(index_id)
+        return sum(r["bytes"] for r in self.store.images_by_id(ids).values())
+
+    # -- images ----------------------------------------------------------------------------
+    def image_record(self, data: bytes, name: str, label: str | None, sha256: str) -> dict:
+        """What :meth:`store_images` needs of one new image file (its header checked against the limits)."""
+        width, height, ext = _image_header(data, self.limits)
+        return {"sha256": sha256, "path": f"images/{sha256[:2]}/{sha256}{ext}", "name": name, "label": label, "width": width,
+                "height": height, "bytes": len(data), "data": data}
+
+    def store_images(self, records: list[dict]) -> dict[str, int]:
+        """Write new image files (each renamed into place, then one sync for all), then record them
+        in one transaction; returns ``{sha256: image id}``. A crash leaves no record without its file."""
+        for r in records:
+            target = self.data_dir / r["path"]
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(r["data"])
+                os.replace(tmp, target)
+        if records:
+            if hasattr(os, "sync"):
+                os.sync()
+            else:  # no sync(2): each file on its own
+                for r in records:
+                    with open(self.data_dir / r["path"], "rb+") as f:
+                        os.fsync(f.fileno())
+        return self.store.add_images([{k: v for k, v in r.items() if k != "data"} for r in records])
+
+    def store_image(self, data: bytes, name: str, label: str | None = None) -> tuple[int, bool]:
+        """Keep an image file once (by content hash); returns ``(image id, whether it is new)``."""
+        sha = hashlib.sha256(data).hexdigest()
+        found = self.store.image_by_sha(sha)
+        if found is not None:
+            return int(found["id"]), False
+        width, height, ext = _image_header(data, self.limits)
+        rel = f"images/{sha[:2]}/{sha}{ext}"
+        target = self.data_dir / rel
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, [data])
+        return self.store.add_image(sha, rel, name, label, width, height, len(data)), True
+
+    def image_row(self, image_id: int) -> dict:
+        row = self.store.image(image_id)
+        if row is None:
+            raise RequestError(f"there is no image {image_id}", 404)
+        return row
+
+    def image_bytes(self, image_id: int) -> bytes:
+        return (self.data_dir / self.image_row(image_id)["path"]).read_bytes()
+
+    def thumbnail(self, image_id: int) -> bytes:
+        """A JPEG at most ``THUMBNAIL_PIXELS`` on its longer side (made once, then kept)."""
+        row = self.image_row(image_id)
+        path = self.data_dir / "thumbnails" / row["sha256"][:2] / f"{row['sha256']}.jpg"
+        if path.exists():
+            return path.read_bytes()
+        from PIL import Image  # noqa: PLC0415
+
+        with Image.open(self.data_dir / row["path"]) as img:
+            img = img.convert("RGB")
+            img.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS), Image.BILINEAR)
+            if max(img.size) < 96:  # tiny images (32x32 data sets) are enlarged to be seen
+                scale = 96 / max(img.size)
+                img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.NEAREST)
+            out = io.BytesIO()
+            img.save(out, "JPEG", quality=85)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, [out.getvalue()])
+        return out.getvalue()
+
+    def decode_for(self, hasher, data: bytes) -> np.ndarray:
+        """Encoded bytes -> ``(H, W, C)`` uint8 at the model's input shape (limits checked)."""
+        _image_header(data, self.limits)
+        shape = hasher.input_shape_
+        try:
+            return decode_image(data, tuple(shape[:2]), int(shape[2]))
+        except (OSError, ValueError, SyntaxError):
+            raise RequestError("the image is truncated or damaged and cannot be decoded", 415) from None
+
+    # -- search ----------------------------------------------------------------------------
+    def search(self, index_id: int, k: int = DEFAULT_K, data: bytes | None = None, image_id: int | None = None,
+               rerank: int = 0, top_classes: int = 1) -> dict:
+        """Search an index by example: uploaded bytes or a stored image id.
+
+        Returns ``{"index", "model", "measure", "seconds", "results": [{"rank", "image_id",
+        "distance", "hamming", "similarity", "name", "label", "width", "height"}]}`` where
+        similarity = 1 / (1 + distance) (Hu & Feng), distance Hamming, or Euclidean on the model's
+        features when ``rerank`` > 0 re-ranks a Hamming short-list of that many.
+        """
+        t0 = time.perf_counter()
+        if not 1 <= int(k) <= 1000:
+            raise RequestError(f"k must be between 1 and 1000, got {k}")
+        row, hasher, index = self._search_context(int(index_id))
+        if (data is None) == (image_id is None):
+            raise RequestError("give exactly one query: an uploaded image file or an image id")
+        if data is None:
+            data = self.image_bytes(image_id)
+        image = self.decode_for(hasher, data)
+        use_rerank = int(rerank) > 0 and index.features is not None
+        key = (int(index_id), id(index), int(k), int(rerank) if use_rerank else 0, max(1, int(top_classes)))
+        dist, ids, hamming, predicted = self._batcher.submit(key, (hasher, index, image))
+        keep = ids >= 0
+        dist, ids, hamming = dist[keep], ids[keep], hamming[keep]
+        info = self._image_rows(ids.tolist())
+        results = []
+        for rank, (d, i, h) in enumerate(zip(dist, ids, hamming), 1):
+            image_row = info.get(int(i), {})
+            distance = float(d)
+            results.append({"rank": rank, "image_id": int(i), "distance": round(distance, 6), "hamming": int(h),
+                            "similarity": round(1.0 / (1.0 + distance), 6), "name": image_row.get("name"),
+                            "label": image_row.get("label"), "width": image_row.get("width"), "height": image_row.get("height")})
+        return {"index": int(index_id), "model": int(row["model_id"]), "measure": "euclidean" if use_rerank else "hamming",
+                "ntotal": index.ntotal, "predicted_class": predicted, "seconds": round(time.perf_counter() - t0, 6),
+                "results": results}
+
+    def _search_context(self, index_id: int) -> tuple[dict, object, object]:
+        """``(index row, hasher, index)`` for a search: kept while the index file is unchanged, so
+        that a search asks the database nothing but the names of its results."""
+        from ..index import ModelMismatchError  # noqa: PLC0415
+
+        with self._cache_lock:
+            cached = self._contexts.get(index_id)
+        if cached is not None:
+            try:
+                if _file_key(self.data_dir / cached[1]["path"]) == cached[0]:
+                    return cached[1:]
+            except FileNotFoundError:
+                pass
+        row = self.index_row(index_id)
+        if row["model_id"] is None or self.store.model(row["model_id"]) is None:
+            raise RequestError(f"the model of index {index_id} was deleted, so its codes can no longer be compared with "
+                               "a query: delete the index and build a new one with another model", 409)
+        hasher = self.hasher(row["model_id"])
+        key = _file_key(self.data_dir / row["path"]) if (self.data_dir / row["path"]).exists() else None
+        index = self.index(index_id)
+        try:
+            index.check_model(hasher)
+        except ModelMismatchError as err:
+            raise RequestError(str(err), 409) from None
+        if index.ntotal:  # compile the page's default search now rather than in a user's first query
+            self._search_batch((index_id, id(index), DEFAULT_K, 0, 1), [(hasher, index, np.zeros(hasher.input_shape_, np.uint8))])
+        with self._cache_lock:
+            self._contexts[index_id] = (key, row, hasher, index)
+        return row, hasher, index
+
+    def _image_rows(self, ids) -> dict[int, dict]:
+        """Image records by id, from memory when seen before (an image's record never changes)."""
+        with self._cache_lock:
+            rows = {i: self._image_cache[i] for i in ids if i in self._image_cache}
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            fetched = self.store.images_by_id(missing)
+            rows.update(fetched)
+            with self._cache_lock:
+                if len(self._image_cache) > 200_000:
+                    self._image_cache.clear()
+                self._image_cache.update(fetched)
+        return rows
+
+    def _forget(self, index_id: int | None = None) -> None:
+        """Drop cached index objects and search contexts (of one index, or all)."""
+        with self._cache_lock:
+            if index_id is None:
+                self._indexes.clear()
+                self._contexts.clear()
+            else:
+                self._indexes.pop(index_id, None)
+                self._contexts.pop(index_id, None)
+
+    @staticmethod
+    def _search_batch(key, items) -> list:
+        """One encode and one index scan for queries that arrived together (same index and options)."""
+        from ..index import PartitionedIndex  # noqa: PLC0415
+
+        _, _, k, rerank, top_classes = key
+        hasher, index = items[0][0], items[0][1]
+        images = np.stack([item[2] for item in items])
+        padded = max(8, 1 << (len(items) - 1).bit_length())  # a few batch shapes, each compiled once
+        if padded > len(items):
+            images = np.concatenate([images, np.zeros((padded - len(items),) + images.shape[1:], images.dtype)])
+        encoded = hasher.encode_details(images)
+        options = {}
+        if isinstance(index, PartitionedIndex):
+            top = min(top_classes, encoded["probabilities"].shape[1])
+            options["query_partitions"] = np.argsort(-encoded["probabilities"], axis=1, kind="stable")[:, :top]
+        if rerank:
+            dist, ids = index.search_rerank(encoded["codes"], encoded["features"], k, max(rerank, k), **options)
+            hamming = np.stack([_hamming_to(index, code, row) for code, row in zip(encoded["codes"], ids)])
+        else:
+            dist, ids = index.search(encoded["codes"], k, **options)
+            hamming = dist.astype(np.int64)
+        probabilities = encoded.get("probabilities")
+        predicted = [None] * len(items) if probabilities is None else np.argmax(probabilities, axis=1).tolist()
+        return [(dist[i], ids[i], hamming[i], predicted[i]) for i in range(len(items))]
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _job_source(self, folder: str | None, upload_dir: Path | None) -> tuple[dict, list[ImageFile]]:
+        if upload_dir is not None:
+            files, _ = list_image_files(upload_dir, [upload_dir])
+            return {"upload": str(upload_dir.relative_to(self.data_dir))}, files
+        path = allowed_folder(folder, self.allow_roots)
+        files, _ = list_image_files(path, self.allow_roots)
+        return {"folder": str(path)}, files
+
+    def unpack_zip(self, zip_path: Path) -> Path:
+        """Check and unpack an uploaded zip under ``uploads/``; returns the folder."""
+        dest = self.data_dir / "uploads" / f"{int(time.time() * 1000)}-{os.getpid()}-{threading.get_ident() % 100000}"
+        try:
+            extract_zip(zip_path, dest, self.limits)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        return dest
+
+    def submit_index_job(self, index_id: int, folder: str | None = None, upload_dir: Path | None = None) -> int:
+        """Queue encoding the images of a folder (or unpacked upload) into an index."""
+        self.index_row(index_id)
+        source, files = self._job_source(folder, upload_dir)
+        if not files:
+            raise RequestError("the folder holds no image files (.jpg, .png, ...)")
+        job_id = self.store.add_job("index", {"index_id": int(index_id), **source})
+        self.store.update_job(job_id, total=len(files))
+        self._wake.set()
+        return job_id
+
+    def submit_rebuild_job(self, index_id: int) -> int:
+        """Queue re-encoding every image the index holds, from the stored files, into a new file."""
+        self.index_row(index_id)
+        self._refuse_while_indexing(index_id, "rebuild it")
+        job_id = self.store.add_job("rebuild", {"index_id": int(index_id)})
+        self._wake.set()
+        return job_id
+
+    def submit_train_job(self, name: str, method: str = "cnn-softmax", n_bits: int = 64, preset: str = "cpu",
+                         epochs: int | None = None, folder: str | None = None, upload_dir: Path | None = None,
+                         min_images_per_class: int | None = None, seed: int = 0) -> tuple[int, int]:
+        """Queue training a model on a folder with one sub-folder per class; returns ``(job id, model id)``."""
+        from ..hashers import make_hasher  # noqa: PLC0415
+
+        if method not in TRAIN_METHODS:
+            raise RequestError(f"method must be one of {', '.join(TRAIN_METHODS)}, got {method!r}")
+        minimum = self.min_images_per_class if min_images_per_class is None else int(min_images_per_class)
+        if minimum < 2:
+            raise RequestError("min_images_per_class must be at least 2 (one image of each class is held out for validation)")
+        try:
+            make_hasher(method, n_bits=int(n_bits), preset=preset, epochs=epochs).config()
+        except (ValueError, TypeError) as err:
+            raise RequestError(f"cannot train {method} with these settings: {err}") from None
+        source, files = self._job_source(folder, upload_dir)
+        counts = class_counts(files)
+        if len(counts) < 2:
+            raise RequestError(f"training needs at least two classes, one sub-folder each; found {len(counts)} "
+                               f"({', '.join(counts) or 'no sub-folders with images'})")
+        small = {c: n for c, n in counts.items() if n < minimum}
+        if small:
+            shown = ", ".join(f"{c} ({n})" for c, n in sorted(small.items())[:5])
+            raise RequestError(f"{len(small)} of {len(counts)} classes have fewer than {minimum} images: {shown}. "
+                               f"Add images, or lower the minimum per class")
+        if method == "cnn-softmax" and int(n_bits) < len(counts):
+            raise RequestError(f"cnn-softmax needs at least one bit per class: {n_bits} bits < {len(counts)} classes")
+        params = {"name": name, "method": method, "n_bits": int(n_bits), "preset": preset, "epochs": epochs, "seed": int(seed),
+                  "min_images_per_class": minimum, "classes": len(counts), "images": len(files), **source}
+        job_id = self.store.add_job("train", params)
+        model_id = self.store.add_model(name, method, int(n_bits), "training", job_id=job_id)
+        self.store.update_job(job_id, params={**params, "model_id": model_id})
+        self._wake.set()
+        return job_id, model_id
+
+    def resume_job(self, job_id: int) -> None:
+        """Queue an interrupted (or failed) job again; training goes on from its last checkpoint."""
+        job = self.store.job(job_id)
+        if job is None:
+            raise RequestError(f"there is no job {job_id}", 404)
+        if job["status"] not in ("interrupted", "failed"):
+            raise RequestError(f"job {job_id} is {job['status']}; only an interrupted or failed job can be resumed", 409)
+        if job["kind"] == "train":
+            model = self.store.model(job["params"]["model_id"])
+            if model is None:
+                raise RequestError(f"the model of job {job_id} was deleted: start a new training", 409)
+            self.store.update_model(model["id"], status="training")
+        self.store.update_job(job_id, status="queued", message="queued again", finished=None,
+                              params={**job["params"], "resume": True})
+        self.store.log_job(job_id, "queued again to resume")
+        self._wake.set()
+
+    def job_record(self, job_id: int) -> dict:
+        job = self.store.job(job_id)
+        if job is None:
+            raise RequestError(f"there is no job {job_id}", 404)
+        if job["kind"] == "train":
+            job["curve"] = self.store.curve_points(job_id)
+        return job
+
+    def health(self) -> dict:
+        usage = shutil.disk_usage(self.data_dir)
+        statuses = [j["status"] for j in self.store.list_jobs(1000)]
+        return {"status": "ok", "uptime_s": round(time.time() - self.started, 1), "database": self.store.engine.dialect.name,
+                "journal_mode": self.store.journal_mode(), "data_dir": str(self.data_dir),
+                "workers_alive": sum(t.is_alive() for t in self._threads), "disk_free_bytes": usage.free,
+                "jobs": {s: statuses.count(s) for s in ("queued", "running", "interrupted")}}
+
+
+def _file_key(path: Path) -> tuple:
+    """What changes when a file is replaced (an atomic write renames a new inode over it)."""
+    stat = path.stat()
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def _hamming_to(index, query_code: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Hamming distances from one packed query code to the entries ``ids`` of ``index`` (-1 for a missing id)."""
+    out = np.full(len(ids), -1, np.int64)
+    valid = ids >= 0
+    if not valid.any():
+        return out
+    order = np.argsort(index.ids, kind="stable")
+    positions = order[np.searchsorted(index.ids, ids[valid], sorter=order)]
+    xor = np.bitwise_xor(index.codes[positions], query_code[None, :]).view(np.uint8)
+    out[valid] = np.unpackbits(xor, axis=1).sum(axis=1)
+    return out
