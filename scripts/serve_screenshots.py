@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--photos", default=str(REPO.parent / "shared/data/tiny-imagenet-40.tar.gz"))
     parser.add_argument("--out", default=str(REPO / "results" / "serve"))
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--method", default="cnn-hash", choices=("cnn-hash", "cnn-softmax"))
     parser.add_argument("--query", default=None, help="the query photo (default: the first photo of the third class)")
     args = parser.parse_args()
 
@@ -53,7 +54,7 @@ def main() -> None:
                                   env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         root = photos.resolve()
-        job = httpx.post(f"{base}/api/train", json={"name": "my photos", "folder": str(root), "preset": "cpu",
+        job = httpx.post(f"{base}/api/train", json={"name": "my photos", "folder": str(root), "preset": "cpu", "method": args.method,
                                                    "epochs": args.epochs, "n_bits": 64}, timeout=60)
         assert job.status_code == 202, job.text
         job = job.json()

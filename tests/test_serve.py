@@ -292,7 +292,8 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
 
 
 def test_training_jobs_queue_and_report_the_summary(client, photos):
-    first = client.post("/api/train", json={"name": "first", "folder": str(photos), "preset": "tiny", "epochs": 3, "n_bits": 16})
+    first = client.post("/api/train", json={"name": "first", "folder": str(photos), "preset": "tiny", "epochs": 3, "n_bits": 16,
+                                            "method": "cnn-softmax"})
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:  # the same classes, uploaded
         for path in sorted(photos.rglob("*.*")):

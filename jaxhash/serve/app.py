@@ -228,7 +228,9 @@ def create_app(service: Service, token: Optional[str] = None):
     class TrainRequest(BaseModel):
         name: str = Field(min_length=1, max_length=200)
         folder: str = Field(description="a server folder with one sub-folder per class, inside an allowed root")
-        method: str = Field("cnn-softmax", description="cnn-softmax (Hu & Feng) or cnn-hash (Zelensky et al.)")
+        method: str = Field("cnn-hash", description="cnn-hash (a learned hash layer, Zelensky et al.; Hamming distances "
+                                                    "that mean something from few bits) or cnn-softmax (Hu & Feng's class "
+                                                    "probabilities; needs a confident classifier and a bit per class)")
         n_bits: int = Field(64, ge=8, le=4096)
         preset: str = "cpu"
         epochs: Optional[int] = Field(None, ge=1, le=10000)
@@ -246,7 +248,7 @@ def create_app(service: Service, token: Optional[str] = None):
                                                 min_images_per_class=body.min_images_per_class, seed=body.seed))
 
     @app.post("/api/train/zip", tags=["training"], dependencies=write, status_code=202)
-    def train_zip(name: str = Form(...), method: str = Form("cnn-softmax"), n_bits: int = Form(64), preset: str = Form("cpu"),
+    def train_zip(name: str = Form(...), method: str = Form("cnn-hash"), n_bits: int = Form(64), preset: str = Form("cpu"),
                   epochs: Optional[int] = Form(None), min_images_per_class: Optional[int] = Form(None), seed: int = Form(0),
                   file: UploadFile = File(...)):
         """Queue training on an uploaded zip with one folder per class."""

@@ -27,7 +27,7 @@ from .store import Store
 
 __all__ = ["Service", "TRAIN_METHODS", "DEFAULT_MIN_IMAGES_PER_CLASS"]
 
-TRAIN_METHODS = ("cnn-softmax", "cnn-hash")
+TRAIN_METHODS = ("cnn-hash", "cnn-softmax")
 DEFAULT_MIN_IMAGES_PER_CLASS = 100  # Hu & Feng ask for more than 100 images of every class
 THUMBNAIL_PIXELS = 160
 DEFAULT_K = 20  # results of a search unless asked (the page's default)
@@ -569,7 +569,7 @@ class Service:
         self._wake.set()
         return job_id
 
-    def submit_train_job(self, name: str, method: str = "cnn-softmax", n_bits: int = 64, preset: str = "cpu",
+    def submit_train_job(self, name: str, method: str = "cnn-hash", n_bits: int = 64, preset: str = "cpu",
                          epochs: int | None = None, folder: str | None = None, upload_dir: Path | None = None,
                          min_images_per_class: int | None = None, seed: int = 0) -> tuple[int, int]:
         """Queue training a model on a folder with one sub-folder per class; returns ``(job id, model id)``."""

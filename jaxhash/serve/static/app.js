@@ -138,7 +138,7 @@ async function runSearch() {
   const form = new FormData();
   form.append("index_id", indexId);
   form.append("k", $("#search-k").value || "20");
-  form.append("rerank", $("#search-rerank").checked ? String(Math.max(100, 5 * Number($("#search-k").value || 20))) : "0");
+  form.append("rerank", $("#search-rerank").checked ? String(Math.max(1000, 10 * Number($("#search-k").value || 20))) : "0");
   form.append("top_classes", $("#search-top").value || "1");
   if (state.queryImageId !== null) form.append("image_id", state.queryImageId); else form.append("file", state.queryFile);
   let answer;
@@ -224,7 +224,7 @@ $("#train-form").addEventListener("submit", async (e) => {
 });
 
 // -- jobs ----------------------------------------------------------------------------------------
-function curve(points, width = 420, height = 150) {
+function curve(points, width = 520, height = 170) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", width); svg.setAttribute("height", height); svg.setAttribute("class", "curve");
@@ -246,7 +246,7 @@ function curve(points, width = 420, height = 150) {
   if (width >= 300) {
     const legend = document.createElementNS(ns, "text");
     legend.setAttribute("x", pad); legend.setAttribute("y", 12);
-    legend.textContent = `blue: loss (max ${maxLoss.toFixed(3)})  grey: train accuracy  green: validation accuracy  (${n} epochs)`;
+    legend.textContent = `loss (blue, max ${maxLoss.toFixed(2)}), accuracy (grey: train, green: validation)`;
     svg.append(legend);
   }
   return svg;
@@ -310,7 +310,9 @@ $("#import-form").addEventListener("submit", (e) => {
   $("#token-box").hidden = !s.token_required;
   $("#token").value = localStorage.getItem("jaxhash-token") || "";
   $("#token").addEventListener("change", (e) => localStorage.setItem("jaxhash-token", e.target.value));
-  fillSelect($("#train-method"), s.train_methods.map((m) => ({ id: m })), (m) => m.id);
+  const methodNames = { "cnn-hash": "cnn-hash: a learned hash layer (Zelensky et al.)",
+    "cnn-softmax": "cnn-softmax: class probabilities (Hu & Feng)" };
+  fillSelect($("#train-method"), s.train_methods.map((m) => ({ id: m })), (m) => methodNames[m.id] || m.id);
   fillSelect($("#train-preset"), s.presets.map((p) => ({ id: p })), (p) => p.id);
   $("#train-preset").value = "cpu";
   $("#train-min").placeholder = s.min_images_per_class;
