@@ -210,7 +210,7 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_breaks(tmp_path, photos, saved_m
     (photos.parent / "link").unlink(missing_ok=True)
     (photos.parent / "link").symlink_to(outside)
     svc = Service(tmp_path / "data", allow_roots=[photos.parent], min_images_per_class=5,
-                  limits=Limits(upload_bytes=50_000, image_pixels=1_000_000, zip_ratio=50))
+                  limits=Limits(upload_bytes=50_000, zip_bytes=100_000, image_pixels=1_000_000, zip_ratio=50))
     try:
         client = TestClient(create_app(svc))
         model_id, index_id = ready_index(client, saved_model, photos, partitioned=False)
@@ -241,6 +241,10 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_breaks(tmp_path, photos, saved_m
                              "outside its folder"),
             "zip bomb": (client.post(f"/api/indexes/{index_id}/zip", files={"file": ("x.zip", _zip_bytes([("a/b.png", b"\0" * 2_000_000)]))}),
                          413, "zip bomb"),
+            "zip too large": (client.post(f"/api/indexes/{index_id}/zip", files={"file": ("x.zip", b"\0" * 200_000)}), 413,
+                              "larger than the limit"),
+            "body too large": (client.post(f"/api/indexes/{index_id}/zip", files={"file": ("x.zip", b"\0" * 1_300_000)}), 413,
+                               "request is larger than the limit"),
             "not a zip": (client.post(f"/api/indexes/{index_id}/zip", files={"file": ("x.zip", b"PK nonsense")}), 400, "not a readable zip"),
             "one class": (client.post("/api/train", json={"name": "m", "folder": str(photos / "red"), "preset": "tiny"}), 400,
                           "at least two classes"),

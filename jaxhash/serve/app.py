@@ -34,6 +34,15 @@ def create_app(service: Service, token: Optional[str] = None):
     app.state.service = service
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    @app.middleware("http")
+    async def refuse_huge_bodies(request: Request, call_next):
+        """A body declared larger than any upload may be is refused before it is received."""
+        declared = request.headers.get("content-length")
+        limit = max(service.limits.zip_bytes, service.limits.upload_bytes) + (1 << 20)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return JSONResponse(status_code=413, content={"detail": f"the request is larger than the limit of {limit:,} bytes"})
+        return await call_next(request)
+
     @app.exception_handler(RequestError)
     async def request_error(_request: Request, err: RequestError):
         return JSONResponse(status_code=err.status, content={"detail": str(err)})
