@@ -347,16 +347,20 @@ def test_a_restart_finds_everything_as_it_was(tmp_path, photos, saved_model):
         second.stop()
 
 
-def test_concurrent_searches_while_an_index_grows(tmp_path, photos, saved_model):
+def test_concurrent_searches_while_an_index_grows(tmp_path, photos, saved_model, monkeypatch):
+    from jaxhash.serve import jobs
+
+    monkeypatch.setattr(jobs, "_SAVE_EVERY_SECONDS", 0.0)  # the file is replaced after every chunk: searches see it grow
     more = tmp_path / "roots" / "more"
-    write_photos(more, per_class=60, seed=5)
+    write_photos(more, per_class=150, seed=5)
     svc = Service(tmp_path / "data", allow_roots=[photos.parent, more.parent])
     try:
         client = TestClient(create_app(svc))
         _, index_id = ready_index(client, saved_model, photos, partitioned=False)
+        query = (photos / "blue" / "004.jpg").read_bytes()
+        assert client.post("/api/search", data={"index_id": index_id, "k": 5}, files={"file": ("q.jpg", query)}).status_code == 200
         job = client.post(f"/api/indexes/{index_id}/folder", json={"folder": str(more)}).json()
         answers, failures = [], []
-        query = (photos / "blue" / "004.jpg").read_bytes()
 
         def searcher():
             local = TestClient(create_app(svc))
@@ -369,9 +373,9 @@ def test_concurrent_searches_while_an_index_grows(tmp_path, photos, saved_model)
             t.start()
         for t in threads:
             t.join(120)
-        assert svc.wait_for_job(job["id"])["result"]["added"] == 180
+        assert svc.wait_for_job(job["id"])["result"]["added"] == 450
         assert not failures and len(answers) >= 8, (len(answers), failures)
-        assert client.get(f"/api/indexes/{index_id}").json()["ntotal"] == 216
+        assert client.get(f"/api/indexes/{index_id}").json()["ntotal"] == 486
     finally:
         svc.stop()
 

@@ -21,8 +21,9 @@ STATIC = Path(__file__).parent / "static"
 
 def create_app(service: Service, token: Optional[str] = None):
     """The FastAPI application serving ``service`` (``token``: required for writes when given)."""
-    from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile  # noqa: PLC0415
+    from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile  # noqa: PLC0415
     from fastapi.responses import FileResponse, JSONResponse, Response  # noqa: PLC0415
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer  # noqa: PLC0415
     from fastapi.staticfiles import StaticFiles  # noqa: PLC0415
     from pydantic import BaseModel, Field  # noqa: PLC0415
 
@@ -47,10 +48,12 @@ def create_app(service: Service, token: Optional[str] = None):
     async def request_error(_request: Request, err: RequestError):
         return JSONResponse(status_code=err.status, content={"detail": str(err)})
 
-    def writer(authorization: Optional[str] = Header(None), x_jaxhash_token: Optional[str] = Header(None)) -> None:
+    bearer = HTTPBearer(auto_error=False, description="the server's --token, needed for changes when it was given")
+
+    def writer(request: Request, credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
         if token is None:
             return
-        given = x_jaxhash_token or (authorization[7:] if authorization and authorization.startswith("Bearer ") else None)
+        given = request.headers.get("x-jaxhash-token") or (credentials.credentials if credentials else None)
         if not given or not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "this server needs its token for changes: give it in the page's token field, or as "
                                      "the header  Authorization: Bearer TOKEN")
