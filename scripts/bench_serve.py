@@ -9,7 +9,8 @@
 3. Fills the index up to --codes entries (random codes and features beside the real photos) and
    sends --queries uploads from --clients concurrent clients: p50 / p99 latency of upload ->
    JSON answer (image decode and CNN encoding included), failed requests, and the codes compared
-   per second by the search itself (in this process, on the same index).
+   per second by the search itself (in this process, on the same index). Each client is a process
+   of its own; all of them share the machine with the server.
 
     python scripts/bench_serve.py --photos ../shared/data/tiny-imagenet-40.tar.gz
     python scripts/bench_serve.py --photos PHOTOS/ --codes 1000000 --queries 1000 --clients 8
@@ -18,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import socket
 import statistics
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -37,6 +38,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def client(base: str, index_id: int, k: int, uploads: list) -> tuple[list, list, list]:
+    """One client: its uploads one after the other; ``(latencies, failed latencies, server seconds)``."""
+    import httpx
+
+    latencies, failures, server_seconds = [], [], []
+    with httpx.Client(timeout=60) as http:
+        for q in uploads:
+            t0 = time.perf_counter()
+            try:
+                r = http.post(f"{base}/api/search", data={"index_id": index_id, "k": k}, files={"file": ("q.jpg", q)})
+                ok = r.status_code == 200 and len(r.json()["results"]) == k
+            except httpx.HTTPError:
+                ok = False
+            (latencies if ok else failures).append(time.perf_counter() - t0)
+            if ok:
+                server_seconds.append(r.json()["seconds"])
+    return latencies, failures, server_seconds
 
 
 def random_codes(rng, n: int, n_bits: int) -> np.ndarray:
@@ -130,30 +150,16 @@ def main() -> None:
         for q in uploads[:10]:  # compile every shape once
             httpx.post(f"{base}/api/search", data={"index_id": index_id, "k": args.k}, files={"file": ("q.jpg", q)}, timeout=120)
 
-        latencies, failures, server_seconds = [], [], []
-        lock = threading.Lock()
-
-        def client(part):
-            with httpx.Client(timeout=60) as http:
-                for q in part:
-                    t0 = time.perf_counter()
-                    try:
-                        r = http.post(f"{base}/api/search", data={"index_id": index_id, "k": args.k}, files={"file": ("q.jpg", q)})
-                        ok = r.status_code == 200 and len(r.json()["results"]) == args.k
-                    except httpx.HTTPError as err:
-                        ok, r = False, err
-                    elapsed = time.perf_counter() - t0
-                    with lock:
-                        (latencies if ok else failures).append(elapsed)
-                        if ok:
-                            server_seconds.append(r.json()["seconds"])
-
+        # Each client is a process of its own, as separate users are: one process's threads would
+        # share one interpreter lock and time each other's Python.
+        context = multiprocessing.get_context("spawn")
+        parts = [uploads[c :: args.clients] for c in range(args.clients)]
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(uploads[c :: args.clients],)) for c in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with context.Pool(args.clients) as pool:
+            answers = pool.starmap(client, [(base, index_id, args.k, part) for part in parts])
+        latencies = [t for a in answers for t in a[0]]
+        failures = [t for a in answers for t in a[1]]
+        server_seconds = [t for a in answers for t in a[2]]
         wall = time.perf_counter() - t0
     finally:
         server.terminate()

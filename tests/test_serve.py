@@ -380,6 +380,37 @@ def test_concurrent_searches_while_an_index_grows(tmp_path, photos, saved_model,
         svc.stop()
 
 
+def test_the_query_batcher_gives_each_caller_its_own_answer():
+    from jaxhash.serve.service import QueryBatcher
+
+    sizes = []
+
+    def run(key, items):
+        sizes.append(len(items))
+        time.sleep(0.01)
+        if key == "bad":
+            raise ValueError("broken batch")
+        return [(key, item * 2) for item in items]
+
+    batcher = QueryBatcher(run)
+    answers = {}
+
+    def caller(i):
+        answers[i] = batcher.submit("k" if i % 2 else "j", i)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == {i: ("k" if i % 2 else "j", 2 * i) for i in range(40)}
+    assert max(sizes) > 1 and sum(sizes) == 40  # callers that arrived together shared a run
+    assert batcher.submit("k", 5) == ("k", 10)  # alone, a call runs at once
+    with pytest.raises(ValueError, match="broken batch"):
+        batcher.submit("bad", 1)
+    assert batcher.submit("bad2", 1) == ("bad2", 2) and not batcher._busy
+
+
 # -- storage on SQLite and PostgreSQL ----------------------------------------------------------------
 
 def _free_port() -> int:

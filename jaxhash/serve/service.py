@@ -52,55 +52,71 @@ def _image_header(data: bytes, limits: Limits) -> tuple[int, int, str]:
 
 
 class _Waiting:
-    __slots__ = ("item", "done", "result", "error")
+    __slots__ = ("item", "wake", "lead", "finished", "result", "error")
 
     def __init__(self, item):
-        self.item, self.done, self.result, self.error = item, threading.Event(), None, None
+        self.item, self.wake, self.lead, self.finished, self.result, self.error = item, threading.Event(), False, False, None, None
 
 
 class QueryBatcher:
-    """Gathers calls that arrive together into one call of ``run(key, items) -> results``.
+    """Runs calls with the same key together: ``run(key, items) -> results``, one result per item.
 
-    The first caller of a key waits ``window`` seconds for others with the same key, then runs
-    them all at once (up to ``max_batch``); each caller gets its own result, or the batch's error.
-    Concurrent searches so share one CNN pass and one index scan: on two cores, with eight
-    clients, that is what keeps the latency of each low.
+    While a batch of a key runs, the calls that arrive wait; when it ends, one of them runs all
+    that are waiting (up to ``max_batch``) as the next batch, after ``window`` seconds for those
+    about to come. Alone, a call waits only the window; under load, batches grow by themselves. Concurrent searches so share one CNN pass and one index
+    scan: on two cores with eight clients, that is what keeps each one's latency low. Each caller
+    gets its own result, or the error of its batch.
     """
 
     def __init__(self, run, window: float = 0.002, max_batch: int = 64):
         self.run, self.window, self.max_batch = run, float(window), int(max_batch)
         self._lock = threading.Lock()
-        self._open: dict = {}
+        self._waiting: dict = {}  # key -> calls not yet taken into a batch
+        self._busy: set = set()  # keys with a batch running
 
     def submit(self, key, item):
         me = _Waiting(item)
         with self._lock:
-            batch = self._open.get(key)
-            leader = batch is None or len(batch) >= self.max_batch
-            if leader:
-                batch = self._open[key] = [me]
-            else:
-                batch.append(me)
-        if leader:
-            if self.window > 0:
-                time.sleep(self.window)
-            with self._lock:
-                if self._open.get(key) is batch:
-                    del self._open[key]
-            try:
-                results = self.run(key, [w.item for w in batch])
-                for waiting, result in zip(batch, results):
-                    waiting.result = result
-            except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
-                for waiting in batch:
-                    waiting.error = err
-            finally:
-                for waiting in batch:
-                    waiting.done.set()
-        me.done.wait()
+            self._waiting.setdefault(key, []).append(me)
+            if key not in self._busy:
+                self._busy.add(key)
+                me.lead = True
+        if not me.lead:
+            me.wake.wait()  # with a result, or to lead the next batch
+        if not me.finished:
+            self._lead(key)
         if me.error is not None:
             raise me.error
         return me.result
+
+    def _lead(self, key) -> None:
+        if self.window > 0:  # callers finishing the last batch come back within a moment: take them along
+            time.sleep(self.window)
+        with self._lock:
+            queue = self._waiting[key]
+            batch = queue[: self.max_batch]
+            del queue[: self.max_batch]
+        try:
+            results = self.run(key, [w.item for w in batch])
+            for waiting, result in zip(batch, results):
+                waiting.result = result
+        except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
+            for waiting in batch:
+                waiting.error = err
+        with self._lock:
+            queue = self._waiting[key]
+            if queue:
+                queue[0].lead = True  # it wakes and runs the next batch
+                successor = queue[0]
+            else:
+                successor = None
+                del self._waiting[key]
+                self._busy.discard(key)
+        for waiting in batch:
+            waiting.finished = True
+            waiting.wake.set()
+        if successor is not None:
+            successor.wake.set()
 
 
 class Service:
@@ -113,11 +129,10 @@ class Service:
       limits: upload, pixel and zip limits (:class:`jaxhash.serve.files.Limits`).
       min_images_per_class: the least images every class of a training folder must have.
       workers: start the job threads (one for training, one for indexing).
-      batch_window: seconds a search waits for others to share its encoding and scan (0: none).
     """
 
     def __init__(self, data_dir, database_url: str | None = None, allow_roots=(), limits: Limits = Limits(),
-                 min_images_per_class: int = DEFAULT_MIN_IMAGES_PER_CLASS, workers: bool = True, batch_window: float = 0.002):
+                 min_images_per_class: int = DEFAULT_MIN_IMAGES_PER_CLASS, workers: bool = True):
         self.data_dir = Path(data_dir).expanduser().resolve()
         for sub in ("images", "models", "indexes", "jobs", "uploads", "thumbnails"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -132,7 +147,7 @@ class Service:
         self._contexts: dict[int, tuple] = {}
         self._image_cache: dict[int, dict] = {}
         self._cache_lock = threading.Lock()
-        self._batcher = QueryBatcher(self._search_batch, window=batch_window)
+        self._batcher = QueryBatcher(self._search_batch)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
