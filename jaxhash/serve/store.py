@@ -100,6 +100,12 @@ def _tables():
     return meta, images, models, indexes, entries, jobs, curve
 
 
+def _has_module(name: str) -> bool:
+    from importlib.util import find_spec  # noqa: PLC0415
+
+    return find_spec(name) is not None
+
+
 def _row(row, json_fields=()) -> dict | None:
     if row is None:
         return None
@@ -121,6 +127,8 @@ class Store:
         import sqlalchemy as sa  # noqa: PLC0415
 
         self.sa = sa
+        if url.startswith(("postgresql://", "postgres://")) and _has_module("psycopg") and not _has_module("psycopg2"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]  # the driver of the postgres extra
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         options = {"connect_args": {"check_same_thread": False, "timeout": 30}} if self.is_sqlite else {"pool_pre_ping": True}
