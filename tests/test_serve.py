@@ -250,6 +250,8 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_breaks(tmp_path, photos, saved_m
                           "at least two classes"),
             "too few images": (client.post("/api/train", json={"name": "m", "folder": str(photos), "preset": "tiny",
                                                                 "min_images_per_class": 50}), 400, "fewer than 50 images"),
+            "huge re-rank": (client.post("/api/search", data={"index_id": index_id, "rerank": 10**9},
+                                     files={"file": ("q.jpg", jpeg_bytes((1, 2, 3)))}), 400, "rerank must be"),
             "bad method": (client.post("/api/train", json={"name": "m", "folder": str(photos), "method": "nope"}), 400, "method must"),
             "wrong model for partitions": (client.post("/api/indexes", json={"name": "x", "model_id": 999}), 404, "no model"),
         }
@@ -284,6 +286,27 @@ def test_writes_need_the_token_when_one_is_set(service, photos, saved_model):
     assert ok.status_code == 201
     assert client.get("/api/models").status_code == 200  # reading needs no token
     assert client.get("/api/settings").json()["token_required"] is True
+    schema = client.get("/openapi.json").json()["paths"]
+    writes = [(method, path.replace("{model_id}", "1").replace("{index_id}", "1").replace("{job_id}", "1"))
+              for path, methods in schema.items() for method in methods if method in ("post", "delete") and path != "/api/search"]
+    assert len(writes) >= 12
+    for method, path in writes:  # every change needs the token
+        answer = client.request(method.upper(), path)
+        assert answer.status_code == 401, (method, path, answer.status_code)
+
+
+def test_requests_from_other_sites_are_refused(service):
+    client = TestClient(create_app(service, allowed_hosts={"127.0.0.1", "localhost", "::1"}), base_url="http://127.0.0.1:8000")
+    assert client.get("/api/health").status_code == 200
+    rebound = client.get("/api/health", headers={"host": "evil.example:8000"})
+    assert rebound.status_code == 421  # a DNS-rebinding page names its own host
+    cross = client.post("/api/indexes/1/clear", headers={"origin": "http://evil.example"})
+    assert cross.status_code == 403 and "another site" in cross.json()["detail"]
+    same = client.post("/api/indexes/1/clear", headers={"origin": "http://127.0.0.1:8000"})
+    assert same.status_code == 404  # reaches the route: there is no index 1
+    from jaxhash.serve.app import _host_name
+
+    assert [_host_name(h) for h in ("127.0.0.1:8000", "[::1]:80", "LOCALHOST", "::1")] == ["127.0.0.1", "::1", "localhost", "::1"]
 
 
 def test_serve_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
@@ -366,7 +389,8 @@ def test_concurrent_searches_while_an_index_grows(tmp_path, photos, saved_model,
             local = TestClient(create_app(svc))
             while svc.store.job(job["id"])["status"] in ("queued", "running"):
                 r = local.post("/api/search", data={"index_id": index_id, "k": 5}, files={"file": ("q.jpg", query)})
-                (answers if r.status_code == 200 and len(r.json()["results"]) == 5 else failures).append(r.status_code)
+                ok = r.status_code == 200 and len(r.json()["results"]) == 5
+                (answers if ok else failures).append(r.json()["ntotal"] if ok else r.status_code)
 
         threads = [threading.Thread(target=searcher) for _ in range(4)]
         for t in threads:
@@ -375,6 +399,7 @@ def test_concurrent_searches_while_an_index_grows(tmp_path, photos, saved_model,
             t.join(120)
         assert svc.wait_for_job(job["id"])["result"]["added"] == 450
         assert not failures and len(answers) >= 8, (len(answers), failures)
+        assert min(answers) == 36 and max(answers) > 36  # the searches saw the index grow
         assert client.get(f"/api/indexes/{index_id}").json()["ntotal"] == 486
     finally:
         svc.stop()

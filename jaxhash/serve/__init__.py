@@ -56,7 +56,8 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 8000, allow_roots=(), t
               "stopped; resume them on the page (Jobs) or with POST /api/jobs/ID/resume", flush=True)
     print(f"jaxhash serve: http://{host}:{port}/  (data in {service.data_dir}; API schema at /docs)", flush=True)
     try:
-        uvicorn.run(create_app(service, token), host=host, port=port, log_level=log_level)
+        names = {"localhost", "127.0.0.1", "::1"} if is_loopback(host) else None  # elsewhere the token guards
+        uvicorn.run(create_app(service, token, allowed_hosts=names), host=host, port=port, log_level=log_level)
     finally:
         service.stop(timeout=2.0)
 

@@ -19,8 +19,14 @@ __all__ = ["create_app"]
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(service: Service, token: Optional[str] = None):
-    """The FastAPI application serving ``service`` (``token``: required for writes when given)."""
+def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None):
+    """The FastAPI application serving ``service``.
+
+    ``token``: required for writes when given. ``allowed_hosts``: the names the server may be
+    reached by (the Host header, port aside); a request naming another host is refused, so a web
+    page of another site cannot reach a server on loopback by rebinding its DNS name. None: any.
+    Whatever the host, a write whose ``Origin`` is another site is refused (no cross-site posts).
+    """
     from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile  # noqa: PLC0415
     from fastapi.responses import FileResponse, JSONResponse, Response  # noqa: PLC0415
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer  # noqa: PLC0415
@@ -34,6 +40,20 @@ def create_app(service: Service, token: Optional[str] = None):
                               "deep-learning image retrieval system, on jaxhash).")
     app.state.service = service
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+
+    @app.middleware("http")
+    async def same_site_only(request: Request, call_next):
+        """Refuse a Host this server is not (DNS rebinding), and writes sent by another site's page."""
+        host = request.headers.get("host", "")
+        if hosts is not None and _host_name(host) not in hosts:
+            return JSONResponse(status_code=421, content={"detail": f"this server does not answer to host {host!r}"})
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and origin and origin != "null":
+            if origin.split("://", 1)[-1].rstrip("/").lower() != host.lower():
+                return JSONResponse(status_code=403, content={"detail": f"changes from another site ({origin}) are refused"})
+        return await call_next(request)
 
     @app.middleware("http")
     async def refuse_huge_bodies(request: Request, call_next):
@@ -293,3 +313,11 @@ def create_app(service: Service, token: Optional[str] = None):
         return service.job_record(job_id)
 
     return app
+
+
+def _host_name(host: str) -> str:
+    """The name of a Host header without its port: ``127.0.0.1:8000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host

@@ -64,7 +64,8 @@ class _Progress:
             self.store.update_job(self.job_id, done=int(done), total=int(self.total), rate=round(rate, 2), message=message)
 
 
-def _encode_into(service: Service, job: dict, index_id: int, files: list, index, present: set, on_progress) -> dict:
+def _encode_into(service: Service, job: dict, index_id: int, files: list, index, present: set, on_progress,
+                 publish: bool = True) -> dict:
     """Store, decode and encode ``files`` (ImageFile or (path, label, image id)) into ``index``,
     skipping images it holds already; writes the index file as it goes. Returns the counts.
 
@@ -74,7 +75,7 @@ def _encode_into(service: Service, job: dict, index_id: int, files: list, index,
     hasher = service.hasher(service.index_row(index_id)["model_id"])
     pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="jaxhash-read")  # file reads and decoding release the GIL
     try:
-        return _encode_chunks(service, job, index_id, files, index, present, on_progress, hasher, pool)
+        return _encode_chunks(service, job, index_id, files, index, present, on_progress, hasher, pool, publish)
     finally:
         pool.shutdown()
 
@@ -102,7 +103,8 @@ def _decode(service: Service, hasher, wanted):
         return err
 
 
-def _encode_chunks(service: Service, job: dict, index_id: int, files: list, index, present: set, on_progress, hasher, pool):
+def _encode_chunks(service: Service, job: dict, index_id: int, files: list, index, present: set, on_progress, hasher, pool,
+                   publish: bool):
     partitioned = hasattr(index, "partitions")
     added, duplicates, skipped = [], 0, 0
     last_save = time.perf_counter()
@@ -150,10 +152,11 @@ def _encode_chunks(service: Service, job: dict, index_id: int, files: list, inde
             unsaved.extend(ids)
         done = min(start + ENCODE_CHUNK, len(files))
         on_progress(done, f"{done} of {len(files)} images: {len(added)} added, {duplicates} already indexed, {skipped} skipped")
-        if unsaved and time.perf_counter() - last_save > _SAVE_EVERY_SECONDS:
+        if publish and unsaved and time.perf_counter() - last_save > _SAVE_EVERY_SECONDS:
             service.write_index(index_id, index, unsaved)
             unsaved, last_save = [], time.perf_counter()
-    service.write_index(index_id, index, unsaved)
+    if publish:
+        service.write_index(index_id, index, unsaved)
     return {"added": len(added), "duplicates": duplicates, "skipped": skipped, "ntotal": index.ntotal}
 
 
@@ -169,6 +172,8 @@ def _index_job(service: Service, job: dict) -> dict:
         service.store.log_job(job["id"], f"skipped {escaped} files whose links lead outside the allowed roots")
     progress = _Progress(service.store, job["id"], len(files))
     index = service.read_index_file(index_id)
+    # The file is the truth: a job killed between writing it and recording its entries left them unrecorded.
+    service.store.set_index_contents(index_id, index.ids, index.ntotal, replace=True)
     counts = _encode_into(service, job, index_id, files, index, set(index.ids.tolist()), progress)
     message = (f"{counts['added']} images added, {counts['duplicates']} already indexed, {counts['skipped']} skipped; "
                f"the index holds {counts['ntotal']}")
@@ -185,7 +190,7 @@ def _rebuild_job(service: Service, job: dict) -> dict:
     files = [(service.data_dir / rows[i]["path"], rows[i]["label"], i) for i in ids if i in rows]
     progress = _Progress(service.store, job["id"], len(files))
     index = service.empty_index(index_id)
-    counts = _encode_into(service, job, index_id, files, index, set(), progress)
+    counts = _encode_into(service, job, index_id, files, index, set(), progress, publish=False)  # searches keep the old one
     service.write_index(index_id, index, index.ids, replace=True)
     message = f"rebuilt from {len(files)} stored images: the index holds {index.ntotal}"
     progress(len(files), message, force=True)

@@ -31,6 +31,7 @@ TRAIN_METHODS = ("cnn-hash", "cnn-softmax")
 DEFAULT_MIN_IMAGES_PER_CLASS = 100  # Hu & Feng ask for more than 100 images of every class
 THUMBNAIL_PIXELS = 160
 DEFAULT_K = 20  # results of a search unless asked (the page's default)
+MAX_RERANK = 10_000  # the longest short-list a search may re-rank
 _SAVE_EVERY_SECONDS = 20.0  # an index job writes its file at least this often (a crash loses no more)
 
 
@@ -145,6 +146,7 @@ class Service:
         self._hashers: dict[int, object] = {}
         self._indexes: dict[int, tuple[tuple, object]] = {}
         self._contexts: dict[int, tuple] = {}
+        self._index_locks: dict = {}  # index id -> RLock
         self._image_cache: dict[int, dict] = {}
         self._cache_lock = threading.Lock()
         self._batcher = QueryBatcher(self._search_batch)
@@ -165,12 +167,18 @@ class Service:
 
     def _work(self, kinds, run_job) -> None:
         while not self._stop.is_set():
-            job = self.store.claim_next_job(kinds)
-            if job is None:
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
-            run_job(self, job)
+            try:
+                job = self.store.claim_next_job(kinds)
+                if job is None:
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
+                run_job(self, job)
+            except Exception:  # noqa: BLE001 - the database went away for a moment: the worker must not die
+                import traceback  # noqa: PLC0415
+
+                traceback.print_exc()
+                self._stop.wait(2.0)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop taking jobs and wait for the running ones' threads (training stops only at its end)."""
@@ -238,7 +246,8 @@ class Service:
     def delete_model(self, model_id: int, with_indexes: bool = False) -> list[int]:
         """Delete a model; refused while an index uses it unless ``with_indexes`` (they go too)."""
         row = self.model_row(model_id)
-        if row["status"] == "training":
+        job = self.store.job(row["job_id"]) if row["job_id"] else None
+        if row["status"] == "training" and job is not None and job["status"] in ("queued", "running"):
             raise RequestError(f"model {model_id} is being trained (job {row['job_id']}): wait for the job to end", 409)
         using = self.store.indexes_of_model(model_id)
         if using and not with_indexes:
@@ -294,8 +303,9 @@ class Service:
         """Write the index file atomically, then record its contents in the database."""
         from ..index import write_index  # noqa: PLC0415
 
-        write_index(index, self.data_dir / self.index_row(index_id)["path"])
-        self.store.set_index_contents(index_id, index.ids if replace else new_image_ids, index.ntotal, replace=replace)
+        with self.index_lock(index_id):
+            write_index(index, self.data_dir / self.index_row(index_id)["path"])
+            self.store.set_index_contents(index_id, index.ids if replace else new_image_ids, index.ntotal, replace=replace)
         self._forget(index_id)
 
     def index(self, index_id: int):
@@ -321,25 +331,33 @@ class Service:
         if busy:
             raise RequestError(f"index {index_id} is being changed by job {busy[0]}: {what} when it has finished", 409)
 
+    def index_lock(self, index_id: int):
+        """The lock every change of one index's file and entries holds (jobs, remove, clear, delete)."""
+        with self._cache_lock:
+            return self._index_locks.setdefault(int(index_id), threading.RLock())
+
     def clear_index(self, index_id: int) -> None:
-        self._refuse_while_indexing(index_id, "clear it")
-        self.write_index(index_id, self.empty_index(index_id), [], replace=True)
+        with self.index_lock(index_id):
+            self._refuse_while_indexing(index_id, "clear it")
+            self.write_index(index_id, self.empty_index(index_id), [], replace=True)
 
     def delete_index(self, index_id: int) -> None:
         row = self.index_row(index_id)
-        self._refuse_while_indexing(index_id, "delete it")
-        self.store.delete_index(index_id)
+        with self.index_lock(index_id):
+            self._refuse_while_indexing(index_id, "delete it")
+            self.store.delete_index(index_id)
         self._forget(index_id)
         (self.data_dir / row["path"]).unlink(missing_ok=True)
 
     def remove_images(self, index_id: int, image_ids) -> int:
-        self._refuse_while_indexing(index_id, "remove images")
-        index = self.read_index_file(index_id)
-        removed = index.remove_ids(np.asarray(list(image_ids), np.int64))
         from ..index import write_index  # noqa: PLC0415
 
-        write_index(index, self.data_dir / self.index_row(index_id)["path"])
-        self.store.remove_index_entries(index_id, image_ids, index.ntotal)
+        with self.index_lock(index_id):
+            self._refuse_while_indexing(index_id, "remove images")
+            index = self.read_index_file(index_id)
+            removed = index.remove_ids(np.asarray(list(image_ids), np.int64))
+            write_index(index, self.data_dir / self.index_row(index_id)["path"])
+            self.store.remove_index_entries(index_id, image_ids, index.ntotal)
         self._forget(index_id)
         return int(removed)
 
@@ -364,7 +382,7 @@ class Service:
         in one transaction; returns ``{sha256: image id}``. A crash leaves no record without its file."""
         for r in records:
             target = self.data_dir / r["path"]
-            if not target.exists():
+            if not target.exists() or target.stat().st_size != len(r["data"]):  # a crash can leave a file unsynced
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
                 tmp.write_bytes(r["data"])
@@ -443,6 +461,10 @@ class Service:
         t0 = time.perf_counter()
         if not 1 <= int(k) <= 1000:
             raise RequestError(f"k must be between 1 and 1000, got {k}")
+        if not 0 <= int(rerank) <= MAX_RERANK:
+            raise RequestError(f"rerank must be between 0 (off) and {MAX_RERANK:,}, got {rerank}")
+        if not 1 <= int(top_classes) <= 100:
+            raise RequestError(f"top_classes must be between 1 and 100, got {top_classes}")
         row, hasher, index = self._search_context(int(index_id))
         if (data is None) == (image_id is None):
             raise RequestError("give exactly one query: an uploaded image file or an image id")
@@ -600,6 +622,8 @@ class Service:
         except (ValueError, TypeError) as err:
             raise RequestError(f"cannot train {method} with these settings: {err}") from None
         source, files = self._job_source(folder, upload_dir)
+        if folder is not None and list_image_files(Path(source["folder"]), self.allow_roots)[1]:
+            raise RequestError("the folder holds links to images outside the allowed roots: remove them, or copy the images in", 403)
         counts = class_counts(files)
         if len(counts) < 2:
             raise RequestError(f"training needs at least two classes, one sub-folder each; found {len(counts)} "
@@ -628,7 +652,7 @@ class Service:
             raise RequestError(f"job {job_id} is {job['status']}; only an interrupted or failed job can be resumed", 409)
         if job["kind"] == "train":
             model = self.store.model(job["params"]["model_id"])
-            if model is None:
+            if model is None or model["job_id"] != job_id:
                 raise RequestError(f"the model of job {job_id} was deleted: start a new training", 409)
             self.store.update_model(model["id"], status="training")
         self.store.update_job(job_id, status="queued", message="queued again", finished=None,

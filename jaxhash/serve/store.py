@@ -41,6 +41,7 @@ def _tables():
         sa.Column("height", sa.Integer, nullable=False),
         sa.Column("bytes", sa.Integer, nullable=False),
         sa.Column("created", sa.Float, nullable=False),
+        sqlite_autoincrement=True,  # ids are never reused: an old job or link cannot reach a newer record
     )
     models = sa.Table(
         "models", meta,
@@ -53,6 +54,7 @@ def _tables():
         sa.Column("summary", sa.Text, nullable=False, default="{}"),
         sa.Column("job_id", sa.Integer),
         sa.Column("created", sa.Float, nullable=False),
+        sqlite_autoincrement=True,
     )
     indexes = sa.Table(
         "indexes", meta,
@@ -64,6 +66,7 @@ def _tables():
         sa.Column("ntotal", sa.Integer, nullable=False, default=0),
         sa.Column("created", sa.Float, nullable=False),
         sa.Column("updated", sa.Float, nullable=False),
+        sqlite_autoincrement=True,
     )
     entries = sa.Table(
         "index_entries", meta,
@@ -85,6 +88,7 @@ def _tables():
         sa.Column("created", sa.Float, nullable=False),
         sa.Column("started", sa.Float),
         sa.Column("finished", sa.Float),
+        sqlite_autoincrement=True,
     )
     curve = sa.Table(
         "curve_points", meta,
@@ -348,6 +352,8 @@ class Store:
             if ids:
                 c.execute(self.jobs.update().where(self.jobs.c.id.in_(ids))
                           .values(status="interrupted", message="interrupted: the server stopped while it ran"))
+                c.execute(self.models.update().where(self.models.c.job_id.in_(ids)).where(self.models.c.status == "training")
+                          .values(status="interrupted"))
         return ids
 
     def running_jobs_on_index(self, index_id: int) -> list[int]:
