@@ -121,7 +121,7 @@ def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None
         """What the page explains: limits, allowed roots, training methods, whether writes need a token."""
         limits = service.limits
         return {"allow_roots": [str(r) for r in service.allow_roots], "token_required": token is not None,
-                "min_images_per_class": service.min_images_per_class, "seed_min_images_per_class": DEFAULT_MIN_IMAGES_PER_CLASS,
+                "min_images_per_class": service.min_images_per_class, "paper_min_images_per_class": DEFAULT_MIN_IMAGES_PER_CLASS,
                 "train_methods": list(TRAIN_METHODS), "presets": ["tiny", "cpu", "gpu"],
                 "limits": {"upload_bytes": limits.upload_bytes, "zip_bytes": limits.zip_bytes,
                            "image_pixels": limits.image_pixels}}

@@ -317,7 +317,7 @@ $("#import-form").addEventListener("submit", (e) => {
   $("#train-preset").value = "cpu";
   $("#train-min").placeholder = s.min_images_per_class;
   $("#train-hint").textContent = `A folder (or zip) with one sub-folder per class, at least two classes. Every class needs at least ` +
-    `${s.min_images_per_class} images (Hu & Feng ask for more than ${s.seed_min_images_per_class}): fewer images per class give a ` +
+    `${s.min_images_per_class} images (Hu & Feng ask for more than ${s.paper_min_images_per_class}): fewer images per class give a ` +
     `classifier that has seen too little. A tenth of each class is held out to report validation accuracy. Training runs in the ` +
     `background, one at a time, with a checkpoint every epoch: if the server stops, resume the job here.`;
   $("#roots-hint").textContent = s.allow_roots.length ? `Server folders must be inside: ${s.allow_roots.join(", ")}.`
