@@ -503,12 +503,17 @@ def test_store_keeps_records_and_claims_each_job_once(store_url):
 
     store = Store(store_url)
     try:
-        image = store.add_image("ab" * 32, "images/ab/x.jpg", "x.jpg", "cats", 64, 48, 1000)
-        assert store.add_image("ab" * 32, "elsewhere", "y.jpg", None, 1, 1, 1) == image  # one row per content hash
+        record = {"sha256": "ab" * 32, "path": "images/ab/x.jpg", "name": "x.jpg", "label": "cats", "width": 64, "height": 48,
+                  "bytes": 1000}
+        image = store.add_images([record])["ab" * 32]
+        again = store.add_images([{**record, "path": "elsewhere", "name": "y.jpg", "label": None, "bytes": 1}])
+        assert again == {"ab" * 32: image}  # one row per content hash
+        assert store.images_by_sha(["ab" * 32, "cd" * 32])["ab" * 32]["label"] == "cats"
         model = store.add_model("m", "cnn-softmax", 64, "ready", "models/1", {"classes": ["a", "b"]})
         index = store.add_index("i", model, "flat")
         store.set_index_contents(index, [image], 1)
         assert store.index_image_ids(index) == [image] and store.index(index)["path"] == f"indexes/{index}.jhx"
+        assert store.index_image_bytes(index) == 1000 and store.index_images(index, 0, 10) == (1, [store.image(image)])
         jobs = [store.add_job("index", {"index_id": index}) for _ in range(6)]
         claimed, lock = [], threading.Lock()
 

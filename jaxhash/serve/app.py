@@ -99,12 +99,18 @@ def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None
                 tmp.write(chunk)
         return Path(tmp.name)
 
-    def unpacked(upload) -> Path:
+    def from_zip(upload, submit):
+        """``submit(folder)`` on the checked, unpacked upload; the folder goes again if it is refused."""
         zip_path = save_upload(upload, service.limits.zip_bytes)
         try:
-            return service.unpack_zip(zip_path)
+            folder = service.unpack_zip(zip_path)
         finally:
             zip_path.unlink(missing_ok=True)
+        try:
+            return submit(folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     # -- page --------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -188,10 +194,8 @@ def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None
     def index_images(index_id: int, offset: int = 0, limit: int = 100):
         """The images an index holds, a page at a time."""
         service.index_row(index_id)
-        ids = service.store.index_image_ids(index_id)
-        page_ids = ids[max(0, offset) : max(0, offset) + max(1, min(limit, 1000))]
-        rows = service.store.images_by_id(page_ids)
-        return {"total": len(ids), "images": [rows[i] for i in page_ids if i in rows]}
+        total, images = service.store.index_images(index_id, max(0, offset), max(1, min(limit, 1000)))
+        return {"total": total, "images": images}
 
     @app.post("/api/indexes/{index_id}/folder", tags=["indexes"], dependencies=write, status_code=202)
     def index_folder(index_id: int, body: FolderRequest):
@@ -202,12 +206,7 @@ def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None
     def index_zip(index_id: int, file: UploadFile = File(...)):
         """Start a job that adds the images of an uploaded zip file."""
         service.index_row(index_id)
-        folder = unpacked(file)
-        try:
-            return service.job_record(service.submit_index_job(index_id, upload_dir=folder))
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        return from_zip(file, lambda folder: service.job_record(service.submit_index_job(index_id, upload_dir=folder)))
 
     @app.post("/api/indexes/{index_id}/remove", tags=["indexes"], dependencies=write)
     def remove_images(index_id: int, body: ImageIds):
@@ -284,13 +283,8 @@ def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None
                   epochs: Optional[int] = Form(None), min_images_per_class: Optional[int] = Form(None), seed: int = Form(0),
                   file: UploadFile = File(...)):
         """Queue training on an uploaded zip with one folder per class."""
-        folder = unpacked(file)
-        try:
-            return started(service.submit_train_job(name, method, n_bits, preset, epochs, upload_dir=folder,
-                                                    min_images_per_class=min_images_per_class, seed=seed))
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        return from_zip(file, lambda folder: started(service.submit_train_job(
+            name, method, n_bits, preset, epochs, upload_dir=folder, min_images_per_class=min_images_per_class, seed=seed)))
 
     # -- jobs --------------------------------------------------------------------------------
     @app.get("/api/jobs", tags=["jobs"])

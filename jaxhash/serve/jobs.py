@@ -97,8 +97,8 @@ def _decode(service: Service, hasher, wanted):
     """``(image at the model's shape, new-image record)`` of one file, or the RequestError."""
     path, label, image_id, data, sha = wanted
     try:
-        image = service.decode_for(hasher, data)
-        return image, (None if image_id is not None else service.image_record(data, path.name, label, sha))
+        image, header = service.decode_with_header(hasher, data)
+        return image, (None if image_id is not None else service.image_record(data, path.name, label, sha, header))
     except RequestError as err:
         return err
 
@@ -212,8 +212,9 @@ def _train_job(service: Service, job: dict) -> dict:
     store.update_job(job_id, message=f"reading {params['images']} images of {params['classes']} classes")
     sets = load_image_folder(folder, image_size=size, channels=3, progress=False)
     names = sorted({c for s in sets.values() for c in s.class_names})
+    position = {name: i for i, name in enumerate(names)}  # one numbering over all splits (train/, test/, ...)
     images = np.concatenate([s.images for s in sets.values()])
-    labels = np.concatenate([np.asarray([names.index(s.class_names[i]) if i >= 0 else -1 for i in s.labels], np.int64)
+    labels = np.concatenate([np.asarray([position[s.class_names[i]] if i >= 0 else -1 for i in s.labels], np.int64)
                              for s in sets.values()])
     t0 = time.time()
 

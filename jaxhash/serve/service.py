@@ -10,7 +10,6 @@ jobs that were running when the last one stopped are marked ``interrupted`` and 
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -64,9 +63,10 @@ class QueryBatcher:
 
     While a batch of a key runs, the calls that arrive wait; when it ends, one of them runs all
     that are waiting (up to ``max_batch``) as the next batch, after ``window`` seconds for those
-    about to come. Alone, a call waits only the window; under load, batches grow by themselves. Concurrent searches so share one CNN pass and one index
-    scan: on two cores with eight clients, that is what keeps each one's latency low. Each caller
-    gets its own result, or the error of its batch.
+    about to come. Alone, a call waits only the window; under load, batches grow by themselves.
+    Concurrent searches so share one CNN pass and one index scan: on two cores with eight clients,
+    that is what keeps each one's latency low. Each caller gets its own result, or the error of
+    its batch.
     """
 
     def __init__(self, run, window: float = 0.002, max_batch: int = 64):
@@ -137,14 +137,13 @@ class Service:
         self.data_dir = Path(data_dir).expanduser().resolve()
         for sub in ("images", "models", "indexes", "jobs", "uploads", "thumbnails"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        self.store = Store(database_url or f"sqlite:///{self.data_dir / 'jaxhash.sqlite'}")
+        self.store = Store(database_url) if database_url else Store.in_folder(self.data_dir)
         self.allow_roots = [Path(r).expanduser().resolve() for r in allow_roots]
         self.limits = limits
         self.min_images_per_class = int(min_images_per_class)
         self.started = time.time()
         self.interrupted_at_start = self.store.mark_interrupted()
         self._hashers: dict[int, object] = {}
-        self._indexes: dict[int, tuple[tuple, object]] = {}
         self._contexts: dict[int, tuple] = {}
         self._index_locks: dict = {}  # index id -> RLock
         self._image_cache: dict[int, dict] = {}
@@ -308,24 +307,6 @@ class Service:
             self.store.set_index_contents(index_id, index.ids if replace else new_image_ids, index.ntotal, replace=replace)
         self._forget(index_id)
 
-    def index(self, index_id: int):
-        """The index searches use: read once, read again when its file changes. Never modified in place."""
-        from ..index import read_index  # noqa: PLC0415
-
-        path = self.data_dir / self.index_row(index_id)["path"]
-        try:
-            key = _file_key(path)
-        except FileNotFoundError:
-            raise RequestError(f"the file of index {index_id} is missing: rebuild the index", 409) from None
-        with self._cache_lock:
-            cached = self._indexes.get(index_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        index = read_index(path)
-        with self._cache_lock:
-            self._indexes[index_id] = (key, index)
-        return index
-
     def _refuse_while_indexing(self, index_id: int, what: str) -> None:
         busy = self.store.running_jobs_on_index(index_id)
         if busy:
@@ -367,13 +348,13 @@ class Service:
 
     def images_disk_bytes(self, index_id: int) -> int:
         """Bytes of the stored image files the index holds (shared images are counted in each)."""
-        ids = self.store.index_image_ids(index_id)
-        return sum(r["bytes"] for r in self.store.images_by_id(ids).values())
+        return self.store.index_image_bytes(index_id)
 
     # -- images ----------------------------------------------------------------------------
-    def image_record(self, data: bytes, name: str, label: str | None, sha256: str) -> dict:
-        """What :meth:`store_images` needs of one new image file (its header checked against the limits)."""
-        width, height, ext = _image_header(data, self.limits)
+    def image_record(self, data: bytes, name: str, label: str | None, sha256: str, header=None) -> dict:
+        """What :meth:`store_images` needs of one new image file (``header``: its checked
+        :func:`_image_header`, read here when not given)."""
+        width, height, ext = header or _image_header(data, self.limits)
         return {"sha256": sha256, "path": f"images/{sha256[:2]}/{sha256}{ext}", "name": name, "label": label, "width": width,
                 "height": height, "bytes": len(data), "data": data}
 
@@ -395,20 +376,6 @@ class Service:
                     with open(self.data_dir / r["path"], "rb+") as f:
                         os.fsync(f.fileno())
         return self.store.add_images([{k: v for k, v in r.items() if k != "data"} for r in records])
-
-    def store_image(self, data: bytes, name: str, label: str | None = None) -> tuple[int, bool]:
-        """Keep an image file once (by content hash); returns ``(image id, whether it is new)``."""
-        sha = hashlib.sha256(data).hexdigest()
-        found = self.store.image_by_sha(sha)
-        if found is not None:
-            return int(found["id"]), False
-        width, height, ext = _image_header(data, self.limits)
-        rel = f"images/{sha[:2]}/{sha}{ext}"
-        target = self.data_dir / rel
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, [data])
-        return self.store.add_image(sha, rel, name, label, width, height, len(data)), True
 
     def image_row(self, image_id: int) -> dict:
         row = self.store.image(image_id)
@@ -441,10 +408,14 @@ class Service:
 
     def decode_for(self, hasher, data: bytes) -> np.ndarray:
         """Encoded bytes -> ``(H, W, C)`` uint8 at the model's input shape (limits checked)."""
-        _image_header(data, self.limits)
+        return self.decode_with_header(hasher, data)[0]
+
+    def decode_with_header(self, hasher, data: bytes) -> tuple[np.ndarray, tuple[int, int, str]]:
+        """:meth:`decode_for`, and the image's checked header ``(width, height, extension)``."""
+        header = _image_header(data, self.limits)
         shape = hasher.input_shape_
         try:
-            return decode_image(data, tuple(shape[:2]), int(shape[2]))
+            return decode_image(data, tuple(shape[:2]), int(shape[2])), header
         except (OSError, ValueError, SyntaxError):
             raise RequestError("the image is truncated or damaged and cannot be decoded", 415) from None
 
@@ -491,7 +462,7 @@ class Service:
     def _search_context(self, index_id: int) -> tuple[dict, object, object]:
         """``(index row, hasher, index)`` for a search: kept while the index file is unchanged, so
         that a search asks the database nothing but the names of its results."""
-        from ..index import ModelMismatchError  # noqa: PLC0415
+        from ..index import ModelMismatchError, read_index  # noqa: PLC0415
 
         with self._cache_lock:
             cached = self._contexts.get(index_id)
@@ -506,8 +477,12 @@ class Service:
             raise RequestError(f"the model of index {index_id} was deleted, so its codes can no longer be compared with "
                                "a query: delete the index and build a new one with another model", 409)
         hasher = self.hasher(row["model_id"])
-        key = _file_key(self.data_dir / row["path"]) if (self.data_dir / row["path"]).exists() else None
-        index = self.index(index_id)
+        path = self.data_dir / row["path"]
+        try:
+            key = _file_key(path)  # before reading: a file replaced meanwhile is read again by the next search
+        except FileNotFoundError:
+            raise RequestError(f"the file of index {index_id} is missing: rebuild the index", 409) from None
+        index = read_index(path)
         try:
             index.check_model(hasher)
         except ModelMismatchError as err:
@@ -533,13 +508,11 @@ class Service:
         return rows
 
     def _forget(self, index_id: int | None = None) -> None:
-        """Drop cached index objects and search contexts (of one index, or all)."""
+        """Drop the cached search contexts (of one index, or all): the next search reads the file again."""
         with self._cache_lock:
             if index_id is None:
-                self._indexes.clear()
                 self._contexts.clear()
             else:
-                self._indexes.pop(index_id, None)
                 self._contexts.pop(index_id, None)
 
     @staticmethod
@@ -569,13 +542,14 @@ class Service:
         return [(dist[i], ids[i], hamming[i], predicted[i]) for i in range(len(items))]
 
     # -- jobs ------------------------------------------------------------------------------
-    def _job_source(self, folder: str | None, upload_dir: Path | None) -> tuple[dict, list[ImageFile]]:
+    def _job_source(self, folder: str | None, upload_dir: Path | None) -> tuple[dict, list[ImageFile], int]:
+        """``(where the job reads, the image files there, how many links there lead outside the roots)``."""
         if upload_dir is not None:
-            files, _ = list_image_files(upload_dir, [upload_dir])
-            return {"upload": str(upload_dir.relative_to(self.data_dir))}, files
+            files, escaped = list_image_files(upload_dir, [upload_dir])
+            return {"upload": str(upload_dir.relative_to(self.data_dir))}, files, escaped
         path = allowed_folder(folder, self.allow_roots)
-        files, _ = list_image_files(path, self.allow_roots)
-        return {"folder": str(path)}, files
+        files, escaped = list_image_files(path, self.allow_roots)
+        return {"folder": str(path)}, files, escaped
 
     def unpack_zip(self, zip_path: Path) -> Path:
         """Check and unpack an uploaded zip under ``uploads/``; returns the folder."""
@@ -590,7 +564,7 @@ class Service:
     def submit_index_job(self, index_id: int, folder: str | None = None, upload_dir: Path | None = None) -> int:
         """Queue encoding the images of a folder (or unpacked upload) into an index."""
         self.index_row(index_id)
-        source, files = self._job_source(folder, upload_dir)
+        source, files, _ = self._job_source(folder, upload_dir)  # links out are skipped by the job, and logged
         if not files:
             raise RequestError("the folder holds no image files (.jpg, .png, ...)")
         job_id = self.store.add_job("index", {"index_id": int(index_id), **source})
@@ -621,8 +595,8 @@ class Service:
             make_hasher(method, n_bits=int(n_bits), preset=preset, epochs=epochs).config()
         except (ValueError, TypeError) as err:
             raise RequestError(f"cannot train {method} with these settings: {err}") from None
-        source, files = self._job_source(folder, upload_dir)
-        if folder is not None and list_image_files(Path(source["folder"]), self.allow_roots)[1]:
+        source, files, escaped = self._job_source(folder, upload_dir)
+        if escaped:
             raise RequestError("the folder holds links to images outside the allowed roots: remove them, or copy the images in", 403)
         counts = class_counts(files)
         if len(counts) < 2:

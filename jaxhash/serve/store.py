@@ -164,21 +164,6 @@ class Store:
         self.engine.dispose()
 
     # -- images ----------------------------------------------------------------------------
-    def image_by_sha(self, sha256: str) -> dict | None:
-        with self.engine.connect() as c:
-            return _row(c.execute(self.images.select().where(self.images.c.sha256 == sha256)).first())
-
-    def add_image(self, sha256: str, path: str, name: str, label: str | None, width: int, height: int, size: int) -> int:
-        """The id of the image with this hash, adding it if it is new."""
-        sa = self.sa
-        with self.engine.begin() as c:
-            found = c.execute(sa.select(self.images.c.id).where(self.images.c.sha256 == sha256)).scalar()
-            if found is not None:
-                return int(found)
-            result = c.execute(self.images.insert().values(sha256=sha256, path=path, name=name[:300], label=label,
-                                                           width=width, height=height, bytes=size, created=time.time()))
-            return int(result.inserted_primary_key[0])
-
     def images_by_sha(self, hashes) -> dict[str, dict]:
         """Known images among ``hashes`` (SHA-256 hex), by hash: one query for a batch."""
         hashes = list(dict.fromkeys(hashes))
@@ -294,6 +279,25 @@ class Store:
         with self.engine.connect() as c:
             return [int(i) for i in c.execute(sa.select(self.entries.c.image_id).where(self.entries.c.index_id == int(index_id))
                                               .order_by(self.entries.c.image_id)).scalars()]
+
+    def index_image_bytes(self, index_id: int) -> int:
+        """Bytes of the image files an index holds (counted in the database)."""
+        sa = self.sa
+        query = (sa.select(sa.func.coalesce(sa.func.sum(self.images.c.bytes), 0))
+                 .select_from(self.entries.join(self.images, self.entries.c.image_id == self.images.c.id))
+                 .where(self.entries.c.index_id == int(index_id)))
+        with self.engine.connect() as c:
+            return int(c.execute(query).scalar())
+
+    def index_images(self, index_id: int, offset: int, limit: int) -> tuple[int, list[dict]]:
+        """``(how many images the index holds, the records of a page of them by id)``."""
+        sa = self.sa
+        held = self.entries.c.index_id == int(index_id)
+        with self.engine.connect() as c:
+            total = int(c.execute(sa.select(sa.func.count()).select_from(self.entries).where(held)).scalar())
+            rows = c.execute(self.images.select().join(self.entries, self.entries.c.image_id == self.images.c.id).where(held)
+                             .order_by(self.images.c.id).offset(int(offset)).limit(int(limit))).all()
+        return total, [_row(r) for r in rows]
 
     def delete_index(self, index_id: int) -> None:
         with self.engine.begin() as c:
