@@ -21,7 +21,7 @@ _EXPORTS = {
     "baselines": ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH"],
     "semantic": ["SemanticHasher"],
     "supervised": ["CNNHasher", "CNNSoftmaxHasher"],
-    "vae": ["VAEHasher", "SparseAEHasher"],
+    "vae": ["VAEHasher", "SparseAEHasher", "AEHasher", "AEUMAPHasher"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _SUBMODULES = {"atomic", "baselines", "checkpoint", "checks", "cli", "codes", "data", "dbn", "hamming_net", "hashers", "images",

@@ -398,8 +398,11 @@ def _short(path: str | None) -> str | None:
 
 # -- cluster --------------------------------------------------------------------------------------
 
+AUTOENCODERS = ("vae", "sparse-ae", "ae")
+
+
 def _cluster_features(name: str, images, args):
-    """``(features (n, dim), seconds)`` of ``images`` by ``name``: pixels, pca, vae, sparse-ae or a saved model folder."""
+    """``(features (n, dim), seconds)`` of ``images`` by ``name``: pixels, pca, vae, sparse-ae, ae or a saved model folder."""
     from . import cluster  # noqa: PLC0415
     from .hashers import load_hasher, make_hasher  # noqa: PLC0415
     from .images import to_features  # noqa: PLC0415
@@ -409,14 +412,15 @@ def _cluster_features(name: str, images, args):
         features = to_features(images)
     elif name == "pca":
         features = cluster.pca(to_features(images), args.pca_dims, args.seed)
-    elif name in ("vae", "sparse-ae"):
+    elif name in AUTOENCODERS:
         from .vae import PRESETS  # noqa: PLC0415
 
         preset = args.preset or "cpu"
         if preset not in PRESETS:
             raise ValueError(f"unknown --preset {preset!r} for {name}; choose one of {', '.join(PRESETS)}")
         latent = args.latent_dim or PRESETS[preset].latent_dim
-        options = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size}.items() if v is not None}
+        options = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
+                                     "architecture": args.architecture}.items() if v is not None}
         hasher = make_hasher(name, n_bits=latent, seed=args.seed, preset=preset, latent_dim=latent, **options)
         hasher.fit(images)
         if args.save_model:
@@ -429,8 +433,8 @@ def _cluster_features(name: str, images, args):
                              "model (jaxhash fit --method vae)")
         features = hasher.latents(images)
     else:
-        raise ValueError(f"unknown --features {name!r}: use pixels, pca, vae, sparse-ae or a folder saved by jaxhash fit "
-                         "--method vae")
+        raise ValueError(f"unknown --features {name!r}: use pixels, pca, {', '.join(AUTOENCODERS)} or a folder saved by "
+                         "jaxhash fit --method vae")
     return features, time.perf_counter() - t0
 
 
@@ -500,14 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxhash", description="Binary hashing and image retrieval in JAX.", epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    preset_help = "size/schedule preset of a neural method (dbn-ae: tiny, cpu-small, paper; cnn-hash, cnn-softmax: tiny, cpu, gpu)"
+    preset_help = ("size/schedule preset of a neural method (dbn-ae: tiny, cpu-small, paper; cnn-hash, cnn-softmax: tiny, "
+                   "cpu, gpu; vae, sparse-ae, ae: tiny, cpu, gpu, n2d)")
     p = sub.add_parser("benchmark", help="methods x bits table of retrieval metrics on a data set", epilog=EPILOG,
                        description="Fit each method at each code length on a protocol's database, encode queries and "
                                    "database, and print one table per metric.")
     _add_data_args(p)
     p.add_argument("--methods", default="lsh,pcah,itq,sh,sph", metavar="M1,M2",
                    help="comma-separated hashing methods: lsh, pcah, itq, sh, sph, kmh, dbn-ae, cnn-hash, cnn-hash-frozen, "
-                        "cnn-softmax (default: %(default)s)")
+                        "cnn-softmax, vae, sparse-ae, ae (default: %(default)s)")
     p.add_argument("--bits", type=_bits, default=[16, 32, 64], metavar="B1,B2", help="comma-separated code lengths (default: 16,32,64)")
     p.add_argument("--metric", default="map@all", metavar="M1,M2",
                    help="comma-separated: map@all, map@R (mAP of the top R), p@K (precision of the top K), "
@@ -523,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, protocol_default=None,
                    protocol_help="train on the database part of this retrieval protocol instead (1k, official or a query count)")
     p.add_argument("--method", default="itq", help="hashing method: lsh, pcah, itq, sh, sph, kmh, dbn-ae, cnn-hash, "
-                   "cnn-hash-frozen, cnn-softmax (default: %(default)s)")
+                   "cnn-hash-frozen, cnn-softmax, vae, sparse-ae, ae (default: %(default)s)")
     p.add_argument("--bits", type=_positive, default=64, help="code length in bits (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FOLDER", help="folder to save the hasher in (replaced if it exists)")
     p.add_argument("--preset", default=None, help=preset_help)
@@ -536,9 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, choices=("joint", "frozen"),
                    help="cnn-hash: train the CNN and the hash layer together (joint, the default) or the hash layer on a "
                         "trained, fixed CNN (frozen)")
-    p.add_argument("--epochs", type=_positive, default=None, help="cnn-hash, cnn-softmax: override the preset's epochs")
-    p.add_argument("--batch-size", type=_positive, default=None, help="cnn-hash, cnn-softmax: override the preset's batch size")
-    p.add_argument("--learning-rate", type=float, default=None, help="cnn-hash, cnn-softmax: override the preset's peak learning rate")
+    p.add_argument("--epochs", type=_positive, default=None, help="neural methods: override the preset's epochs")
+    p.add_argument("--batch-size", type=_positive, default=None, help="neural methods: override the preset's batch size")
+    p.add_argument("--learning-rate", type=float, default=None, help="neural methods: override the preset's peak learning rate")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="cnn-hash, cnn-softmax: start from these network weights (.npz written by hasher.save_weights)")
     p.set_defaults(func=cmd_fit)
@@ -591,8 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which images: both splits (default), the training split or the test split")
     p.add_argument("--limit", type=_positive, default=None, metavar="N", help="a random subset of N images")
     p.add_argument("--features", type=_csv, default=["vae"], metavar="F1,F2",
-                   help="comma-separated: pixels, pca, vae, sparse-ae, or a folder saved by jaxhash fit --method vae "
-                        "(default: vae)")
+                   help="comma-separated: pixels, pca, vae, sparse-ae, ae (a plain autoencoder; with --preset n2d, "
+                        "N2D's), or a folder saved by jaxhash fit --method vae (default: vae)")
     p.add_argument("--reduce", type=_csv, default=["none"], metavar="R1,R2",
                    help="comma-separated reductions before clustering: none, pca, tsne (scikit-learn), umap (umap-learn) "
                         "(default: none)")
@@ -600,11 +605,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pca-dims", type=_positive, default=50, help="dimensions of --features pca (default: %(default)s)")
     p.add_argument("--algorithm", default="kmeans", choices=("kmeans", "gmm"), help="clustering (default: %(default)s)")
     p.add_argument("--k", type=_positive, default=None, help="number of clusters (default: the number of classes)")
-    p.add_argument("--preset", default=None, help="vae, sparse-ae: tiny, cpu or gpu (default: cpu)")
-    p.add_argument("--epochs", type=_positive, default=None, help="vae, sparse-ae: override the preset's epochs")
-    p.add_argument("--batch-size", type=_positive, default=None, help="vae, sparse-ae: override the preset's batch size")
-    p.add_argument("--latent-dim", type=_positive, default=None, help="vae, sparse-ae: latent size (default: the preset's)")
-    p.add_argument("--save-model", default=None, metavar="DIR", help="save the trained autoencoders under DIR/vae, DIR/sparse-ae")
+    p.add_argument("--preset", default=None,
+                   help="autoencoders: tiny, cpu, gpu, or n2d (N2D's fully connected d-500-500-2000-10, the best with "
+                        "--features ae --reduce umap --algorithm gmm) (default: cpu)")
+    p.add_argument("--architecture", default=None, choices=("conv", "dense"), help="autoencoders: override the preset's")
+    p.add_argument("--epochs", type=_positive, default=None, help="autoencoders: override the preset's epochs")
+    p.add_argument("--batch-size", type=_positive, default=None, help="autoencoders: override the preset's batch size")
+    p.add_argument("--latent-dim", type=_positive, default=None, help="autoencoders: latent size (default: the preset's)")
+    p.add_argument("--save-model", default=None, metavar="DIR", help="save the trained autoencoders under DIR/vae, DIR/sparse-ae, DIR/ae")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw every reduction's first two dimensions, by true class")
     p.add_argument("--json", default=None, metavar="FILE", help="also write one record per row here")
     p.set_defaults(func=cmd_cluster)

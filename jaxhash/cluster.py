@@ -57,6 +57,11 @@ class GaussianMixture(NamedTuple):
     iterations: int
 
 
+# A single k-means run on a UMAP embedding of MNIST merges two digits about half the time, and a
+# mixture started there keeps them merged; the best of 10 runs (0.3 s on 70,000 points) does not.
+KMEANS_STARTS_PER_GMM_START = 10
+
+
 def _check_k(k, n: int) -> int:
     k = check_positive_int(k, "k")
     if k > n:
@@ -189,8 +194,8 @@ def _em(x, weights, means, covariances, reg, diagonal: bool, max_iter: int, tol)
 def gaussian_mixture(key, x, k: int, *, covariance: str = "full", n_init: int = 4, max_iter: int = 200, tol: float = 1e-4,
                      reg: float = 1e-6) -> GaussianMixture:
     """EM for a ``k``-component Gaussian mixture on ``(n, dim)`` features from ``n_init`` starts
-    (alternately a k-means partition and k-means++ points with the data's covariance); the start of
-    highest likelihood is kept. ``covariance``: ``"full"`` or
+    (alternately the best of 10 k-means runs and k-means++ points with the data's covariance); the
+    start of highest likelihood is kept. ``covariance``: ``"full"`` or
     ``"diag"``; ``reg`` is added to every variance (relative to the data's mean variance), so
     constant or collinear data stays finite.
     """
@@ -208,8 +213,8 @@ def gaussian_mixture(key, x, k: int, *, covariance: str = "full", n_init: int = 
     scale = scale if scale > 1e-12 else 1.0  # constant points: any positive variance keeps the likelihood finite
     best = None
     for start_index, key_init in enumerate(jax.random.split(key, n_init)):
-        if start_index % 2 == 0:  # from a k-means partition
-            centres, labels, _, _ = kmeans(key_init, x, k, n_init=1)
+        if start_index % 2 == 0:  # from a k-means partition, itself the best of several (cheap beside EM)
+            centres, labels, _, _ = kmeans(key_init, x, k, n_init=KMEANS_STARTS_PER_GMM_START)
             counts = np.bincount(labels, minlength=k).astype(np.float32) + 1e-3
             covs = np.stack([np.cov(x[labels == j].T, bias=True).reshape(x.shape[1], x.shape[1]) if (labels == j).sum() > 1
                              else np.eye(x.shape[1]) * scale for j in range(k)]).astype(np.float32)
@@ -246,6 +251,15 @@ def pca(x, n_components: int, seed: int = 0) -> np.ndarray:
     return ((x - mean) @ directions).astype(np.float32)
 
 
+def require_umap():
+    """The ``umap`` module of umap-learn, or an ImportError that says how to install it."""
+    try:
+        import umap  # noqa: PLC0415
+    except ImportError:
+        raise ImportError("UMAP needs umap-learn: pip install 'jaxhash[cluster]' (or pip install umap-learn)") from None
+    return umap
+
+
 def embed(x, method: str = "tsne", n_components: int = 2, seed: int = 0, **options) -> np.ndarray:
     """A low-dimensional ``(n, n_components)`` float32 embedding by ``"pca"``, ``"tsne"``
     (scikit-learn's TSNE, Barnes-Hut up to 3 dimensions) or ``"umap"`` (umap-learn).
@@ -265,10 +279,7 @@ def embed(x, method: str = "tsne", n_components: int = 2, seed: int = 0, **optio
                     method="barnes_hut" if n_components <= 3 else "exact", **options)
         return tsne.fit_transform(x).astype(np.float32)
     if method == "umap":
-        try:
-            import umap  # noqa: PLC0415
-        except ImportError:
-            raise ImportError("UMAP needs umap-learn: pip install 'jaxhash[cluster]' (or pip install umap-learn)") from None
+        umap = require_umap()
         options.setdefault("n_neighbors", min(15, len(x) - 1))
         options.setdefault("n_jobs", 1)  # a seeded UMAP runs on one thread anyway; saying so keeps it from warning
         reducer = umap.UMAP(n_components=n_components, random_state=seed, **options)

@@ -52,6 +52,8 @@ _BUILTIN = {
     "cnn-softmax": "jaxhash.supervised",
     "vae": "jaxhash.vae",
     "sparse-ae": "jaxhash.vae",
+    "ae": "jaxhash.vae",
+    "ae-umap": "jaxhash.vae",
 }
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Retrieval with codes from a variational or sparse autoencoder's latent space, beside ITQ on pixels.
+"""Retrieval with codes from autoencoders' latent spaces, beside ITQ on pixels.
 
 The ``vae`` and ``sparse-ae`` hashers (Kovalenko's VAE and sparse autoencoder, codes by ITQ on
-the latent means) at each code length, on one retrieval protocol: mAP@1000 and mAP@5000 of the
-Hamming ranking, and of the two-stage search (the Hamming short-list of 1,000 re-ranked by
-Euclidean distance in the latent space), with ITQ on the pixels as the baseline and the ratio to it.
+the latent means), ``ae-umap`` (N2D's autoencoder and UMAP embedding, codes by random projections
+of the embedding) and ``dbn-ae`` (Hinton & Salakhutdinov's semantic hashing) at each code length,
+on one retrieval protocol: mAP@1000 and mAP@5000 of the Hamming ranking, and of the two-stage
+search (the Hamming short-list of 1,000 re-ranked by Euclidean distance in the latent space or
+embedding), with ITQ on the pixels as the baseline and the ratio to it.
 
     python scripts/vae_retrieval.py --data mnist --data-dir ../shared/data --bits 32,64 --json results/vae_retrieval.json
 """
@@ -22,8 +24,9 @@ def main():
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--protocol", default="1k")
     parser.add_argument("--bits", default="32,64")
-    parser.add_argument("--methods", default="vae,sparse-ae")
-    parser.add_argument("--preset", default="cpu", help="tiny, cpu, gpu")
+    parser.add_argument("--methods", default="vae,sparse-ae,ae-umap,dbn-ae")
+    parser.add_argument("--preset", default=None, help="one preset for every method (default: each method's own; "
+                                                      "vae, sparse-ae: cpu; ae-umap: n2d; dbn-ae: cpu-small)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--shortlist", type=int, default=1000, help="Hamming short-list re-ranked in the latent space")
     parser.add_argument("--seed", type=int, default=0)
@@ -41,14 +44,16 @@ def main():
     split = retrieval_split(dataset, args.protocol, seed=args.seed)
     qy, dy = split.query_y, split.db_y
     tops = (1000, 5000)
-    print(f"{dataset.name}, protocol {args.protocol}: {len(qy)} queries, {len(dy)} database images; preset {args.preset}; "
+    print(f"{dataset.name}, protocol {args.protocol}: {len(qy)} queries, {len(dy)} database images; preset "
+          f"{args.preset or 'each method default'}; "
           f"jax {jax.__version__} on {jax.default_backend()}", flush=True)
     records = []
     for bits in (int(b) for b in args.bits.split(",")):
         baseline = None
         for method in ["itq", *args.methods.split(",")]:
-            options = {} if method == "itq" else {"preset": args.preset, "progress": True,
-                                                  **({"epochs": args.epochs} if args.epochs else {})}
+            options = {} if method == "itq" else {"progress": True, **({"preset": args.preset} if args.preset else {})}
+            if args.epochs and method != "itq":
+                options["finetune_epochs" if method == "dbn-ae" else "epochs"] = args.epochs
             hasher = jaxhash.make_hasher(method, n_bits=bits, seed=args.seed, **options)
             t0 = time.perf_counter()
             hasher.fit(split.db_x)

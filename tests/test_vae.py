@@ -1,11 +1,13 @@
-"""Variational and sparse autoencoders: shapes for every input size, training on the shared loop
-(resume, NaN guard), the vae / sparse-ae hashers (codes, features, save/load, bad input)."""
+"""Variational, sparse and plain autoencoders: shapes for every input size and both architectures,
+training on the shared loop (resume, NaN guard), the vae / sparse-ae / ae / ae-umap hashers (codes,
+features, save/load, bad input)."""
 import warnings
 
 import jax
 import numpy as np
 import pytest
 
+import jaxhash
 from jaxhash import train, vae
 from jaxhash.checkpoint import CheckpointMismatchError
 from jaxhash.hashers import load_hasher, make_hasher
@@ -35,9 +37,10 @@ def test_stage_sizes_halve_down_to_four_pixels():
 
 
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (64, 48, 3), (8, 8, 1)])
-@pytest.mark.parametrize("kind", ["vae", "sparse-ae"])
+@pytest.mark.parametrize("kind", ["vae", "sparse-ae", "ae", "dense ae"])
 def test_the_decoder_gives_back_the_input_shape(kind, shape, key):
-    model = vae.make_model(kind, TINY, shape)
+    config = TINY._replace(architecture="dense", dense_units=[24, 12]) if kind.startswith("dense") else TINY
+    model = vae.make_model(kind.split()[-1], config, shape)
     params = vae.init_params(model, key)
     out = model.apply({"params": params}, np.zeros((3,) + shape, np.float32), key)
     assert out["out"].shape == (3,) + shape and out["mean"].shape == (3, TINY.latent_dim)
@@ -82,13 +85,20 @@ def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(rng,
                             progress=False, checkpoint_dir=tmp_path / "ck", run={})
 
 
-@pytest.mark.parametrize("method", ["vae", "sparse-ae"])
+@pytest.mark.parametrize("method", ["vae", "sparse-ae", "ae", "ae-umap"])
 def test_hasher_codes_features_and_save_load(method, rng, tmp_path):
     images, labels = grey_shapes(rng)
-    hasher = make_hasher(method, n_bits=8, preset="tiny", epochs=4, batch_size=16, progress=False).fit(images)
+    options = {"umap_dims": 3, "umap_neighbors": 8} if method == "ae-umap" else {}
+    hasher = make_hasher(method, n_bits=8, preset="tiny", epochs=4, batch_size=16, progress=False, **options).fit(images)
     details = hasher.encode_details(images)
-    assert details["codes"].shape == (len(images), 1) and details["features"].shape == (len(images), 8)
-    np.testing.assert_allclose(details["features"], hasher.latents(images), rtol=1e-5, atol=1e-6)
+    assert details["codes"].shape == (len(images), 1)
+    if method == "ae-umap":  # features: the embedding, averaged over each image's nearest training latents
+        assert details["features"].shape == (len(images), 3)
+        _, nearest = jaxhash.euclidean_knn(hasher.latents(images), hasher.anchor_latents_, 10)
+        np.testing.assert_allclose(details["features"], hasher.anchor_embedding_[np.asarray(nearest)].mean(1), rtol=1e-5)
+    else:
+        assert details["features"].shape == (len(images), 8)
+        np.testing.assert_allclose(details["features"], hasher.latents(images), rtol=1e-5, atol=1e-6)
     hasher.save(tmp_path / "m")
     loaded = load_hasher(tmp_path / "m")
     np.testing.assert_array_equal(loaded.encode(images), details["codes"])
@@ -110,6 +120,12 @@ def test_bad_input_is_refused_with_the_fix(rng):
         make_hasher("sparse-ae", n_bits=8, preset="huge", progress=False).fit(images)
     with pytest.raises(ValueError, match="learns from images"):
         make_hasher("vae", n_bits=8, preset="tiny", progress=False).fit(images.reshape(40, -1).astype(np.float32))
+    with pytest.raises(ValueError, match="unknown architecture 'mlp'; choose one of conv, dense"):
+        make_hasher("ae", n_bits=8, preset="tiny", architecture="mlp", progress=False).fit(images)
+    with pytest.raises(ValueError, match="dense_units must be positive layer sizes"):
+        vae.make_model("ae", TINY._replace(architecture="dense", dense_units=(32, 0)), (12, 12, 1))
+    with pytest.raises(ValueError, match="lower umap_dims"):
+        make_hasher("ae-umap", n_bits=8, preset="tiny", batch_size=16, umap_dims=40, progress=False).fit(images)
     mixed = list(images[:30]) + [np.repeat(np.repeat(img, 2, 0), 2, 1) for img in images[30:]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
