@@ -85,7 +85,8 @@ def _hasher_options(method: str, args, single_method: bool = True) -> dict:
               "resume": getattr(args, "resume", False) or None, "mode": getattr(args, "mode", None),
               "epochs": getattr(args, "epochs", None), "weights": getattr(args, "weights", None),
               "batch_size": getattr(args, "batch_size", None), "learning_rate": getattr(args, "learning_rate", None),
-              "data_parallel": getattr(args, "data_parallel", False) or None}
+              "data_parallel": getattr(args, "data_parallel", False) or None,
+              "architecture": getattr(args, "architecture", None)}
     unusable = [k for k, v in wanted.items() if v is not None and k not in accepted]
     if unusable and single_method:
         raise ValueError(f"method {method!r} takes no {', '.join('--' + k.replace('_', '-') for k in unusable)}")
@@ -514,14 +515,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     preset_help = ("size/schedule preset of a neural method (dbn-ae: tiny, cpu-small, paper; cnn-hash, cnn-softmax: tiny, "
-                   "cpu, gpu; vae, sparse-ae, ae: tiny, cpu, gpu, n2d)")
+                   "cpu, gpu; vae, sparse-ae, ae, ae-umap: tiny, cpu, gpu, n2d (ae-umap's default))")
     p = sub.add_parser("benchmark", help="methods x bits table of retrieval metrics on a data set", epilog=EPILOG,
                        description="Fit each method at each code length on a protocol's database, encode queries and "
                                    "database, and print one table per metric.")
     _add_data_args(p)
     p.add_argument("--methods", default="lsh,pcah,itq,sh,sph", metavar="M1,M2",
                    help="comma-separated hashing methods: lsh, pcah, itq, sh, sph, kmh, dbn-ae, cnn-hash, cnn-hash-frozen, "
-                        "cnn-softmax, vae, sparse-ae, ae (default: %(default)s)")
+                        "cnn-softmax, vae, sparse-ae, ae, ae-umap (default: %(default)s)")
     p.add_argument("--bits", type=_bits, default=[16, 32, 64], metavar="B1,B2", help="comma-separated code lengths (default: 16,32,64)")
     p.add_argument("--metric", default="map@all", metavar="M1,M2",
                    help="comma-separated: map@all, map@R (mAP of the top R), p@K (precision of the top K), "
@@ -537,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, protocol_default=None,
                    protocol_help="train on the database part of this retrieval protocol instead (1k, official or a query count)")
     p.add_argument("--method", default="itq", help="hashing method: lsh, pcah, itq, sh, sph, kmh, dbn-ae, cnn-hash, "
-                   "cnn-hash-frozen, cnn-softmax, vae, sparse-ae, ae (default: %(default)s)")
+                   "cnn-hash-frozen, cnn-softmax, vae, sparse-ae, ae, ae-umap (default: %(default)s)")
     p.add_argument("--bits", type=_positive, default=64, help="code length in bits (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FOLDER", help="folder to save the hasher in (replaced if it exists)")
     p.add_argument("--preset", default=None, help=preset_help)
@@ -550,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, choices=("joint", "frozen"),
                    help="cnn-hash: train the CNN and the hash layer together (joint, the default) or the hash layer on a "
                         "trained, fixed CNN (frozen)")
+    p.add_argument("--architecture", default=None, choices=("conv", "dense"),
+                   help="vae, sparse-ae, ae, ae-umap: convolutional or fully connected (default: the preset's)")
     p.add_argument("--epochs", type=_positive, default=None, help="neural methods: override the preset's epochs")
     p.add_argument("--batch-size", type=_positive, default=None, help="neural methods: override the preset's batch size")
     p.add_argument("--learning-rate", type=float, default=None, help="neural methods: override the preset's peak learning rate")

@@ -79,7 +79,8 @@ class AEConfig(NamedTuple):
 
 
 ARCHITECTURES = ("conv", "dense")
-# Training images up to this size are copied to the device once and each epoch runs as one scan.
+# Training images up to this size are copied to the device once and each epoch of a dense network runs as
+# one scan (a quarter faster on a CPU). Not convolutions: XLA:CPU runs them 5x slower inside a loop.
 DEVICE_RESIDENT_BYTES = 256 * 2**20
 
 # tiny: tests and notebooks; cpu: minutes on two CPU cores for MNIST; gpu: the seed's 256x256 scale.
@@ -258,7 +259,7 @@ def _as_unit(images):
 
 
 def make_train_step(model, optimizer) -> Callable:
-    """A jitted ``step(state, images uint8, key) -> (state, {"loss", "reconstruction", "kl" or "l1"})``."""
+    """A jitted ``step(state, images uint8, key) -> (state, {"loss", "reconstruction"[, "kl" or "l1"]})``."""
 
     @jax.jit
     def step(state: AEState, images, key):
@@ -298,9 +299,9 @@ def fit_autoencoder(model, images: np.ndarray, config: AEConfig, *, key, params=
                     history: list | None = None, parallel: train.DataParallel | None = None) -> dict:
     """Train ``model`` on uint8 ``images`` ``(n, H, W, C)`` with Adam (cosine decay) on the shared loop.
 
-    Images up to ``DEVICE_RESIDENT_BYTES`` (256 MiB) are copied to the device once and each epoch
-    runs as one ``lax.scan``; larger sets (and data-parallel training) go one batch at a time from
-    the host, through the same batches. Each epoch draws its batches and sampling noise from
+    For a dense network, images up to ``DEVICE_RESIDENT_BYTES`` (256 MiB) are copied to the device
+    once and each epoch runs as one ``lax.scan``; otherwise (convolutions, larger sets, data-parallel
+    training) they go one batch at a time from the host, through the same batches. Each epoch draws its batches and sampling noise from
     ``fold_in(key, epoch)``; its metrics are
     the loss, each of its terms and images per second. A NaN stops training with a message and
     keeps the last good checkpoint. Returns the trained parameters.
@@ -319,10 +320,12 @@ def fit_autoencoder(model, images: np.ndarray, config: AEConfig, *, key, params=
     state = AEState(params, optimizer.init(params))
     step = make_train_step(model, optimizer)
 
-    if parallel is None and images.nbytes <= DEVICE_RESIDENT_BYTES:
-        on_device = jnp.asarray(images)
-        scan = jax.jit(lambda state, epoch_key: train.epoch_scan(step, state, on_device, epoch_key, batch_size))
-        run_epoch = scan  # same batches as from the host, a quarter faster for small dense networks on a CPU
+    if parallel is None and config.architecture == "dense" and images.nbytes <= DEVICE_RESIDENT_BYTES:
+        on_device = jnp.asarray(images)  # an argument, not a closed-over constant compiled into the program
+        scan = jax.jit(lambda state, data, epoch_key: train.epoch_scan(step, state, data, epoch_key, batch_size))
+
+        def run_epoch(state, epoch_key):  # same batches as from the host, a quarter faster for small dense networks
+            return scan(state, on_device, epoch_key)
     else:
         def run_epoch(state, epoch_key):
             return train.epoch_from_host(step, state, images, epoch_key, batch_size, parallel=parallel)
@@ -353,7 +356,7 @@ def _reconstruct_batch(model, params, images):
 
 
 def encode_latents(model, params, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Latent means (VAE) or codes (sparse AE) ``(n, latent_dim)`` float32 of uint8 images."""
+    """Latent means (VAE) or codes (sparse and plain AE) ``(n, latent_dim)`` float32 of uint8 images."""
     return in_padded_batches(lambda chunk: {"mean": _encode_batch(model, params, chunk)}, images, batch_size)["mean"]
 
 
@@ -394,8 +397,8 @@ class _AutoencoderHasher(Hasher):
         self.checkpoint_dir, self.resume, self.progress, self.data_parallel = checkpoint_dir, resume, progress, data_parallel
 
     def config(self) -> AEConfig:
-        """The preset with the given overrides; the latent space is at least ``n_bits`` wide (ITQ
-        takes ``n_bits`` directions from it) unless ``latent_dim`` is given."""
+        """The preset with the given overrides; for codes by ITQ on the latents, the latent space is
+        at least ``n_bits`` wide (ITQ takes ``n_bits`` directions from it) unless ``latent_dim`` is given."""
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         config = PRESETS[self.preset]
@@ -492,7 +495,8 @@ class _AutoencoderHasher(Hasher):
 
 @register("vae")
 class VAEHasher(_AutoencoderHasher):
-    """Convolutional VAE (Kingma & Welling), codes by ITQ on the latent means (Kovalenko's VAE route).
+    """VAE (Kingma & Welling; convolutional unless architecture="dense"), codes by ITQ on the latent
+    means (Kovalenko's VAE route).
 
     Args: n_bits, seed; preset (tiny, cpu, gpu, n2d); latent_dim (default max(preset, n_bits)), width,
     epochs, batch_size, learning_rate, image_size (side; default the images' own size), beta (KL
@@ -504,8 +508,8 @@ class VAEHasher(_AutoencoderHasher):
 
 @register("sparse-ae")
 class SparseAEHasher(_AutoencoderHasher):
-    """Convolutional sparse autoencoder (L1 penalty ``sparsity`` on a non-negative code), codes by ITQ
-    on the code; the other arguments as :class:`VAEHasher`."""
+    """Sparse autoencoder (L1 penalty ``sparsity`` on a non-negative code), codes by ITQ on the code;
+    the other arguments as :class:`VAEHasher`."""
 
     kind = "sparse-ae"
 
@@ -527,27 +531,31 @@ class AEUMAPHasher(_AutoencoderHasher):
     centred embedding (LSH; a 10-dim embedding gives any number of bits).
 
     UMAP has no map for new images, so an image's embedding is the mean embedding of its
-    ``neighbours`` nearest training images in the autoencoder's latent space (exact search); the
-    training latents and embedding are saved with the model, and encoding needs no umap-learn.
-    Two-stage search re-ranks by distance in the embedding. Other arguments as :class:`VAEHasher`.
+    ``encode_neighbours`` nearest training images in the autoencoder's latent space (exact search);
+    the training latents and embedding are saved with the model, and encoding needs no umap-learn.
+    Two-stage search re-ranks by distance in the embedding. The latent size is the preset's
+    (``latent_dim`` overrides it; it need not reach ``n_bits``); there is no ``beta`` or
+    ``sparsity``; the other arguments as :class:`VAEHasher`.
     """
 
     kind = "ae"
     codes_from_latents = False
 
     def __init__(self, n_bits: int = 32, seed: int = 0, preset: str = "n2d", umap_dims: int = 10, umap_neighbors: int = 20,
-                 neighbours: int = 10, latent_dim=None, width=None, epochs=None, batch_size=None, learning_rate=None,
+                 encode_neighbours: int = 10, latent_dim=None, width=None, epochs=None, batch_size=None, learning_rate=None,
                  image_size=None, architecture=None, checkpoint_dir=None, resume: bool = False, progress: bool = True,
                  data_parallel: bool = False):
         super().__init__(n_bits, seed, preset, latent_dim, width, epochs, batch_size, learning_rate, image_size,
                          architecture=architecture, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                          data_parallel=data_parallel)
-        self.umap_dims, self.umap_neighbors, self.neighbours = umap_dims, umap_neighbors, neighbours
+        self.umap_dims, self.umap_neighbors, self.encode_neighbours = umap_dims, umap_neighbors, encode_neighbours
 
     def _check_code_space(self, config: AEConfig, n: int) -> None:
         umap_dims = check_positive_int(self.umap_dims, "umap_dims")
-        check_positive_int(self.umap_neighbors, "umap_neighbors")
-        check_positive_int(self.neighbours, "neighbours")
+        if check_positive_int(self.umap_neighbors, "umap_neighbors") < 2:
+            raise ValueError("umap_neighbors must be at least 2 (UMAP's neighbourhood graph needs a neighbour besides the "
+                             "point itself); N2D uses 20")
+        check_positive_int(self.encode_neighbours, "encode_neighbours")
         if umap_dims >= n - 1:
             raise ValueError(f"{self.method}: a {umap_dims}-dim UMAP embedding needs more than {umap_dims + 1} training "
                              f"images, got {n}: add images or lower umap_dims")
@@ -561,6 +569,7 @@ class AEUMAPHasher(_AutoencoderHasher):
         embedding = embed(latents, "umap", int(self.umap_dims), int(self.seed), min_dist=0.0,
                           n_neighbors=min(int(self.umap_neighbors), len(latents) - 1))
         self.anchor_latents_, self.anchor_embedding_ = latents.astype(np.float32), embedding.astype(np.float32)
+        self.encode_neighbours_ = min(int(self.encode_neighbours), len(latents))  # learned: it changes every code
         rng = np.random.default_rng(int(self.seed))
         self.latent_mean_ = self._code_space(latents).mean(axis=0)
         self.projection_ = rng.standard_normal((int(self.umap_dims), int(self.n_bits))).astype(np.float32)
@@ -569,6 +578,5 @@ class AEUMAPHasher(_AutoencoderHasher):
         """The mean UMAP embedding ``(n, umap_dims)`` of each latent's nearest training latents."""
         from .search import euclidean_knn  # noqa: PLC0415
 
-        m = min(int(self.neighbours), len(self.anchor_latents_))
-        _, positions = euclidean_knn(latents, self.anchor_latents_, m)
+        _, positions = euclidean_knn(latents, self.anchor_latents_, self.encode_neighbours_)
         return self.anchor_embedding_[np.asarray(positions)].mean(axis=1)

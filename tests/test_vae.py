@@ -56,6 +56,14 @@ def test_training_lowers_the_loss_and_resumes_exactly(rng, key, tmp_path, monkey
     params = vae.fit_autoencoder(model, images, config, key=key, progress=False, history=log)
     assert log[-1]["loss"] < log[0]["loss"] and {"reconstruction", "kl", "images_per_s"} <= set(log[0])
     assert vae.reconstruct(model, params, images[:5]).shape == images[:5].shape
+    dense_config = config._replace(architecture="dense", dense_units=(32, 16))
+    dense = vae.make_model("ae", dense_config, images.shape[1:])
+    on_device = vae.fit_autoencoder(dense, images, dense_config, key=key, progress=False)  # one scan per epoch
+    with monkeypatch.context() as mp:  # the same batches fed one at a time from the host (large data sets)
+        mp.setattr(vae, "DEVICE_RESIDENT_BYTES", 0)
+        from_host = vae.fit_autoencoder(dense, images, dense_config, key=key, progress=False)
+    for a, b in zip(jax.tree_util.tree_leaves(from_host), jax.tree_util.tree_leaves(on_device)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
     class Crash:
         def __call__(self, end):
@@ -87,6 +95,8 @@ def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(rng,
 
 @pytest.mark.parametrize("method", ["vae", "sparse-ae", "ae", "ae-umap"])
 def test_hasher_codes_features_and_save_load(method, rng, tmp_path):
+    if method == "ae-umap":
+        pytest.importorskip("umap", reason="ae-umap needs umap-learn (pip install 'jaxhash[cluster]')")
     images, labels = grey_shapes(rng)
     options = {"umap_dims": 3, "umap_neighbors": 8} if method == "ae-umap" else {}
     hasher = make_hasher(method, n_bits=8, preset="tiny", epochs=4, batch_size=16, progress=False, **options).fit(images)
@@ -94,6 +104,7 @@ def test_hasher_codes_features_and_save_load(method, rng, tmp_path):
     assert details["codes"].shape == (len(images), 1)
     if method == "ae-umap":  # features: the embedding, averaged over each image's nearest training latents
         assert details["features"].shape == (len(images), 3)
+        assert hasher.encode_neighbours_ == 10
         _, nearest = jaxhash.euclidean_knn(hasher.latents(images), hasher.anchor_latents_, 10)
         np.testing.assert_allclose(details["features"], hasher.anchor_embedding_[np.asarray(nearest)].mean(1), rtol=1e-5)
     else:
@@ -126,6 +137,8 @@ def test_bad_input_is_refused_with_the_fix(rng):
         vae.make_model("ae", TINY._replace(architecture="dense", dense_units=(32, 0)), (12, 12, 1))
     with pytest.raises(ValueError, match="lower umap_dims"):
         make_hasher("ae-umap", n_bits=8, preset="tiny", batch_size=16, umap_dims=40, progress=False).fit(images)
+    with pytest.raises(ValueError, match="umap_neighbors must be at least 2"):
+        make_hasher("ae-umap", n_bits=8, preset="tiny", batch_size=16, umap_neighbors=1, progress=False).fit(images)
     mixed = list(images[:30]) + [np.repeat(np.repeat(img, 2, 0), 2, 1) for img in images[30:]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
