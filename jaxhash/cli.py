@@ -97,10 +97,10 @@ def _hasher_options(method: str, args, single_method: bool = True) -> dict:
     return {k: v for k, v in wanted.items() if v is not None and k in accepted}
 
 
-def _load_dataset(args):
+def _load_dataset(args, mixed_sizes: str = "refuse"):
     from .data import load_dataset  # noqa: PLC0415
 
-    return load_dataset(args.data, data_dir=args.data_dir, image_size=args.image_size)
+    return load_dataset(args.data, data_dir=args.data_dir, image_size=args.image_size, mixed_sizes=mixed_sizes)
 
 
 def _load_split(args):
@@ -188,20 +188,13 @@ def _write_json(path, records) -> None:
 def cmd_fit(args) -> int:
     from .data import dataset_part  # noqa: PLC0415
     from .hashers import make_hasher  # noqa: PLC0415
-    from .images import MixedSizesError  # noqa: PLC0415
 
     hasher = make_hasher(args.method, n_bits=args.bits, seed=args.seed, **_hasher_options(args.method, args))
     if args.image_size is None:
         args.image_size = hasher.input_size()  # a folder of mixed sizes is loaded at the model's input size
-    try:
-        dataset = _load_dataset(args)
-    except MixedSizesError as err:
-        if hasher.consumes != "images" or err.most_common is None:
-            raise  # a pixel hasher's features depend on the size: the user chooses it (the message says how)
-        args.image_size = err.most_common
-        warnings.warn(f"the images have different sizes; {args.method} resizes every image to the most common, "
-                      f"{err.most_common[0]}x{err.most_common[1]} (--image-size chooses another)", stacklevel=2)
-        dataset = _load_dataset(args)
+    # an image model resizes every image anyway: mixed sizes go to the most common, with one note. A pixel hasher's
+    # features depend on the size: the user chooses it (the error says how)
+    dataset = _load_dataset(args, "most common" if hasher.consumes == "images" else "refuse")
     part = "train" if args.protocol is None else "database"
     images, labels, _ = dataset_part(dataset, part, args.protocol, args.seed)
     if part == "train":

@@ -130,7 +130,7 @@ def test_fit_on_a_photo_folder_of_mixed_sizes_and_channels(tmp_path, rng, capsys
         assert main(["fit", "--data", str(folder), "--method", "pcah", "--bits", "2", "--image-size", "16", "--protocol", "1k",
                      "--out", str(model)]) == 2
     assert "too few for 333 queries per class" in capsys.readouterr().err  # asked for a protocol the folder cannot hold
-    with pytest.warns(UserWarning, match="vae resizes every image to the most common, 16x16"):  # it resizes anyway
+    with pytest.warns(UserWarning, match=r"have 2 different sizes: all are resized to the most common, 16x16 \(23 of 24"):
         assert main(["fit", "--data", str(folder), "--method", "vae", "--preset", "tiny", "--bits", "8", "--epochs", "1",
                      "--batch-size", "8", "--out", str(model)]) == 0
     assert jaxhash.load_hasher(model).input_shape_ == (16, 16, 3)

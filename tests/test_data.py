@@ -10,7 +10,9 @@ from PIL import Image
 from conftest import shared_data_or_skip
 from jaxhash import data as jdata
 from jaxhash.data import DatasetNotFoundError, load_dataset, load_image_folder, retrieval_split, to_features
+from jaxhash.data import folders
 from jaxhash.data.idx import read_idx
+from jaxhash.images import MixedSizesError
 from jaxhash.data.source import source_from_json, source_from_legacy_metadata, source_to_json
 
 
@@ -121,6 +123,32 @@ def test_image_folder_resizes_and_converts(tmp_path, rng):
         load_image_folder(tmp_path / "imgs", progress=False)
     sets = load_image_folder(tmp_path / "imgs", image_size=(28, 28), channels=1, progress=False)
     assert sets["all"].images.shape == (2, 28, 28, 1)
+
+
+def test_mixed_sizes_can_go_to_the_most_common_decoding_each_file_once(tmp_path, rng, monkeypatch):
+    root = tmp_path / "shots"
+    for cls, sizes in (("a", [(6, 8), (6, 8), (12, 5)]), ("b", [(6, 8), (9, 9)])):
+        (root / cls).mkdir(parents=True)
+        for i, size in enumerate(sizes):
+            Image.fromarray(rng.integers(0, 256, size + (3,)).astype(np.uint8)).save(root / cls / f"{i}.png")
+    archive = tmp_path / "shots.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname=".")
+    decoded = []
+    real_decode = folders.decode_image
+    monkeypatch.setattr(folders, "decode_image", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    monkeypatch.setenv("JAXHASH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(MixedSizesError, match="6x8 \\(3 images\\)"):
+        load_dataset(str(root), progress=False)
+    for source in (root, archive, archive):  # the second archive load comes from the cache
+        decoded.clear()
+        with pytest.warns(UserWarning, match=r"3 different sizes: all are resized to the most common, 6x8 \(3 of 5"):
+            ds = load_dataset(str(source), progress=False, mixed_sizes="most common")
+        assert ds.x_train.shape == (5, 6, 8, 3) and ds.y_train.tolist() == [0, 0, 0, 1, 1]
+        assert len(decoded) == 5 if source is root else len(decoded) in (0, 5)
+    assert len(decoded) == 0  # served by the cache, and its note told again
+    with pytest.raises(ValueError, match="mixed_sizes must be 'refuse' or 'most common'"):
+        load_dataset(str(root), mixed_sizes="largest")
 
 
 def test_mixed_grey_and_colour_go_to_the_majority_with_one_note(tmp_path, rng):

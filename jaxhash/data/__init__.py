@@ -167,10 +167,11 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("JAXHASH_CACHE", Path.home() / ".cache" / "jaxhash"))
 
 
-def _cached_archive(path: Path, progress: bool, image_size=None) -> dict[str, ImageSet]:
+def _cached_archive(path: Path, progress: bool, image_size=None, mixed_sizes: str = "refuse") -> dict[str, ImageSet]:
     """Decoding tens of thousands of JPEGs takes a while: keep the arrays in a cache keyed by file."""
     stat = path.stat()
     sized = "" if image_size is None else f"|{image_size[0]}x{image_size[1]}"
+    sized += "|most common" if image_size is None and mixed_sizes != "refuse" else ""
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v1{sized}".encode()).hexdigest()[:20]
     cache = _cache_dir() / f"{path.name}.{key}.npz"
     if cache.is_file():
@@ -178,13 +179,21 @@ def _cached_archive(path: Path, progress: bool, image_size=None) -> dict[str, Im
             with np.load(cache, allow_pickle=False) as z:
                 splits = [s for s in z["splits"]]
                 names = tuple(str(c) for c in z["class_names"])
-                return {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], names, tuple(str(p) for p in z[f"{s}_paths"])) for s in splits}
+                sets = {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], names, tuple(str(p) for p in z[f"{s}_paths"])) for s in splits}
+                notes = [str(note) for note in z["notes"]] if "notes" in z.files else []
+            for note in notes:  # what decoding said (skipped files, conversions, resizing) holds for the cached arrays too
+                warnings.warn(note, stacklevel=3)
+            return sets
         except Exception as err:  # noqa: BLE001 - a damaged zip raises almost anything; the cache is only a cache
             warnings.warn(f"discarded a damaged cache entry {cache} ({type(err).__name__}); decoding {path.name} again",
                           stacklevel=3)
             cache.unlink(missing_ok=True)
-    sets = load_image_folder(path, image_size=image_size, progress=progress)  # refuses a damaged archive: nothing cached
-    arrays = {"splits": np.asarray(sorted(sets)), "class_names": np.asarray(next(iter(sets.values())).class_names)}
+    with warnings.catch_warnings(record=True) as said:  # refuses a damaged archive: nothing cached
+        sets = load_image_folder(path, image_size=image_size, progress=progress, mixed_sizes=mixed_sizes)
+    for note in said:
+        warnings.warn(note.message, stacklevel=3)
+    arrays = {"splits": np.asarray(sorted(sets)), "class_names": np.asarray(next(iter(sets.values())).class_names),
+              "notes": np.asarray([str(note.message) for note in said], dtype=str)}
     for s, st in sets.items():
         arrays.update({f"{s}_x": st.images, f"{s}_y": st.labels, f"{s}_paths": np.asarray(st.paths)})
     try:
@@ -206,7 +215,7 @@ def _from_image_sets(name: str, sets: dict[str, ImageSet], root: Path) -> Datase
                    str(root.resolve()))
 
 
-def _load_path(path: Path, name: str, progress: bool, image_size=None) -> Dataset:
+def _load_path(path: Path, name: str, progress: bool, image_size=None, mixed_sizes: str = "refuse") -> Dataset:
     if path.is_dir() and has_idx_set(path):
         splits = load_idx_folder(path)
         classes = FASHION_CLASSES if "fashion" in name else tuple(str(i) for i in range(10))
@@ -216,9 +225,11 @@ def _load_path(path: Path, name: str, progress: bool, image_size=None) -> Datase
             splits, names = load_pickle_folder(folder)
             return Dataset(name, *splits["train"], *splits["test"], tuple(names))
     if is_archive(path) or path.is_dir():
-        load = _cached_archive if is_archive(path) else (lambda p, progress, size=None: load_image_folder(p, size, progress=progress))
+        load = _cached_archive if is_archive(path) else (
+            lambda p, progress, size=None, mixed="refuse": load_image_folder(p, size, progress=progress, mixed_sizes=mixed))
         try:
-            sets = load(path, progress)  # at the images' own size: an archive's cache serves every image_size
+            # at the images' own size (an archive's cache serves every image_size); mixed sizes, if allowed, to the most common
+            sets = load(path, progress, None, mixed_sizes)
         except MixedSizesError:
             if image_size is None:
                 raise
@@ -251,11 +262,16 @@ def _load_tfds(name: str, data_dir) -> Dataset:
     return Dataset(f"tfds:{name}", *out["train"], *out["test"], tuple(str(i) for i in range(n_classes)))
 
 
-def load_dataset(spec: str, data_dir=None, progress: bool = True, image_size: tuple[int, int] | None = None) -> Dataset:
+def load_dataset(spec: str, data_dir=None, progress: bool = True, image_size: tuple[int, int] | None = None,
+                 mixed_sizes: str = "refuse") -> Dataset:
     """Load a data set by name or path (see the module docstring for where names are looked up).
 
-    ``image_size`` = ``(H, W)`` resizes every image (an image folder of mixed sizes needs it).
+    ``image_size`` = ``(H, W)`` resizes every image. Without it, an image folder of mixed sizes
+    raises a :class:`~jaxhash.images.MixedSizesError` naming the sizes (``mixed_sizes="refuse"``)
+    or is resized to its most common size with one note (``mixed_sizes="most common"``).
     """
+    if mixed_sizes not in ("refuse", "most common"):
+        raise ValueError(f"mixed_sizes must be 'refuse' or 'most common', got {mixed_sizes!r}")
     if image_size is not None:
         image_size = (check_positive_int(image_size[0], "image height"), check_positive_int(image_size[1], "image width"))
     text = str(spec)
@@ -265,14 +281,14 @@ def load_dataset(spec: str, data_dir=None, progress: bool = True, image_size: tu
     elif key == "digits":
         dataset = _load_digits()
     elif key in KNOWN_DATASETS:
-        dataset = _load_path(locate_dataset(key, data_dir), key, progress, image_size)
+        dataset = _load_path(locate_dataset(key, data_dir), key, progress, image_size, mixed_sizes)
     else:
         path = Path(text).expanduser()
         if not path.exists():
             raise DatasetNotFoundError(
                 f"{spec!r} is neither a known data set ({', '.join(KNOWN_DATASETS)}, digits, tfds:NAME) nor an existing path"
             )
-        dataset = _load_path(path, path.name.split(".")[0], progress, image_size)
+        dataset = _load_path(path, path.name.split(".")[0], progress, image_size, mixed_sizes)
     if image_size is not None and dataset.image_shape[:2] != tuple(image_size):
         shape = tuple(image_size) + (dataset.image_shape[2],)
         dataset = dataset._replace(x_train=conform_images(dataset.x_train, shape, counts={}),

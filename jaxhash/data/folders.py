@@ -77,7 +77,7 @@ def _split_class(rel: str) -> tuple[str, str]:
 
 
 def load_image_folder(root, image_size: tuple[int, int] | None = None, channels: int | None = None,
-                      progress: bool = True) -> dict[str, ImageSet]:
+                      progress: bool = True, mixed_sizes: str = "refuse") -> dict[str, ImageSet]:
     """Load every image under ``root`` (a folder or a .tar.gz), grouped by split.
 
     Layout ``split/class/name.ext`` gives splits (train, test, ...) and labels; ``class/name.ext``
@@ -86,7 +86,10 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
     decompression-bomb limit) are skipped without being read where possible, and listed in one
     warning. A damaged archive (gzip CRC, truncation) is refused.
 
-    ``image_size`` = ``(H, W)`` resizes every image; without it all images must share one size.
+    ``image_size`` = ``(H, W)`` resizes every image. Without it, images of several sizes raise a
+    :class:`~jaxhash.images.MixedSizesError` (``mixed_sizes="refuse"``) or are resized to the most
+    common size with one note (``mixed_sizes="most common"``, for models that resize every image
+    anyway); either way each file is decoded once.
     ``channels`` = 1 or 3 converts every image; without it a folder mixing grey and colour images
     is converted to the channel count of the majority, with one note.
 
@@ -117,7 +120,7 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
     if not records:
         raise ValueError(f"no readable images found in {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     images = [img for recs in records.values() for _, _, img in recs]
-    shape = common_shape(images, f"images in {root}")
+    shape = common_shape(images, f"images in {root}", mixed_sizes)
     class_names = tuple(sorted({cls for recs in records.values() for _, cls, _ in recs if cls}))
     class_id = {c: i for i, c in enumerate(class_names)}
     out = {}
