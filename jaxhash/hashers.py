@@ -108,11 +108,25 @@ def load_hasher(path) -> "Hasher":
         files = path if version is None else version
         try:
             meta = _read_meta(files, path)
-            return make_hasher(meta["method"], **meta["params"])._restore(files, meta)
+            cls = hasher_class(meta["method"])
+            _check_saved_params(cls, meta["params"], path)
+            return cls(**meta["params"])._restore(files, meta)
         except FileNotFoundError:
             if version is None or _current_version(path) == version:
                 raise  # really missing, not replaced by a concurrent save
     raise RuntimeError(f"{path} changed 20 times while it was being read: retry when saving has stopped")
+
+
+def _check_saved_params(cls, params: dict, path: Path) -> None:
+    """Refuse saved settings this version's ``cls`` does not take (a model saved by a newer jaxhash)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"{path} holds a {cls.method!r} model with settings this jaxhash does not know "
+                         f"({', '.join(unknown)}): it was saved by a newer jaxhash; upgrade jaxhash "
+                         "(pip install -U jaxhash) or train the model again with this one")
 
 
 def _current_version(path: Path):

@@ -276,6 +276,15 @@ def make_train_step(model, optimizer) -> Callable:
     return step
 
 
+def run_config(config: AEConfig) -> dict:
+    """The settings a checkpoint must match to be resumed: a convolutional network leaves out the
+    fully connected layout (it does not use it; checkpoints written before it existed resume)."""
+    settings = config._asdict()
+    if config.architecture == "conv":
+        del settings["architecture"], settings["dense_units"]
+    return settings
+
+
 def make_model(kind: str, config: AEConfig, shape) -> nn.Module:
     if kind not in MODELS:
         raise ValueError(f"unknown autoencoder {kind!r}; choose one of {', '.join(MODELS)}")
@@ -434,8 +443,7 @@ class _AutoencoderHasher(Hasher):
         self.config_ = json.dumps(config._asdict())
         self.history_ = []
         t0 = time.perf_counter()
-        run = {"kind": self.kind, "config": config._asdict(), "shape": list(shape), "seed": int(self.seed),
-               "n": len(x)}
+        run = {"kind": self.kind, "config": run_config(config), "shape": list(shape), "seed": int(self.seed), "n": len(x)}
         self.params_ = fit_autoencoder(model, x, config, key=jax.random.key(int(self.seed)), stage=self.kind,
                                        checkpoint_dir=self.checkpoint_dir, run=run, resume=self.resume,
                                        progress=self.progress, history=self.history_,

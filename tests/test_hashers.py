@@ -108,7 +108,13 @@ def test_load_errors_say_what_to_do(tmp_path, images):
         jaxhash.load_hasher(current_version(path) / "hasher.json")
     with pytest.raises(ValueError, match="holds a 'itq' hasher"):
         jaxhash.LSH.load(path)
-    (current_version(path) / "hasher.json").write_text("{")
+    meta_file = current_version(path) / "hasher.json"
+    meta = json.loads(meta_file.read_text())
+    meta["params"]["rotation_schedule"] = "cosine"  # a setting only a newer jaxhash would write
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"settings this jaxhash does not know \(rotation_schedule\).*newer jaxhash"):
+        jaxhash.load_hasher(path)
+    meta_file.write_text("{")
     with pytest.raises(ValueError, match="damaged"):
         jaxhash.load_hasher(path)
 

@@ -85,6 +85,15 @@ def test_training_lowers_the_loss_and_resumes_exactly(rng, key, tmp_path, monkey
                             run={"t": 2}, resume=True)
 
 
+def test_a_convolutional_run_is_described_as_before_the_dense_layout_existed():
+    # the settings checkpoints of convolutional models were written with (and must keep matching on --resume)
+    before = {"latent_dim", "width", "max_width", "hidden", "epochs", "batch_size", "learning_rate", "beta", "sparsity",
+              "sigma", "image_size"}
+    assert set(vae.run_config(TINY)) == before
+    dense = vae.run_config(TINY._replace(architecture="dense", dense_units=(32, 16)))
+    assert set(dense) == before | {"architecture", "dense_units"} and dense["dense_units"] == (32, 16)
+
+
 def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(rng, key, tmp_path):
     images, _ = grey_shapes(rng)
     model = vae.make_model("sparse-ae", TINY, images.shape[1:])
