@@ -5,13 +5,17 @@ Kovalenko's route ("Clustering images by visual similarity with variational auto
 Southern Federal University, 2018): a convolutional VAE (and, for comparison, a sparse
 autoencoder with an L1 penalty on its code) learns a latent space without labels; PCA and t-SNE
 (and UMAP, where umap-learn is installed) reduce it; k-means (or a Gaussian mixture) clusters
-it; the M most similar images to a query are its M nearest latent vectors.
+it; the M most similar images to a query are its M nearest latent vectors. Beside them, N2D's route
+(McConville et al., "N2D: (Not Too) Deep Clustering via Clustering the Local Manifold of an
+Autoencoded Embedding"): a fully connected autoencoder (preset n2d), UMAP of every latent space to
+10 dimensions (n_neighbors 20, min_dist 0) and a Gaussian mixture.
 
 Prints clustering accuracy (best one-to-one matching of clusters to classes), NMI and ARI for
-k-means on pixels, on PCA of the pixels, on each latent space, and on its t-SNE / UMAP embedding.
-Draws, as PNG under --out: reconstructions and random samples, the PCA / t-SNE / UMAP scatter
-plots side by side coloured by true class (the paper's comparison), the latent space coloured by
-cluster, and queries with their M nearest images.
+k-means on pixels, on PCA of the pixels, on each latent space, on its 10-D UMAP (+ Gaussian
+mixture) and on 2-D PCA / t-SNE / UMAP of a subset. Draws, as PNG under --out: reconstructions
+and random samples, the PCA / t-SNE / UMAP scatter plots side by side coloured by true class (the
+paper's comparison; latent_by_class.png for the VAE, latent_by_class_ae.png for N2D's
+autoencoder), the latent space coloured by cluster, and queries with their M nearest images.
 
     python scripts/vae_clustering.py --data mnist --data-dir ../shared/data --out results/vae_clustering
     python scripts/vae_clustering.py --data digits --preset tiny --limit 600 --out /tmp/vae   # seconds
@@ -30,12 +34,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--preset", default="cpu", help="tiny, cpu, gpu")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--methods", default="vae,sparse-ae,ae", help="latent spaces to cluster: vae, sparse-ae, ae")
+    parser.add_argument("--preset", default="cpu", help="of vae and sparse-ae: tiny, cpu, gpu")
+    parser.add_argument("--ae-preset", default="n2d", help="of ae: n2d (N2D's 784-500-500-2000-10), tiny, cpu, gpu")
+    parser.add_argument("--umap-dims", type=int, default=10,
+                        help="N2D's step: UMAP of every latent space to this many dims + Gaussian mixture (0: skip)")
+    parser.add_argument("--epochs", type=int, default=None, help="of vae and sparse-ae (default: the preset's)")
+    parser.add_argument("--ae-epochs", type=int, default=None, help="of ae (default: the preset's; n2d: 30)")
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument("--limit", type=int, default=None, help="use a random subset of N images (both splits pooled)")
     parser.add_argument("--embed-limit", type=int, default=5000, help="points given to t-SNE and drawn (t-SNE is slow)")
-    parser.add_argument("--reductions", default="pca,tsne,umap", help="of the VAE latent space, drawn side by side")
+    parser.add_argument("--reductions", default="pca,tsne,umap", help="2-D, of each latent space, drawn side by side")
     parser.add_argument("--algorithm", default="kmeans", choices=("kmeans", "gmm"))
     parser.add_argument("--m", type=int, default=8, help="nearest images shown per query")
     parser.add_argument("--seed", type=int, default=0)
@@ -62,22 +71,26 @@ def main():
     k = len(np.unique(labels))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{dataset.name}: {len(images)} images {'x'.join(map(str, images.shape[1:]))}, k = {k}; preset {args.preset}, "
-          f"latent {args.latent_dim}; jax {jax.__version__} on {jax.default_backend()}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - {"vae", "sparse-ae", "ae"})
+    if unknown or not methods:
+        parser.error(f"--methods takes vae, sparse-ae and ae, got {args.methods!r}")
+    print(f"{dataset.name}: {len(images)} images {'x'.join(map(str, images.shape[1:]))}, k = {k}; preset {args.preset} "
+          f"(ae: {args.ae_preset}), latent {args.latent_dim}; jax {jax.__version__} on {jax.default_backend()}")
 
     key = jax.random.key(args.seed)
     records, models, latents = [], {}, {}
 
-    def score(features_name, reduction, points, seconds):
+    def score(features_name, reduction, points, seconds, algorithm=args.algorithm):
         t0 = time.perf_counter()
-        assigned = (cluster.gaussian_mixture(key, points, k) if args.algorithm == "gmm" else cluster.kmeans(key, points, k)).labels
-        record = {"features": features_name, "reduction": reduction, "algorithm": args.algorithm, "images": len(points),
+        assigned = (cluster.gaussian_mixture(key, points, k) if algorithm == "gmm" else cluster.kmeans(key, points, k)).labels
+        record = {"features": features_name, "reduction": reduction, "algorithm": algorithm, "images": len(points),
                   "accuracy": cluster.clustering_accuracy(labels[: len(points)], assigned),
                   "nmi": cluster.normalized_mutual_info(labels[: len(points)], assigned),
                   "ari": cluster.adjusted_rand_index(labels[: len(points)], assigned),
                   "seconds": round(seconds + time.perf_counter() - t0, 2)}
         records.append(record)
-        print(f"  {features_name:<10} {reduction:<6} {record['images']:>6}  accuracy {record['accuracy']:.4f}  "
+        print(f"  {features_name:<10} {reduction:<6} {algorithm:<6} {record['images']:>6}  accuracy {record['accuracy']:.4f}  "
               f"NMI {record['nmi']:.4f}  ARI {record['ari']:.4f}  {record['seconds']:.1f}s", flush=True)
         return assigned
 
@@ -87,55 +100,74 @@ def main():
     t0 = time.perf_counter()
     score("pixels", "pca50", cluster.pca(pixels, min(50, pixels.shape[1]), args.seed), time.perf_counter() - t0)
 
-    for method in ("vae", "sparse-ae"):
-        options = {"epochs": args.epochs} if args.epochs else {}
-        hasher = jaxhash.make_hasher(method, n_bits=args.latent_dim, latent_dim=args.latent_dim, preset=args.preset,
+    try:
+        cluster.require_umap()
+        umap_missing = None
+    except ImportError as err:
+        umap_missing = str(err)
+    clusters = {}
+    for method in methods:
+        epochs = args.ae_epochs if method == "ae" else args.epochs
+        options = {"epochs": epochs} if epochs else {}
+        preset = args.ae_preset if method == "ae" else args.preset
+        hasher = jaxhash.make_hasher(method, n_bits=args.latent_dim, latent_dim=args.latent_dim, preset=preset,
                                      seed=args.seed, **options)
         t0 = time.perf_counter()
         hasher.fit(images)
         latents[method] = hasher.latents(images)
         models[method] = hasher
         train_seconds = time.perf_counter() - t0
-        print(f"{method}: trained in {train_seconds:.1f}s ({hasher.history_[-1]})")
-        assigned = score(method, "-", latents[method], train_seconds)
-        if method == "vae":
-            vae_clusters = assigned
+        print(f"{method} (preset {preset}): trained in {train_seconds:.1f}s ({hasher.history_[-1]})")
+        clusters[method] = score(method, "-", latents[method], train_seconds)
+        if args.umap_dims and umap_missing is None:  # N2D's step, on every point
+            t0 = time.perf_counter()
+            points = cluster.embed(latents[method], "umap", args.umap_dims, args.seed, n_neighbors=20, min_dist=0.0)
+            score(method, f"umap{args.umap_dims}", points, train_seconds + time.perf_counter() - t0, algorithm="gmm")
+        elif args.umap_dims:
+            print(f"  {method} umap{args.umap_dims}: skipped ({umap_missing})")
 
-    # Reductions of the VAE's latent space on a subset (t-SNE is quadratic-ish): the paper's comparison.
+    # 2-D reductions of each latent space on a subset (t-SNE is quadratic-ish): the paper's comparison.
     n_embed = min(args.embed_limit, len(images))
-    subset = latents["vae"][:n_embed]
-    panels = []
-    for reduction in args.reductions.split(","):
-        t0 = time.perf_counter()
-        try:
-            points = cluster.embed(subset, reduction, 2, args.seed)
-        except ImportError as err:
-            print(f"  {reduction}: skipped ({err})")
+    names = {"vae": "VAE", "sparse-ae": "sparse AE", "ae": f"AE ({args.ae_preset})"}
+    figures = []
+    for method in methods:
+        panels = []
+        for reduction in args.reductions.split(","):
+            t0 = time.perf_counter()
+            try:
+                points = cluster.embed(latents[method][:n_embed], reduction, 2, args.seed)
+            except ImportError as err:
+                print(f"  {reduction}: skipped ({err})")
+                continue
+            score(method, reduction, points, time.perf_counter() - t0)
+            panels.append((f"{names[method]} latent, {reduction.upper() if reduction != 'tsne' else 't-SNE'}", points,
+                           labels[:n_embed]))
+        suffix = "" if method == "vae" else "_" + method.replace("-", "_")
+        if not panels:
             continue
-        seconds = time.perf_counter() - t0
-        score("vae", reduction, points, seconds)
-        panels.append((f"VAE latent, {reduction.upper() if reduction != 'tsne' else 't-SNE'}", points, labels[:n_embed]))
-    figures = [draw_scatter_panels(out / "latent_by_class.png", panels, dataset.class_names)]
-    if panels:  # the clusters of the latent space, drawn where neighbourhoods are kept (t-SNE or UMAP when there)
-        title, points, _ = next((p for p in panels if "PCA" not in p[0]), panels[0])
-        figures.append(draw_scatter_panels(out / "latent_by_cluster.png",
-                                           [(f"{title}, coloured by {args.algorithm} cluster of the latent space", points,
-                                             vae_clusters[:n_embed])]))
+        figures.append(draw_scatter_panels(out / f"latent_by_class{suffix}.png", panels, dataset.class_names))
+        if method == "vae":  # the clusters of the latent space, drawn where neighbourhoods are kept (t-SNE or UMAP)
+            title, points, _ = next((p for p in panels if "PCA" not in p[0]), panels[0])
+            figures.append(draw_scatter_panels(out / "latent_by_cluster.png",
+                                               [(f"{title}, coloured by {args.algorithm} cluster of the latent space",
+                                                 points, clusters["vae"][:n_embed])]))
 
-    # Reconstructions (top: originals) and random samples of the VAE.
-    hasher = models["vae"]
+    # Reconstructions (top: originals) and random samples of the VAE (the first model where there is no VAE).
+    shown_method = "vae" if "vae" in methods else methods[0]
+    hasher = models[shown_method]
     model = hasher._model()
     shown = images[rng.choice(len(images), 10, replace=False)]
     recon = vae.reconstruct(model, hasher.params_, shown)
-    samples = vae.generate(model, hasher.params_, jax.random.fold_in(key, 1), 10)
     cell = lambda img, caption: GridCell(img, caption)  # noqa: E731
-    figures.append(draw_result_grid(out / "reconstructions.png",
-                                    [(cell(a, "original"), [cell(b, "reconstructed")]) for a, b in zip(shown[:6], recon[:6])]
-                                    + [(cell(samples[0], "sample"), [cell(s, "sample") for s in samples[1:6]])]))
+    rows = [(cell(a, "original"), [cell(b, "reconstructed")]) for a, b in zip(shown[:6], recon[:6])]
+    if shown_method == "vae":  # only a VAE has a prior to sample from
+        samples = vae.generate(model, hasher.params_, jax.random.fold_in(key, 1), 10)
+        rows.append((cell(samples[0], "sample"), [cell(s, "sample") for s in samples[1:6]]))
+    figures.append(draw_result_grid(out / "reconstructions.png", rows))
 
     # The M most similar images: nearest latent means (Euclidean), the query itself left out.
     queries = rng.choice(len(images), 6, replace=False)
-    dist, pos = euclidean_knn(latents["vae"][queries], latents["vae"], args.m + 1)
+    dist, pos = euclidean_knn(latents[shown_method][queries], latents[shown_method], args.m + 1)
     rows, same = [], []
     names = dataset.class_names
     for q, d_row, p_row in zip(queries, dist, pos):
@@ -144,11 +176,12 @@ def main():
         rows.append((GridCell(images[q], "query", names[labels[q]]),
                      [GridCell(images[p], f"d={d:.2f}", names[labels[p]], bool(labels[p] == labels[q])) for d, p in hits]))
     figures.append(draw_result_grid(out / "nearest.png", rows))
-    print(f"M = {args.m} most similar by latent distance: {np.mean(same):.3f} of them share the query's class")
+    print(f"M = {args.m} most similar by {shown_method} latent distance: {np.mean(same):.3f} of them share the query's class")
     print("figures: " + ", ".join(str(f) for f in figures))
     if args.json:
         Path(args.json).write_text(json.dumps({"data": dataset.name, "images": len(images), "records": records,
-                                               "nearest_same_class": float(np.mean(same))}, indent=2))
+                                               "nearest_method": shown_method, "nearest_same_class": float(np.mean(same))},
+                                              indent=2))
 
 
 if __name__ == "__main__":

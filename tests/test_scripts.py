@@ -64,13 +64,16 @@ def test_vae_clustering_script_scores_and_draws(tmp_path):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     out = tmp_path / "v.json"
-    stdout = run_script("vae_clustering.py", "--data", "digits", "--preset", "tiny", "--epochs", "2", "--limit", "400",
-                        "--reductions", "pca,tsne", "--out", str(tmp_path / "fig"), "--json", str(out), tmp_path=tmp_path)
+    stdout = run_script("vae_clustering.py", "--data", "digits", "--preset", "tiny", "--epochs", "2", "--ae-epochs", "2",
+                        "--limit", "400", "--reductions", "pca,tsne", "--umap-dims", "0", "--out", str(tmp_path / "fig"), "--json", str(out),
+                        tmp_path=tmp_path)
     record = json.loads(out.read_text())
     rows = {(r["features"], r["reduction"]) for r in record["records"]}
-    assert rows == {("pixels", "-"), ("pixels", "pca50"), ("vae", "-"), ("sparse-ae", "-"), ("vae", "pca"), ("vae", "tsne")}
+    assert rows == {("pixels", "-"), ("pixels", "pca50")} | {(m, r) for m in ("vae", "sparse-ae", "ae") for r in ("-", "pca", "tsne")}
     assert all(0 <= r["accuracy"] <= 1 for r in record["records"]) and "most similar" in stdout
-    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"latent_by_class.png", "latent_by_cluster.png",
+    assert "ae (preset n2d): trained" in stdout  # N2D's fully connected autoencoder
+    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"latent_by_class.png", "latent_by_class_sparse_ae.png",
+                                                              "latent_by_class_ae.png", "latent_by_cluster.png",
                                                               "reconstructions.png", "nearest.png"}
 
 
