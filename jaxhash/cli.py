@@ -654,8 +654,8 @@ def cmd_serve(args) -> int:
 
 def use_compilation_cache() -> Path | None:
     """Turn on XLA's persistent compilation cache, so that a command's compiled searches and models
-    load from disk the next time (``jaxhash search`` of one image against 1M codes: seconds cold,
-    well under a second warm).
+    load from disk the next time. (A search of up to ``HOST_SEARCH_MAX_QUERIES`` images with a
+    pixel hasher compiles nothing: it scans the codes with NumPy and never loads JAX.)
 
     The folder is ``$JAXHASH_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxhash/xla`` (``~/.cache/...``);
     ``JAXHASH_CACHE_DIR=off`` turns it off, and a ``JAX_COMPILATION_CACHE_DIR`` set by the user

@@ -13,10 +13,9 @@ Everything here is pure and jit-able. :func:`check_codes` and :func:`n_words_for
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from ._deferred import deferred_jit, jax, jnp
 from .checks import WORD_BITS, check_codes, n_words_for
 
 __all__ = [
@@ -106,7 +105,7 @@ def hamming_distance(a, b):
     return jnp.sum(jnp.bitwise_count(jnp.bitwise_xor(a, b)), dtype=jnp.int32)
 
 
-@jax.jit
+@deferred_jit
 def pairwise_hamming(query_codes, database_codes):
     """All distances between ``(q, n_words)`` and ``(m, n_words)`` packed codes -> ``(q, m)`` int32."""
     one_to_all = jax.vmap(hamming_distance, in_axes=(None, 0))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import sys
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -40,7 +41,7 @@ from .atomic import atomic_write
 from .checks import MAX_BITS, check_codes, check_features, check_ids, check_k, check_n_bits, check_positive_int, n_words_for
 from .data.source import ImageSource, source_from_json, source_from_legacy_metadata, source_to_json
 from .mih import MultiIndexTables, build_tables, mih_knn_search, mih_radius_search, substring_bounds
-from .search import (MISSING_DISTANCE, PackedDatabase, ShardedDatabase, check_mesh, default_mesh, knn_search, prepare_database,
+from .search import (HOST_SEARCH_MAX_QUERIES, MISSING_DISTANCE, PackedDatabase, ShardedDatabase, check_mesh, default_mesh, knn_search, knn_search_host, prepare_database,
                      radius_search, rerank_euclidean, shard_database, sharded_knn_search)
 
 __all__ = ["HashIndex", "PartitionedIndex", "MultiIndexHashIndex", "ModelRef", "ModelMismatchError", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
@@ -191,7 +192,7 @@ class HashIndex:
         ids = check_ids(ids)
         if ids.size and ids.min() < 0:
             raise ValueError("ids must be non-negative (-1 marks a missing result)")
-        if np.unique(ids).size != ids.size:
+        if not _distinct(ids):
             raise ValueError("ids contain duplicates")
         clash = np.intersect1d(ids, self._ids)
         if clash.size:
@@ -274,6 +275,8 @@ class HashIndex:
             if self._prepared is None:
                 self._prepared = shard_database(self._codes, *self._mesh)
             return sharded_knn_search(queries, self._prepared, k)
+        if self._prepared is None and queries.shape[0] <= HOST_SEARCH_MAX_QUERIES and "jax" not in sys.modules:
+            return knn_search_host(queries, self._codes, k)  # a light process (the command line): no JAX to load
         if self._prepared is None:
             self._prepared = prepare_database(self._codes)
         return knn_search(queries, self._prepared, k)
@@ -641,6 +644,13 @@ def _parse_header(raw: bytes, version: int):
     return n_bits, n_words, ntotal, metadata, source, model, partitioned, feature_dim, (multi_index, substrings)
 
 
+def _distinct(ids: np.ndarray) -> bool:
+    """Whether no id repeats: O(n) for ids in increasing order (an index's usual ids), else by sorting."""
+    if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return True
+    return np.unique(ids).size == ids.size
+
+
 def read_index(path) -> HashIndex:
     """Read an index written by :func:`write_index`, verifying its version, checksum and content.
 
@@ -691,7 +701,7 @@ def read_index(path) -> HashIndex:
     except ValueError as err:
         raise IndexFormatError(f"{path}: {err}") from None
     ids = ids.astype(np.int64, copy=False)
-    if ntotal and (ids.min() < 0 or np.unique(ids).size != ntotal):
+    if ntotal and (ids.min() < 0 or not _distinct(ids)):
         raise IndexFormatError(f"{path} has negative or duplicate ids; rebuild it with  jaxhash index")
     if partitions is not None and ntotal and partitions.min() < 0:
         raise IndexFormatError(f"{path} has negative partitions; rebuild it with  jaxhash index")

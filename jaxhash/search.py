@@ -20,15 +20,13 @@ Two blocks are in flight at once (``JAXHASH_SEARCH_THREADS`` changes that).
 """
 from __future__ import annotations
 
-import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from ._deferred import deferred_jit, jax, jnp
 from .checks import WORD_BITS, check_codes, check_features, check_k, check_radius, check_same_width
 from .codes import pairwise_hamming
 
@@ -37,6 +35,8 @@ __all__ = [
     "PackedDatabase",
     "prepare_database",
     "knn_search",
+    "knn_search_host",
+    "HOST_SEARCH_MAX_QUERIES",
     "euclidean_knn",
     "squared_distances",
     "ShardedDatabase",
@@ -135,7 +135,7 @@ def _slot_distances(slot_codes, queries_t):
     return dist
 
 
-@jax.jit
+@deferred_jit
 def _group_keys(queries_t, planes, n_valid):
     """Pass 1: ``(n_words, b)`` queries -> group minima ``(n_groups, b)`` (uint8 up to 254 bits, then
     uint16, int32 beyond 65,534 bits).
@@ -170,7 +170,7 @@ def _smallest(keys, k):
     return jax.lax.top_k(-keys.astype(jnp.float32), k)[1]
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
+@deferred_jit(static_argnames=("k",))
 def _select_topk(queries, planes, n_valid, group_keys, k):
     """Best super-groups -> best groups -> exact top-k of their codes, all on the device.
 
@@ -205,7 +205,7 @@ def _knn_block_topk(queries, planes, n_valid, k):
 # NumPy's introselect on unique int64 keys is 3-4x cheaper and releases the GIL, so two query
 # blocks select in parallel.
 
-@jax.jit
+@deferred_jit
 def _super_keys_columns(group_keys):
     """Group minima ``(n_groups, b)`` -> unique super-group keys ``(n_super, b)`` int32.
 
@@ -220,7 +220,7 @@ def _super_keys_columns(group_keys):
     return best * n_super + jnp.arange(n_super, dtype=jnp.int32)[:, None]
 
 
-@jax.jit
+@deferred_jit
 def _member_keys(group_keys, best_super):
     """Member groups ``(b, ks * 16)`` of the chosen super-groups and their unique keys
     ``minimum * n_groups + group``."""
@@ -232,7 +232,7 @@ def _member_keys(group_keys, best_super):
     return member, group_keys[member, rows].astype(jnp.int32) * n_groups + member
 
 
-@jax.jit
+@deferred_jit
 def _rescan(queries, planes, n_valid, groups):
     """Distances and positions ``(b, kg * group_size)`` of every code in the given groups."""
     n_words, group_size, _ = planes.shape
@@ -276,6 +276,50 @@ def _knn_block_numpy(queries, planes, n_valid, k):
     missing = dist_out >= n_words * WORD_BITS + 1
     dist_out[missing] = MISSING_DISTANCE
     pos_out[missing] = -1
+    return dist_out, pos_out
+
+
+# A process that has not loaded JAX searches this many queries or fewer with NumPy on the host (one
+# query against 1M 64-bit codes: about 30 ms), where loading JAX and compiling would take a second.
+HOST_SEARCH_MAX_QUERIES = 8
+_BYTE_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)
+
+
+def _row_popcounts(words: np.ndarray) -> np.ndarray:
+    """Set bits of each row of ``(n, n_words)`` uint32 words -> ``(n,)`` int64."""
+    if hasattr(np, "bitwise_count"):  # NumPy >= 2.0
+        return np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+    return _BYTE_POPCOUNT[np.ascontiguousarray(words).view(np.uint8)].sum(axis=1, dtype=np.int64)
+
+
+def knn_search_host(query_codes, database_codes, k: int, *, n_bits: int | None = None):
+    """:func:`knn_search` in NumPy, one query at a time: the same results, meant for a few queries.
+
+    Args:
+      query_codes: ``(q, n_words)`` uint32 packed codes.
+      database_codes: ``(n, n_words)`` uint32 packed codes.
+      k: number of neighbours (> 0), clamped to ``n``.
+    Returns:
+      ``(distances, positions)``: two ``(q, min(k, n))`` int32 arrays, rows sorted by (distance, position).
+    """
+    k = check_k(k)
+    database = check_codes(database_codes, name="database codes")
+    queries = check_codes(query_codes, n_bits=n_bits, name="query codes")
+    check_same_width(queries.shape[1], database.shape[1])
+    n = database.shape[0]
+    k = min(k, n)
+    dist_out = np.full((queries.shape[0], k), MISSING_DISTANCE, np.int32)
+    pos_out = np.full((queries.shape[0], k), -1, np.int32)
+    if k == 0:
+        return dist_out, pos_out
+    positions = np.arange(n, dtype=np.int64)
+    for row, query in enumerate(queries):
+        keys = (_row_popcounts(np.bitwise_xor(database, query)) << 32) | positions  # (distance, position) in one int64
+        if k < n:
+            keys = keys[np.argpartition(keys, k - 1)[:k]]
+        keys.sort()
+        dist_out[row] = keys >> 32
+        pos_out[row] = keys & 0xFFFFFFFF
     return dist_out, pos_out
 
 
@@ -427,7 +471,7 @@ def shard_database(codes, mesh: jax.sharding.Mesh | None = None, axis: str = "co
     return ShardedDatabase(planes, n_valid, offsets, n, mesh, axis)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "mesh", "axis"))
+@deferred_jit(static_argnames=("k", "mesh", "axis"))
 def _sharded_block(queries, planes, n_valid, offsets, *, k, mesh, axis):
     """Each device: exact top-k of its part; then all parts' lists gathered and merged on every device.
 
@@ -511,7 +555,7 @@ def radius_search(query_codes, database_codes, radius: int, *, block_size: int =
     return np.asarray(lims, np.int64), cat(all_d), cat(all_p)
 
 
-@jax.jit
+@deferred_jit
 def _rerank_block(query_feats, cand_feats, candidates):
     """Squared distances of ``(b, c, dim)`` candidate features to ``(b, dim)`` queries, sorted (stable)."""
     d2 = jnp.sum(jnp.square(cand_feats - query_feats[:, None, :]), axis=-1)
@@ -574,7 +618,7 @@ def squared_distances(a, b):
     return jnp.maximum(jnp.sum(a * a, axis=1, keepdims=True) - 2.0 * a @ b.T + jnp.sum(b * b, axis=1)[None], 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("m",))
+@deferred_jit(static_argnames=("m",))
 def _euclidean_block(queries, database, offset, m: int):
     """The ``m`` nearest of one database block to ``(b, dim)`` queries: squared distances and positions."""
     d2 = squared_distances(queries, database)

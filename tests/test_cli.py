@@ -13,6 +13,7 @@ from conftest import REPO
 from jaxhash.cli import main
 from jaxhash.data import load_image_folder
 from jaxhash.index import ModelRef
+from jaxhash.search import HOST_SEARCH_MAX_QUERIES
 
 
 def test_benchmark_table_and_json(tmp_path, capsys):
@@ -185,7 +186,8 @@ def test_every_option_has_help():
 
 
 def test_commands_import_only_what_they_need(tmp_path, rng):
-    """--help loads no JAX; searching with a classic hasher loads neither Flax nor Optax."""
+    """--help loads no JAX; a classic hasher's search of a few images loads none of JAX, Flax, Optax (a NumPy
+    scan), of more images JAX only."""
     images = rng.integers(0, 256, (40, 8, 8, 3)).astype(np.uint8)
     hasher = jaxhash.ITQ(n_bits=16).fit(images)
     hasher.save(tmp_path / "m")
@@ -198,7 +200,9 @@ def test_commands_import_only_what_they_need(tmp_path, rng):
              "print(sorted(m for m in ('jax', 'flax', 'optax', 'orbax') if m in sys.modules))")
     run = lambda *argv: subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=REPO).stdout.strip()  # noqa: E731
     assert run("--help") == "[]"
-    assert run("search", "--model", str(tmp_path / "m"), "--index", str(tmp_path / "i.jhx"), str(tmp_path / "q.png")) == "['jax']"
+    search = ("search", "--model", str(tmp_path / "m"), "--index", str(tmp_path / "i.jhx"))
+    assert run(*search, str(tmp_path / "q.png")) == "[]"
+    assert run(*search, *[str(tmp_path / "q.png")] * (HOST_SEARCH_MAX_QUERIES + 1)) == "['jax']"
 
 
 @pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
@@ -272,7 +276,8 @@ def test_searches_compile_once_into_the_cache_folder_and_survive_a_damaged_cache
         return result
 
     jaxhash_cli("index", "--model", tmp_path / "model", "--folder", folder, "--out", tmp_path / "i.jhx")
-    search = ("search", "--model", tmp_path / "model", "--index", tmp_path / "i.jhx", folder / "red" / "3.jpg", "--k", "3")
+    queries = sorted(folder.rglob("*.*"))[: HOST_SEARCH_MAX_QUERIES + 1]  # more than a host scan takes: JAX compiles
+    search = ("search", "--model", tmp_path / "model", "--index", tmp_path / "i.jhx", *queries, "--k", "3")
     first = jaxhash_cli(*search).stdout
     entries = [p for p in cache.rglob("*") if p.is_file()]
     assert entries  # the compiled programs were written
@@ -281,6 +286,21 @@ def test_searches_compile_once_into_the_cache_folder_and_survive_a_damaged_cache
     assert jaxhash_cli(*search).stdout == first  # recompiled, not a crash
     env["JAXHASH_CACHE_DIR"] = "off"
     assert jaxhash_cli(*search).stdout == first
+
+
+@pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
+def test_a_few_queries_are_searched_without_loading_jax(tmp_path, rng):
+    folder, model = photo_folder_and_model(tmp_path, rng, jaxhash.ITQ(n_bits=16))
+    assert main(["index", "--model", str(model), "--folder", str(folder), "--out", str(tmp_path / "i.jhx")]) == 0
+    queries = [str(folder / "red" / "2.jpg"), str(folder / "blue" / "1.png")]
+    search = ["search", "--model", str(model), "--index", str(tmp_path / "i.jhx"), *queries, "--k", "7", "--json"]
+    code = "import sys; from jaxhash.cli import main; main(sys.argv[1:]); print('jax loaded:', 'jax' in sys.modules)"
+    shell = subprocess.run([sys.executable, "-c", code, *search, str(tmp_path / "host.json")], capture_output=True, text=True,
+                           cwd=REPO, env={**os.environ, "JAXHASH_PROGRESS": "0"})
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.rstrip().endswith("jax loaded: False")  # a NumPy scan: nothing to import or compile
+    assert main([*search, str(tmp_path / "jax.json")]) == 0  # this process has JAX loaded: the compiled search
+    assert json.loads((tmp_path / "host.json").read_text()) == json.loads((tmp_path / "jax.json").read_text())
 
 
 @pytest.mark.filterwarnings("ignore:.*converted 3 grey images")

@@ -3,7 +3,14 @@ import pytest
 
 from conftest import oracle_knn, random_codes
 from jaxhash.checks import MAX_BITS
-from jaxhash.search import knn_search, prepare_database, radius_search, rerank_euclidean, search_and_rerank
+from jaxhash.search import knn_search, knn_search_host, prepare_database, radius_search, rerank_euclidean, search_and_rerank
+
+
+def search_by(selection, q, db, k, **options):
+    """knn_search with a selection, or the NumPy host scan (selection "host")."""
+    if selection == "host":
+        return knn_search_host(q, db, k)
+    return knn_search(q, db, k, selection=selection, **options)
 
 
 @pytest.mark.parametrize(
@@ -19,13 +26,13 @@ from jaxhash.search import knn_search, prepare_database, radius_search, rerank_e
         (9000, 256, 50, 500),  # 16-bit group keys
     ],
 )
-@pytest.mark.parametrize("selection", ["numpy", "topk"])
+@pytest.mark.parametrize("selection", ["numpy", "topk", "host"])
 def test_knn_equals_numpy_oracle(rng, n, n_bits, k, distinct, selection):
     db, db_bits = random_codes(rng, n, n_bits, distinct)
     q, q_bits = random_codes(rng, 37, n_bits)
     if distinct:
         q[:5], q_bits[:5] = db[:5], db_bits[:5]  # exact matches with many equal copies
-    dist, pos = knn_search(q, db, k, block_size=16, selection=selection)
+    dist, pos = search_by(selection, q, db, k, block_size=16)
     want_d, want_p = oracle_knn(q_bits, db_bits, k)
     assert dist.shape == pos.shape == (37, min(k, n))  # k beyond the database is clamped
     np.testing.assert_array_equal(dist, want_d)
@@ -42,16 +49,28 @@ def test_knn_equals_numpy_oracle(rng, n, n_bits, k, distinct, selection):
         (3, MAX_BITS),
     ],
 )
-@pytest.mark.parametrize("selection", ["numpy", "topk"])
+@pytest.mark.parametrize("selection", ["numpy", "topk", "host"])
 def test_wide_codes_equal_the_oracle(rng, n, n_bits, selection):
     db, db_bits = random_codes(rng, n, n_bits, distinct=max(2, n // 3))
     q, q_bits = random_codes(rng, 3, n_bits)
     q[:1], q_bits[:1] = db[:1], db_bits[:1]
     k = min(n, 7)
-    dist, pos = knn_search(q, db, k, selection=selection)
+    dist, pos = search_by(selection, q, db, k)
     want_d, want_p = oracle_knn(q_bits, db_bits, k)
     np.testing.assert_array_equal(dist, want_d)
     np.testing.assert_array_equal(pos, want_p)
+
+
+def test_the_host_scan_counts_bits_without_numpy_2(rng, monkeypatch):
+    db, db_bits = random_codes(rng, 500, 96, distinct=60)
+    q, q_bits = random_codes(rng, 4, 96)
+    monkeypatch.delattr(np, "bitwise_count", raising=False)  # NumPy 1.26: a byte table instead
+    dist, pos = knn_search_host(q, db, 9)
+    want_d, want_p = oracle_knn(q_bits, db_bits, 9)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(pos, want_p)
+    with pytest.raises(ValueError, match="query codes"):
+        knn_search_host(q[:, :2], db, 3)
 
 
 def test_wider_than_the_maximum_is_refused():
