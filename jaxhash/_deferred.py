@@ -21,6 +21,8 @@ class DeferredModule:
         self._module = None
 
     def __getattr__(self, attr: str):
+        if attr.startswith("__") or attr in ("_name", "_module"):  # copy / pickle probing a half-built instance
+            raise AttributeError(attr)
         if self._module is None:
             self._module = importlib.import_module(self._name)
         return getattr(self._module, attr)

@@ -147,6 +147,9 @@ def test_mixed_sizes_can_go_to_the_most_common_decoding_each_file_once(tmp_path,
         assert ds.x_train.shape == (5, 6, 8, 3) and ds.y_train.tolist() == [0, 0, 0, 1, 1]
         assert len(decoded) == 5 if source is root else len(decoded) in (0, 5)
     assert len(decoded) == 0  # served by the cache, and its note told again
+    asked = load_dataset(str(root), progress=False, image_size=(20, 20), mixed_sizes="most common")
+    once = load_dataset(str(root), progress=False, image_size=(20, 20))  # a size asked for: every image resized once
+    np.testing.assert_array_equal(asked.x_train, once.x_train)
     with pytest.raises(ValueError, match="mixed_sizes must be 'refuse' or 'most common'"):
         load_dataset(str(root), mixed_sizes="largest")
 

@@ -172,28 +172,32 @@ def _cached_archive(path: Path, progress: bool, image_size=None, mixed_sizes: st
     stat = path.stat()
     sized = "" if image_size is None else f"|{image_size[0]}x{image_size[1]}"
     sized += "|most common" if image_size is None and mixed_sizes != "refuse" else ""
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v1{sized}".encode()).hexdigest()[:20]
+    # v2: an entry keeps the notes its decoding gave (skipped files, conversions, resizing) and tells them on every hit
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v2{sized}".encode()).hexdigest()[:20]
     cache = _cache_dir() / f"{path.name}.{key}.npz"
     if cache.is_file():
+        cached = None
         try:
             with np.load(cache, allow_pickle=False) as z:
                 splits = [s for s in z["splits"]]
                 names = tuple(str(c) for c in z["class_names"])
                 sets = {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], names, tuple(str(p) for p in z[f"{s}_paths"])) for s in splits}
-                notes = [str(note) for note in z["notes"]] if "notes" in z.files else []
-            for note in notes:  # what decoding said (skipped files, conversions, resizing) holds for the cached arrays too
-                warnings.warn(note, stacklevel=3)
-            return sets
+                cached = sets, [str(note) for note in z["notes"]]
         except Exception as err:  # noqa: BLE001 - a damaged zip raises almost anything; the cache is only a cache
             warnings.warn(f"discarded a damaged cache entry {cache} ({type(err).__name__}); decoding {path.name} again",
                           stacklevel=3)
             cache.unlink(missing_ok=True)
+        if cached is not None:
+            for note in cached[1]:
+                warnings.warn(note, stacklevel=3)
+            return cached[0]
     with warnings.catch_warnings(record=True) as said:  # refuses a damaged archive: nothing cached
         sets = load_image_folder(path, image_size=image_size, progress=progress, mixed_sizes=mixed_sizes)
     for note in said:
-        warnings.warn(note.message, stacklevel=3)
+        warnings.warn(note.message, stacklevel=3)  # a Warning instance keeps its category
+    notes = [str(note.message) for note in said if note.category is UserWarning]  # jaxhash's own notes, not libraries'
     arrays = {"splits": np.asarray(sorted(sets)), "class_names": np.asarray(next(iter(sets.values())).class_names),
-              "notes": np.asarray([str(note.message) for note in said], dtype=str)}
+              "notes": np.asarray(notes, dtype=str)}
     for s, st in sets.items():
         arrays.update({f"{s}_x": st.images, f"{s}_y": st.labels, f"{s}_paths": np.asarray(st.paths)})
     try:
@@ -228,8 +232,9 @@ def _load_path(path: Path, name: str, progress: bool, image_size=None, mixed_siz
         load = _cached_archive if is_archive(path) else (
             lambda p, progress, size=None, mixed="refuse": load_image_folder(p, size, progress=progress, mixed_sizes=mixed))
         try:
-            # at the images' own size (an archive's cache serves every image_size); mixed sizes, if allowed, to the most common
-            sets = load(path, progress, None, mixed_sizes)
+            # at the images' own size (an archive's cache serves every image_size); mixed sizes to the most common if
+            # allowed and no size is asked for
+            sets = load(path, progress, None, mixed_sizes if image_size is None else "refuse")
         except MixedSizesError:
             if image_size is None:
                 raise
