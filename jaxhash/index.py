@@ -275,8 +275,13 @@ class HashIndex:
             if self._prepared is None:
                 self._prepared = shard_database(self._codes, *self._mesh)
             return sharded_knn_search(queries, self._prepared, k)
+        return self._scan(queries, k)
+
+    def _scan(self, queries: np.ndarray, k: int):
+        """The exact linear scan: compiled over the prepared codes, or, for a few queries in a process that has
+        not loaded JAX (the command line with a classic hasher), a NumPy scan with nothing to load or compile."""
         if self._prepared is None and queries.shape[0] <= HOST_SEARCH_MAX_QUERIES and "jax" not in sys.modules:
-            return knn_search_host(queries, self._codes, k)  # a light process (the command line): no JAX to load
+            return knn_search_host(queries, self._codes, k)
         if self._prepared is None:
             self._prepared = prepare_database(self._codes)
         return knn_search(queries, self._prepared, k)
@@ -485,12 +490,7 @@ class MultiIndexHashIndex(HashIndex):
         if options:
             raise TypeError(f"a MultiIndexHashIndex takes no {', '.join(options)}")
 
-        def scan(far_queries, k):  # queries with no close neighbours: the flat index's scan
-            if self._prepared is None:
-                self._prepared = prepare_database(self._codes)
-            return knn_search(far_queries, self._prepared, k)
-
-        return mih_knn_search(queries, self.tables(), k, scan=scan)
+        return mih_knn_search(queries, self.tables(), k, scan=self._scan)  # queries with no close neighbours: a scan
 
     def range_search(self, query_codes, radius: int):
         """As :meth:`HashIndex.range_search`, through the tables."""
