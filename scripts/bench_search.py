@@ -40,11 +40,13 @@ def main() -> None:
     import jax
 
     from jaxhash import HashIndex
+    from jaxhash.search import default_layout
 
     faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     print(f"jax {jax.__version__} on {jax.default_backend()} ({os.cpu_count()} cpus), faiss {faiss.__version__} "
-          f"with {args.threads} threads; n={args.n:,}, queries={args.queries:,}, k={args.k}, repeats={args.repeats}")
+          f"with {args.threads} threads; n={args.n:,}, queries={args.queries:,}, k={args.k}, repeats={args.repeats}; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS') or '(none: the best instruction set of this processor)'}")
     records = []
     for bits in (int(b) for b in args.bits.split(",")):
         words = -(-bits // 32)
@@ -75,10 +77,12 @@ def main() -> None:
             "jaxhash_seconds": round(mj, 4), "faiss_seconds": round(mf, 4), "ratio_faiss_over_jaxhash": round(mf / mj, 3),
             "jaxhash_first_call_seconds": round(first, 3), "same_distances_as_faiss": same_distances,
             "same_ids_as_faiss": same_ids, "faiss_threads": args.threads, "machine": platform.processor() or platform.machine(),
+            "layout": default_layout(bits), "xla_flags": os.environ.get("XLA_FLAGS", ""),
         }
         records.append(record)
         print(f"{bits:>4} bits: jaxhash {mj * 1e3:8.1f} ms  faiss {mf * 1e3:8.1f} ms  ratio faiss/jaxhash {mf / mj:5.2f}"
-              f"  (first call {first:.2f}s; distances equal: {same_distances}, ids equal: {same_ids})", flush=True)
+              f"  ({record['layout']}; first call {first:.2f}s; distances equal: {same_distances}, ids equal: {same_ids})",
+              flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=2)

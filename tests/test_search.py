@@ -3,14 +3,18 @@ import pytest
 
 from conftest import oracle_knn, random_codes
 from jaxhash.checks import MAX_BITS
-from jaxhash.search import knn_search, knn_search_host, prepare_database, radius_search, rerank_euclidean, search_and_rerank
+from jaxhash.search import default_layout, knn_search, knn_search_host, prepare_database, radius_search, rerank_euclidean, search_and_rerank
 
 
 def search_by(selection, q, db, k, **options):
-    """knn_search with a selection, or the NumPy host scan (selection "host")."""
+    """knn_search with a selection and a layout ("numpy bytes", "topk words", ...), or the NumPy host scan ("host")."""
     if selection == "host":
         return knn_search_host(q, db, k)
-    return knn_search(q, db, k, selection=selection, **options)
+    selection, layout = selection.split()
+    return knn_search(q, prepare_database(db, layout=layout), k, selection=selection, **options)
+
+
+SELECTIONS = ["numpy words", "numpy bytes", "topk words", "topk bytes", "host"]
 
 
 @pytest.mark.parametrize(
@@ -26,7 +30,7 @@ def search_by(selection, q, db, k, **options):
         (9000, 256, 50, 500),  # 16-bit group keys
     ],
 )
-@pytest.mark.parametrize("selection", ["numpy", "topk", "host"])
+@pytest.mark.parametrize("selection", SELECTIONS)
 def test_knn_equals_numpy_oracle(rng, n, n_bits, k, distinct, selection):
     db, db_bits = random_codes(rng, n, n_bits, distinct)
     q, q_bits = random_codes(rng, 37, n_bits)
@@ -49,7 +53,7 @@ def test_knn_equals_numpy_oracle(rng, n, n_bits, k, distinct, selection):
         (3, MAX_BITS),
     ],
 )
-@pytest.mark.parametrize("selection", ["numpy", "topk", "host"])
+@pytest.mark.parametrize("selection", SELECTIONS)
 def test_wide_codes_equal_the_oracle(rng, n, n_bits, selection):
     db, db_bits = random_codes(rng, n, n_bits, distinct=max(2, n // 3))
     q, q_bits = random_codes(rng, 3, n_bits)
@@ -71,6 +75,19 @@ def test_the_host_scan_counts_bits_without_numpy_2(rng, monkeypatch):
     np.testing.assert_array_equal(pos, want_p)
     with pytest.raises(ValueError, match="query codes"):
         knn_search_host(q[:, :2], db, 3)
+
+
+def test_the_layout_follows_the_processor_unless_chosen(monkeypatch, rng):
+    monkeypatch.setenv("JAXHASH_SEARCH_LAYOUT", "bytes")
+    assert default_layout() == "bytes" and prepare_database(random_codes(rng, 40, 64)[0]).planes.dtype == np.uint8
+    monkeypatch.setenv("JAXHASH_SEARCH_LAYOUT", "nibbles")
+    with pytest.raises(ValueError, match="JAXHASH_SEARCH_LAYOUT must be one of words, bytes"):
+        default_layout()
+    monkeypatch.delenv("JAXHASH_SEARCH_LAYOUT")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")  # no 32-bit vector popcount: bytes, up to 254 bits
+    assert default_layout(128) == "bytes" and default_layout(256) == "words"
+    with pytest.raises(ValueError, match="layout must be one of words, bytes"):
+        prepare_database(random_codes(rng, 40, 64)[0], layout="nibbles")
 
 
 def test_wider_than_the_maximum_is_refused():
