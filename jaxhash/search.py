@@ -16,7 +16,9 @@ k-nearest search is a two-pass scheme that never sorts the whole database:
    ``top_k`` never runs over more than a few thousand keys per query.
 
 Memory stays bounded by processing queries in blocks: a block holds ``block * n_groups`` keys.
-Two blocks are in flight at once (``JAXHASH_SEARCH_THREADS`` changes that).
+Two blocks are in flight at once (``JAXHASH_SEARCH_THREADS`` changes that). On a CPU without a
+vector popcount of 32-bit lanes the planes hold bytes instead of words (:func:`default_layout`).
+A few queries in a process that has not loaded JAX are scanned with NumPy (:func:`knn_search_host`).
 """
 from __future__ import annotations
 
