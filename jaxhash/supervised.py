@@ -57,8 +57,10 @@ PRESETS = {
                          epochs=100, batch_size=512, learning_rate=0.2, min_images=2_000_000),
 }
 _OVERRIDES = ("architecture", "widths", "depth", "feature_dim", "image_size", "epochs", "batch_size", "learning_rate")
-# Networks trained in this process, by everything that determines them (see _train_network).
+# Networks trained in this process, by everything that determines them (see _train_network): the most
+# recently used few, so that a process that trains model after model (the web service) does not keep them all.
 _NETWORK_MEMO: dict[str, dict] = {}
+NETWORK_MEMO_SIZE = 4
 
 
 class Classifier(nn.Module):
@@ -316,8 +318,9 @@ class _CNNBase(Hasher):
                "data": self._data_id(x_train, y_train), "weights": self.weights, **identity}
         memo_key = json.dumps(run, sort_keys=True)
         if self.checkpoint_dir is None and memo_key in _NETWORK_MEMO:
-            self.history_.extend(_NETWORK_MEMO[memo_key]["history"])
-            return _NETWORK_MEMO[memo_key]["variables"]
+            _NETWORK_MEMO[memo_key] = remembered = _NETWORK_MEMO.pop(memo_key)  # now the most recently used
+            self.history_.extend(remembered["history"])
+            return remembered["variables"]
         start = self._initial_variables(model, config, jax.random.key(int(self.seed)))
         folder = None if self.checkpoint_dir is None else f"{self.checkpoint_dir}/{stage}"
         before = len(self.history_)
@@ -326,6 +329,8 @@ class _CNNBase(Hasher):
                                     checkpoint_dir=folder, run=run, resume=self.resume, progress=self.progress,
                                     history=self.history_, parallel=self._parallel(), on_epoch=tuple(self.on_epoch))
         _NETWORK_MEMO[memo_key] = {"variables": variables, "history": self.history_[before:]}
+        while len(_NETWORK_MEMO) > NETWORK_MEMO_SIZE:
+            del _NETWORK_MEMO[next(iter(_NETWORK_MEMO))]  # the least recently used
         return variables
 
     def _train_classifier(self, x_train, y_train, validation, config):

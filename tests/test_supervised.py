@@ -1,4 +1,6 @@
 """cnn-hash and cnn-softmax: supervised hashers with CNNs trained from scratch."""
+import json
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,17 @@ def test_frozen_mode_trains_the_hash_layer_on_a_fixed_classifier(data):
     assert [r["stage"] for r in softmax.history_] == ["classifier"] * 4
     np.testing.assert_allclose(softmax.predict_proba(xq), jaxhash.CNNSoftmaxHasher(n_bits=12, **TINY).fit(x, y).predict_proba(xq))
     assert jaxhash.mean_average_precision(frozen.encode(xq), yq, frozen.encode(x), y) > 0.6
+
+
+def test_the_memo_of_trained_networks_keeps_the_most_recently_used(data, monkeypatch):
+    x, y, _, _ = data
+    monkeypatch.setattr(supervised, "_NETWORK_MEMO", {})
+    monkeypatch.setattr(supervised, "NETWORK_MEMO_SIZE", 2)
+    fit = lambda seed: jaxhash.CNNSoftmaxHasher(n_bits=12, seed=seed, **dict(TINY, epochs=1)).fit(x, y)  # noqa: E731
+    fit(0), fit(1)
+    assert fit(0).history_ and len(supervised._NETWORK_MEMO) == 2  # seed 0 reused: now the most recent
+    fit(2)  # evicts seed 1, the least recently used
+    assert sorted(json.loads(key)["seed"] for key in supervised._NETWORK_MEMO) == [0, 2]
 
 
 def test_softmax_codes_measure_the_l1_distance_of_quantised_probabilities(data):
