@@ -100,6 +100,7 @@ def default_layout(n_bits: int | None = None) -> str:
     sequence, 8 words) for codes of up to 254 bits, whose distances are then summed in bytes too;
     else ``"words"`` (accelerators, AVX-512 with VPOPCNTDQ, wider codes). On a 2-core AVX2 EPYC,
     bytes searched 1M codes 1.3x faster at 64 and 128 bits and 1.6x slower at 256 (16-bit sums).
+    Processors whose flags cannot be read (ARM, macOS) get bytes too, unmeasured there.
     ``JAXHASH_SEARCH_LAYOUT=words|bytes`` chooses. Results are the same either way.
     """
     chosen = os.environ.get("JAXHASH_SEARCH_LAYOUT", "").strip().lower()
@@ -115,9 +116,9 @@ def default_layout(n_bits: int | None = None) -> str:
 def _cpu_popcounts_32_bit_lanes() -> bool:
     """Whether XLA:CPU may use AVX-512 VPOPCNTDQ here (Linux's /proc/cpuinfo, and no lower
     ``--xla_cpu_max_isa`` in XLA_FLAGS)."""
-    cap = next((f.split("=", 1)[1].upper() for f in os.environ.get("XLA_FLAGS", "").split()
-                if f.startswith("--xla_cpu_max_isa=")), "")
-    if cap and not cap.startswith("AVX512"):
+    caps = [f.split("=", 1)[1].strip("'\"").upper() for f in os.environ.get("XLA_FLAGS", "").split()
+            if f.startswith("--xla_cpu_max_isa=")]
+    if caps and caps[-1] in ("SSE4_2", "AVX", "AVX2"):  # the last one counts, as for any absl flag
         return False
     try:
         with open("/proc/cpuinfo") as info:
@@ -196,7 +197,8 @@ def _slot_distances(slot_codes, queries_t):
     queries, in :func:`_count_dtype`."""
     n_units, count = slot_codes.shape[0], _count_dtype(slot_codes)
     if n_units > _unrolled_units(slot_codes):
-        return jnp.sum(jnp.bitwise_count(jnp.bitwise_xor(slot_codes[:, :, None], queries_t[:, None, :])).astype(count), axis=0)
+        return jnp.sum(jnp.bitwise_count(jnp.bitwise_xor(slot_codes[:, :, None], queries_t[:, None, :])).astype(count), axis=0,
+                       dtype=count)
     # bytes: sums of up to 31 bytes' counts stay in one byte; only those partial sums are widened
     chunk = 31 if np.dtype(slot_codes.dtype) == np.uint8 else n_units
     dist = None

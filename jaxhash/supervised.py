@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 import warnings
 
@@ -61,6 +62,7 @@ _OVERRIDES = ("architecture", "widths", "depth", "feature_dim", "image_size", "e
 # recently used few, so that a process that trains model after model (the web service) does not keep them all.
 _NETWORK_MEMO: dict[str, dict] = {}
 NETWORK_MEMO_SIZE = 4
+_NETWORK_MEMO_LOCK = threading.Lock()
 
 
 class Classifier(nn.Module):
@@ -317,10 +319,14 @@ class _CNNBase(Hasher):
         run = {"config": _config_json(config), "stage": stage, "classes": len(self.classes_), "seed": int(self.seed),
                "data": self._data_id(x_train, y_train), "weights": self.weights, **identity}
         memo_key = json.dumps(run, sort_keys=True)
-        if self.checkpoint_dir is None and memo_key in _NETWORK_MEMO:
-            _NETWORK_MEMO[memo_key] = remembered = _NETWORK_MEMO.pop(memo_key)  # now the most recently used
-            self.history_.extend(remembered["history"])
-            return remembered["variables"]
+        if self.checkpoint_dir is None:
+            with _NETWORK_MEMO_LOCK:
+                remembered = _NETWORK_MEMO.pop(memo_key, None)
+                if remembered is not None:
+                    _NETWORK_MEMO[memo_key] = remembered  # now the most recently used
+            if remembered is not None:
+                self.history_.extend(remembered["history"])
+                return remembered["variables"]
         start = self._initial_variables(model, config, jax.random.key(int(self.seed)))
         folder = None if self.checkpoint_dir is None else f"{self.checkpoint_dir}/{stage}"
         before = len(self.history_)
@@ -328,9 +334,11 @@ class _CNNBase(Hasher):
                                     mean=self.mean_, std=self.std_, validation=validation, variables=start, stage=stage,
                                     checkpoint_dir=folder, run=run, resume=self.resume, progress=self.progress,
                                     history=self.history_, parallel=self._parallel(), on_epoch=tuple(self.on_epoch))
-        _NETWORK_MEMO[memo_key] = {"variables": variables, "history": self.history_[before:]}
-        while len(_NETWORK_MEMO) > NETWORK_MEMO_SIZE:
-            del _NETWORK_MEMO[next(iter(_NETWORK_MEMO))]  # the least recently used
+        if self.checkpoint_dir is None:  # runs with checkpoints never read the memo: keep nothing for them
+            with _NETWORK_MEMO_LOCK:
+                _NETWORK_MEMO[memo_key] = {"variables": variables, "history": self.history_[before:]}
+                while len(_NETWORK_MEMO) > NETWORK_MEMO_SIZE:
+                    del _NETWORK_MEMO[next(iter(_NETWORK_MEMO))]  # the least recently used
         return variables
 
     def _train_classifier(self, x_train, y_train, validation, config):

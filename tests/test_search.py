@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import oracle_knn, random_codes
+from jaxhash import pack_bits
 from jaxhash.checks import MAX_BITS
 from jaxhash.search import default_layout, knn_search, knn_search_host, prepare_database, radius_search, rerank_euclidean, search_and_rerank
 
@@ -78,16 +79,32 @@ def test_the_host_scan_counts_bits_without_numpy_2(rng, monkeypatch):
 
 
 def test_the_layout_follows_the_processor_unless_chosen(monkeypatch, rng):
+    import jax
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     monkeypatch.setenv("JAXHASH_SEARCH_LAYOUT", "bytes")
     assert default_layout() == "bytes" and prepare_database(random_codes(rng, 40, 64)[0]).planes.dtype == np.uint8
     monkeypatch.setenv("JAXHASH_SEARCH_LAYOUT", "nibbles")
     with pytest.raises(ValueError, match="JAXHASH_SEARCH_LAYOUT must be one of words, bytes"):
         default_layout()
     monkeypatch.delenv("JAXHASH_SEARCH_LAYOUT")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")  # no 32-bit vector popcount: bytes, up to 254 bits
-    assert default_layout(128) == "bytes" and default_layout(256) == "words"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX512 --xla_cpu_max_isa=avx2")  # the last flag counts: AVX2
+    assert default_layout(128) == "bytes" and default_layout(256) == "words"  # bytes up to 254 bits
     with pytest.raises(ValueError, match="layout must be one of words, bytes"):
         prepare_database(random_codes(rng, 40, 64)[0], layout="nibbles")
+
+
+@pytest.mark.parametrize("n_bits", [224, 248, 256])
+@pytest.mark.parametrize("layout", ["words", "bytes"])
+def test_the_farthest_codes_keep_their_distance(rng, n_bits, layout):
+    db, db_bits = random_codes(rng, 300, n_bits)
+    q_bits = ~db_bits[:4]  # complements: every bit differs from one database code
+    q = np.array(pack_bits(q_bits))
+    dist, pos = knn_search(q, prepare_database(db, layout=layout), 300)
+    want_d, want_p = oracle_knn(q_bits, db_bits, 300)
+    assert dist.max() == n_bits
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(pos, want_p)
 
 
 def test_wider_than_the_maximum_is_refused():
