@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["to_features", "decode_image", "conform_images", "conversion_note", "as_image_batch", "common_shape", "MixedSizesError", "GREY_MODES"]
+__all__ = ["to_features", "decode_image", "conform_images", "conversion_note", "as_image_batch", "common_shape", "MixedSizesError", "ResizedToMostCommon", "GREY_MODES"]
 
 # Pillow modes decoded as one grey channel; everything else becomes RGB (alpha is dropped).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -79,6 +79,10 @@ def as_image_batch(x, model_shape: Sequence[int] | None = None):
     return arr[..., None]
 
 
+class ResizedToMostCommon(UserWarning):
+    """The note that images of several sizes were all resized to the most common one."""
+
+
 class MixedSizesError(ValueError):
     """Images that must share one size do not; the message says how to resize them, and
     ``most_common`` is the ``(H, W)`` most of them have."""
@@ -110,7 +114,7 @@ def common_shape(images, where: str, mixed_sizes: str = "refuse") -> tuple[int, 
         (h, w), count = max(sizes.items(), key=lambda kv: kv[1])
         warnings.warn(f"{where} have {len(sizes)} different sizes: all are resized to the most common, {h}x{w} "
                       f"({count} of {sum(sizes.values())} images); image_size=... (--image-size) chooses another",
-                      stacklevel=3)
+                      ResizedToMostCommon, stacklevel=3)
         sizes = {(h, w): count}
     if len(sizes) > 1:
         common = sorted(sizes.items(), key=lambda kv: -kv[1])

@@ -147,9 +147,20 @@ def test_mixed_sizes_can_go_to_the_most_common_decoding_each_file_once(tmp_path,
         assert ds.x_train.shape == (5, 6, 8, 3) and ds.y_train.tolist() == [0, 0, 0, 1, 1]
         assert len(decoded) == 5 if source is root else len(decoded) in (0, 5)
     assert len(decoded) == 0  # served by the cache, and its note told again
+    with pytest.raises(MixedSizesError):  # the resized cache entry never serves a load that refuses mixed sizes
+        load_dataset(str(archive), progress=False)
     asked = load_dataset(str(root), progress=False, image_size=(20, 20), mixed_sizes="most common")
     once = load_dataset(str(root), progress=False, image_size=(20, 20))  # a size asked for: every image resized once
     np.testing.assert_array_equal(asked.x_train, once.x_train)
+    (root / "b" / "1.png").unlink()
+    (root / "a" / "2.png").unlink()  # now one size: one cache entry serves both modes
+    with tarfile.open(tmp_path / "even.tar.gz", "w:gz") as tar:
+        tar.add(root, arcname=".")
+    decoded.clear()
+    even = load_dataset(str(tmp_path / "even.tar.gz"), progress=False, mixed_sizes="most common")
+    assert len(decoded) == 3 and even.x_train.shape == (3, 6, 8, 3)
+    np.testing.assert_array_equal(load_dataset(str(tmp_path / "even.tar.gz"), progress=False).x_train, even.x_train)
+    assert len(decoded) == 3  # read from the cache the first load wrote
     with pytest.raises(ValueError, match="mixed_sizes must be 'refuse' or 'most common'"):
         load_dataset(str(root), mixed_sizes="largest")
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..checks import check_positive_int
-from ..images import MixedSizesError, conform_images, to_features
+from ..images import MixedSizesError, ResizedToMostCommon, conform_images, to_features
 from .cifar import load_pickle_folder, pickle_folder_kind
 from .folders import ImageSet, is_archive, load_image_folder
 from .idx import has_idx_set, load_idx_folder
@@ -168,34 +168,34 @@ def _cache_dir() -> Path:
 
 
 def _cached_archive(path: Path, progress: bool, image_size=None, mixed_sizes: str = "refuse") -> dict[str, ImageSet]:
-    """Decoding tens of thousands of JPEGs takes a while: keep the arrays in a cache keyed by file."""
+    """Decoding tens of thousands of JPEGs takes a while: keep the arrays in a cache keyed by file.
+
+    An archive of one size is cached once for both ``mixed_sizes`` modes; one that was resized to
+    its most common size is cached apart (only that mode may read it)."""
     stat = path.stat()
     sized = "" if image_size is None else f"|{image_size[0]}x{image_size[1]}"
-    sized += "|most common" if image_size is None and mixed_sizes != "refuse" else ""
-    # v2: an entry keeps the notes its decoding gave (skipped files, conversions, resizing) and tells them on every hit
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v2{sized}".encode()).hexdigest()[:20]
-    cache = _cache_dir() / f"{path.name}.{key}.npz"
-    if cache.is_file():
-        cached = None
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                splits = [s for s in z["splits"]]
-                names = tuple(str(c) for c in z["class_names"])
-                sets = {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], names, tuple(str(p) for p in z[f"{s}_paths"])) for s in splits}
-                cached = sets, [str(note) for note in z["notes"]]
-        except Exception as err:  # noqa: BLE001 - a damaged zip raises almost anything; the cache is only a cache
-            warnings.warn(f"discarded a damaged cache entry {cache} ({type(err).__name__}); decoding {path.name} again",
-                          stacklevel=3)
-            cache.unlink(missing_ok=True)
-        if cached is not None:
-            for note in cached[1]:
-                warnings.warn(note, stacklevel=3)
-            return cached[0]
+
+    def entry(resized: bool) -> Path:
+        # v2: an entry keeps the notes its decoding gave (skipped files, conversions, resizing) and tells them on a hit
+        text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v2{sized}{'|most common' if resized else ''}"
+        return _cache_dir() / f"{path.name}.{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
+
+    most_common = image_size is None and mixed_sizes != "refuse"
+    for cache in [entry(False)] + ([entry(True)] if most_common else []):
+        if cache.is_file():
+            cached = _read_cache_entry(cache, path)
+            if cached is not None:
+                for note in cached[1]:
+                    warnings.warn(note, stacklevel=3)
+                return cached[0]
     with warnings.catch_warnings(record=True) as said:  # refuses a damaged archive: nothing cached
         sets = load_image_folder(path, image_size=image_size, progress=progress, mixed_sizes=mixed_sizes)
     for note in said:
         warnings.warn(note.message, stacklevel=3)  # a Warning instance keeps its category
-    notes = [str(note.message) for note in said if note.category is UserWarning]  # jaxhash's own notes, not libraries'
+    resized = any(issubclass(note.category, ResizedToMostCommon) for note in said)
+    cache = entry(resized)
+    # jaxhash's own notes, not libraries' warnings
+    notes = [str(note.message) for note in said if note.category in (UserWarning, ResizedToMostCommon)]
     arrays = {"splits": np.asarray(sorted(sets)), "class_names": np.asarray(next(iter(sets.values())).class_names),
               "notes": np.asarray(notes, dtype=str)}
     for s, st in sets.items():
@@ -205,6 +205,21 @@ def _cached_archive(path: Path, progress: bool, image_size=None, mixed_sizes: st
     except OSError:
         pass  # a read-only home only costs speed
     return sets
+
+
+def _read_cache_entry(cache: Path, path: Path):
+    """``(sets, notes)`` of a cache entry, or None (a damaged entry is removed, with a note)."""
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            splits = [s for s in z["splits"]]
+            names = tuple(str(c) for c in z["class_names"])
+            sets = {s: ImageSet(z[f"{s}_x"], z[f"{s}_y"], names, tuple(str(p) for p in z[f"{s}_paths"])) for s in splits}
+            return sets, [str(note) for note in z["notes"]]
+    except Exception as err:  # noqa: BLE001 - a damaged zip raises almost anything; the cache is only a cache
+        warnings.warn(f"discarded a damaged cache entry {cache} ({type(err).__name__}); decoding {path.name} again",
+                      stacklevel=4)
+        cache.unlink(missing_ok=True)
+        return None
 
 
 def _from_image_sets(name: str, sets: dict[str, ImageSet], root: Path) -> Dataset:
