@@ -541,12 +541,7 @@ class CNNHasher(_CNNBase):
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), dict(metrics, loss=value)
 
-        scan = jax.jit(lambda s, data, k: train.epoch_scan(step, s, data, k, batch, parallel))
-        data = (jnp.asarray(features), jnp.asarray(y_train))  # arguments: closed-over arrays compile in as constants
-
-        def epoch(s, k):
-            return scan(s, data, k)
-
+        epoch = train.resident_epochs(step, (features, y_train), batch, parallel)
         state = train.run_stage((params, optimizer.init(params)), epoch, key=key, epochs=int(self.head_epochs),
                                 stage="hash layer", progress=self.progress, history=self.history_, parallel=parallel,
                                 on_epoch=tuple(self.on_epoch))

@@ -5,7 +5,8 @@ jit-able over a state pytree (a NamedTuple of parameters and optimiser state). T
 steps into epochs and epochs into a training run:
 
 * :func:`epoch_scan` -- one shuffled epoch as a single ``lax.scan`` on the device (data already
-  on the device; fastest for small models, e.g. RBMs and the DBN autoencoder).
+  on the device; fastest for small models, e.g. RBMs and the DBN autoencoder);
+  :func:`resident_epochs` compiles it once over data kept on the device.
 * :func:`epoch_from_host` -- the same epoch fed from NumPy in device-sized batches (large image
   sets: no whole-data copy per epoch). Both draw the same batches and keys from the same key, so
   they give the same result.
@@ -20,7 +21,7 @@ steps into epochs and epochs into a training run:
   so a run equals the one-device run up to float rounding (random numbers do not depend on the
   sharding, and BatchNorm sees the statistics of the whole batch)::
 
-    epoch = jax.jit(lambda s, k: epoch_scan(step, s, data, k, 128))
+    epoch = resident_epochs(step, data, 128)
     state = run_stage(init_state, epoch, key=key, epochs=10, stage="training",
                       checkpoint_dir="ck", run={"model": "mlp-256", "lr": 0.1}, resume=True, history=log)
 """
@@ -44,6 +45,7 @@ __all__ = [
     "TrainingDiverged",
     "batch_order",
     "epoch_scan",
+    "resident_epochs",
     "epoch_from_host",
     "fit",
     "run_stage",
@@ -164,6 +166,15 @@ def epoch_scan(step: Step, state, data, key, batch_size: int, parallel: DataPara
         batches = parallel.constrain_batches(batches)
     state, metrics = jax.lax.scan(lambda s, inputs: step(s, *inputs), state, (batches, keys))
     return state, _mean_metrics(metrics)
+
+
+def resident_epochs(step: Step, data, batch_size: int, parallel: DataParallel | None = None) -> Callable:
+    """``epoch(state, key) -> (state, metrics)``: :func:`epoch_scan` over ``data`` (arrays or a pytree
+    of them), copied to the device once and compiled once. The data is an argument of the compiled
+    program: closed over, XLA would compile it in as a constant (0.60 s vs 0.08 s for 16 MB)."""
+    scan = jax.jit(lambda state, data, key: epoch_scan(step, state, data, key, batch_size, parallel))
+    data = jax.tree_util.tree_map(jnp.asarray, data)
+    return lambda state, key: scan(state, data, key)
 
 
 def epoch_from_host(step: Step, state, data, key, batch_size: int, device_put: Callable = jax.device_put,
