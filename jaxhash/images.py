@@ -84,12 +84,7 @@ class ResizedToMostCommon(UserWarning):
 
 
 class MixedSizesError(ValueError):
-    """Images that must share one size do not; the message says how to resize them, and
-    ``most_common`` is the ``(H, W)`` most of them have."""
-
-    def __init__(self, message: str, most_common: tuple[int, int] | None = None):
-        super().__init__(message)
-        self.most_common = most_common
+    """Images that must share one size do not; the message says how to resize them."""
 
 
 def common_shape(images, where: str, mixed_sizes: str = "refuse") -> tuple[int, int, int]:
@@ -121,7 +116,7 @@ def common_shape(images, where: str, mixed_sizes: str = "refuse") -> tuple[int, 
         listed = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in common[:4]) + (", ..." if len(common) > 4 else "")
         (h, w), _ = common[0]
         raise MixedSizesError(f"{where} have different sizes: {listed}. Resize them to one size: --image-size {h}x{w} on the "
-                              f"command line, image_size=({h}, {w}) when loading, or jaxhash.images.conform_images", (h, w))
+                              f"command line, image_size=({h}, {w}) when loading, or jaxhash.images.conform_images")
     channels = 3 if channel_counts[3] >= channel_counts[1] else 1
     minority = channel_counts[1 if channels == 3 else 3]
     if minority:
