@@ -22,6 +22,7 @@ __all__ = [
     "WORD_BITS",
     "n_words_for",
     "pack_bits_host",
+    "hamming_rows_host",
     "binarize",
     "pack_bits",
     "unpack_bits",
@@ -68,6 +69,18 @@ def pack_bits(bits):
     padded = padded.at[:, :n_bits].set(nonzero.astype(jnp.uint32))
     weights = jnp.left_shift(jnp.uint32(1), jnp.arange(WORD_BITS, dtype=jnp.uint32))
     return jnp.sum(padded.reshape(n, n_words, WORD_BITS) * weights, axis=-1, dtype=jnp.uint32)
+
+
+_BYTE_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)
+
+
+def hamming_rows_host(codes: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Hamming distances ``(n,)`` int64 in NumPy between ``(n, n_words)`` uint32 codes and one
+    ``(n_words,)`` query (or ``(n, n_words)`` queries, row by row): for work too small for a device."""
+    words = np.bitwise_xor(codes, query)
+    if hasattr(np, "bitwise_count"):  # NumPy >= 2.0
+        return np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+    return _BYTE_POPCOUNT[np.ascontiguousarray(words).view(np.uint8)].sum(axis=1, dtype=np.int64)
 
 
 def pack_bits_host(bits) -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .checks import WORD_BITS, check_codes, check_k, check_radius, check_same_width
+from .codes import hamming_rows_host
 
 __all__ = ["MultiIndexTables", "build_tables", "default_substrings", "substring_bounds", "mih_knn_search",
            "mih_radius_search"]
@@ -159,7 +160,7 @@ def _probes(bounds: tuple, radius: int) -> int:
 
 
 def _distances(codes: np.ndarray, positions: np.ndarray, query: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(codes[positions] ^ query).sum(axis=1, dtype=np.int64)
+    return hamming_rows_host(codes[positions], query)
 
 
 def _prepare(tables, query_codes):
@@ -229,7 +230,7 @@ def _knn_block(tables: MultiIndexTables, queries, query_keys, k, dist_out, pos_o
                 break
         rows, positions = _gather(tables, ranges)
         rows = open_rows[rows]
-        dist = np.bitwise_count(tables.codes[positions] ^ queries[rows]).sum(axis=1, dtype=np.int64)
+        dist = hamming_rows_host(tables.codes[positions], queries[rows])
         found = (rows.astype(np.int64) << shift_q) | (dist << shift_d) | positions
         best = np.unique(np.concatenate([best, found]))
         owner = best >> shift_q

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._deferred import deferred_jit, jax, jnp
 from .checks import WORD_BITS, check_codes, check_features, check_k, check_radius, check_same_width
-from .codes import pairwise_hamming
+from .codes import hamming_rows_host, pairwise_hamming
 
 __all__ = [
     "MISSING_DISTANCE",
@@ -367,14 +367,6 @@ def _knn_block_numpy(queries, planes, n_valid, k, rows=None):
 # A process that has not loaded JAX searches this many queries or fewer with NumPy on the host (one
 # query against 1M 64-bit codes: about 30 ms), where loading JAX and compiling would take a second.
 HOST_SEARCH_MAX_QUERIES = 8
-_BYTE_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)
-
-
-def _row_popcounts(words: np.ndarray) -> np.ndarray:
-    """Set bits of each row of ``(n, n_words)`` uint32 words -> ``(n,)`` int64."""
-    if hasattr(np, "bitwise_count"):  # NumPy >= 2.0
-        return np.bitwise_count(words).sum(axis=1, dtype=np.int64)
-    return _BYTE_POPCOUNT[np.ascontiguousarray(words).view(np.uint8)].sum(axis=1, dtype=np.int64)
 
 
 def knn_search_host(query_codes, database_codes, k: int, *, n_bits: int | None = None):
@@ -399,7 +391,7 @@ def knn_search_host(query_codes, database_codes, k: int, *, n_bits: int | None =
         return dist_out, pos_out
     positions = np.arange(n, dtype=np.int64)
     for row, query in enumerate(queries):
-        keys = (_row_popcounts(np.bitwise_xor(database, query)) << 32) | positions  # (distance, position) in one int64
+        keys = (hamming_rows_host(database, query) << 32) | positions  # (distance, position) in one int64
         if k < n:
             keys = keys[np.argpartition(keys, k - 1)[:k]]
         keys.sort()
