@@ -22,6 +22,7 @@ A few queries in a process that has not loaded JAX are scanned with NumPy (:func
 """
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -120,11 +121,17 @@ def _cpu_popcounts_32_bit_lanes() -> bool:
             if f.startswith("--xla_cpu_max_isa=")]
     if caps and caps[-1] in ("SSE4_2", "AVX", "AVX2"):  # the last one counts, as for any absl flag
         return False
+    return "avx512_vpopcntdq" in _cpu_flags()
+
+
+@functools.cache
+def _cpu_flags() -> frozenset:
+    """The processor's feature flags from Linux's /proc/cpuinfo (read once: every prepared database asks), or none."""
     try:
         with open("/proc/cpuinfo") as info:
-            return any(line.startswith("flags") and "avx512_vpopcntdq" in line.split() for line in info)
+            return frozenset(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), ()))
     except OSError:
-        return False
+        return frozenset()
 
 
 def _code_bits(planes) -> int:
