@@ -115,6 +115,25 @@ def test_the_farthest_codes_keep_their_distance(rng, n_bits, layout):
     np.testing.assert_array_equal(pos, want_p)
 
 
+def test_few_queries_meet_few_compiled_shapes(rng, monkeypatch):
+    """Query counts below a block are padded to powers of two (at least 4): a caller whose counts
+    vary, like a multi-index's far queries, compiles a handful of shapes; results are unchanged."""
+    import jaxhash.search as search
+
+    db, db_bits = random_codes(rng, 3000, 64)
+    database = prepare_database(db)
+    shapes = []
+    original = search._knn_block_numpy
+    monkeypatch.setattr(search, "_knn_block_numpy", lambda chunk, *args: shapes.append(chunk.shape[0]) or original(chunk, *args))
+    for count in range(1, 21):
+        q, q_bits = random_codes(rng, count, 64)
+        dist, pos = knn_search(q, database, 5, selection="numpy", block_size=256)
+        want_d, want_p = oracle_knn(q_bits, db_bits, 5)
+        np.testing.assert_array_equal(dist, want_d)
+        np.testing.assert_array_equal(pos, want_p)
+    assert sorted(set(shapes)) == [4, 8, 16, 32]
+
+
 def test_wider_than_the_maximum_is_refused():
     from jaxhash import HashIndex
 
