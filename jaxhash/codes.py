@@ -23,6 +23,7 @@ __all__ = [
     "n_words_for",
     "pack_bits_host",
     "hamming_rows_host",
+    "popcount_host",
     "binarize",
     "pack_bits",
     "unpack_bits",
@@ -74,13 +75,22 @@ def pack_bits(bits):
 _BYTE_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)
 
 
+def popcount_host(words: np.ndarray) -> np.ndarray:
+    """Ones in each element of an unsigned integer array (uint8 to uint64), in NumPy: the same shape, uint8."""
+    words = np.asarray(words)
+    if words.dtype.kind != "u":
+        raise TypeError(f"popcount_host counts the bits of unsigned integers, got {words.dtype}")
+    if hasattr(np, "bitwise_count"):  # NumPy >= 2.0
+        return np.bitwise_count(words)
+    size = words.dtype.itemsize
+    as_bytes = _BYTE_POPCOUNT[np.ascontiguousarray(words).view(np.uint8)].reshape(*words.shape, size)
+    return as_bytes.sum(-1, dtype=np.uint8)
+
+
 def hamming_rows_host(codes: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Hamming distances ``(n,)`` int64 in NumPy between ``(n, n_words)`` uint32 codes and one
     ``(n_words,)`` query (or ``(n, n_words)`` queries, row by row): for work too small for a device."""
-    words = np.bitwise_xor(codes, query)
-    if hasattr(np, "bitwise_count"):  # NumPy >= 2.0
-        return np.bitwise_count(words).sum(axis=1, dtype=np.int64)
-    return _BYTE_POPCOUNT[np.ascontiguousarray(words).view(np.uint8)].sum(axis=1, dtype=np.int64)
+    return popcount_host(np.bitwise_xor(codes, query)).sum(axis=1, dtype=np.int64)
 
 
 def pack_bits_host(bits) -> np.ndarray:
