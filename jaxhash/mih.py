@@ -4,14 +4,17 @@ Norouzi, Punjani & Fleet, "Fast exact search in Hamming space with multi-index h
 TPAMI 2014). The bits of every code are cut into ``m`` disjoint substrings and each substring gets
 a table: the positions of the database sorted by that substring's value. By the pigeonhole
 principle, a code within Hamming distance ``r`` of a query agrees with it to within
-``r // m`` bits on at least one substring. So the search probes, for ``s = 0, 1, 2, ...``, every
-bucket at substring distance exactly ``s`` in every table, computes the full distance of the codes
-it finds, and stops as soon as the k-th best distance is at most ``m * (s + 1) - 1``: every code
-that close has then been seen. Results equal the linear scan's exactly, ordered by
+``r // m`` bits on at least one substring. So the search probes, for ``s = 0, 1, 2, ...``, the
+buckets at substring distance exactly ``s`` in one table after another (for each query, the table
+whose buckets hold the fewest codes first), computes the full distance of the codes it finds, and
+stops as soon as the k-th best distance is at most ``m * s + j`` after ``j + 1`` tables: every
+code that close has then been seen. Results equal the linear scan's exactly, ordered by
 (distance, position) like :func:`jaxhash.search.knn_search`.
 
 Bit ``j`` of a packed code is bit ``j % 32`` of word ``j // 32`` (:func:`jaxhash.pack_bits`);
 substring ``i`` holds a contiguous run of bits, the ``m`` runs as equal as possible (at most 32 bits).
+Codes of up to 64 bits are also copied into every table's order, so that a bucket's codes are read
+from consecutive memory rather than one cache miss each (8 bytes per code and table).
 Where a query would probe more buckets than the database holds codes (substrings too long for
 the database, or a query far from everything), that query is answered by a plain scan instead.
 The search runs on the host with NumPy: it is a sequence of small gathers whose sizes depend on
@@ -27,19 +30,26 @@ from typing import NamedTuple
 import numpy as np
 
 from .checks import WORD_BITS, check_codes, check_k, check_radius, check_same_width
-from .codes import hamming_rows_host
+from .codes import hamming_rows_host, popcount_host
 
 __all__ = ["MultiIndexTables", "build_tables", "default_substrings", "substring_bounds", "mih_knn_search",
            "mih_radius_search"]
 
 MAX_SUBSTRING_BITS = 32
-# What a bucket probe and a candidate (gather, distance, merge) cost in NumPy, in codes the linear
-# scan reads in the same time; a query whose probing would cost more than a scan is scanned instead.
-PROBE_COST = 400
-CANDIDATE_COST = 1000
+# What a bucket probe and a candidate (gather, distance, merge) cost, in codes the linear scan reads
+# per query in the same time; a query whose probing would cost more than a scan is scanned instead.
+# Chosen by measuring speed-ups over the scan on 1M and 10M 64-bit codes (random, and ITQ codes of
+# MNIST with held-out queries) on a 2-core AVX2 CPU: larger values sent queries to the scan that
+# probing would have answered sooner, and random codes keep to the scan's speed either way.
+PROBE_COST = 30
+CANDIDATE_COST = 60
 # Substrings up to this width find their buckets in a table of offsets (at most 16 MiB) instead of
 # by binary search.
 DENSE_BUCKET_BITS = 22
+# Codes of up to this many bits are copied into every table's order (8 bytes per code and table).
+ORDERED_COPY_BITS = 64
+# Bucket bounds looked up at once (queries x probes), about 64 MiB.
+MAX_PROBES_PER_CHUNK = 1 << 22
 
 
 class MultiIndexTables(NamedTuple):
@@ -51,6 +61,9 @@ class MultiIndexTables(NamedTuple):
       offsets into ``positions`` (bucket ``v`` is ``positions[keys[v]:keys[v + 1]]``), for wider ones
       the ``(n,)`` uint32 substring values in ascending order (found by binary search).
     positions: ``m`` arrays ``(n,)`` int32 or int64, the database positions in that order.
+    ordered: for codes of up to 64 bits, ``m`` copies of the codes in that order (see :func:`_lanes`),
+      so that a bucket's codes are read from consecutive memory; empty for wider codes, which are
+      read through ``positions`` (the copies would cost more memory than they save time).
     """
 
     codes: np.ndarray
@@ -58,12 +71,14 @@ class MultiIndexTables(NamedTuple):
     bounds: tuple
     keys: tuple
     positions: tuple
+    ordered: tuple = ()
 
     @property
     def bytes_per_code(self) -> float:
         """Memory of the tables and the codes, per code."""
         n = max(1, self.codes.shape[0])
-        return (self.codes.nbytes + sum(k.nbytes + p.nbytes for k, p in zip(self.keys, self.positions))) / n
+        arrays = [self.codes, *self.keys, *self.positions, *self.ordered]
+        return sum(a.nbytes for a in arrays) / n
 
 
 def default_substrings(n_bits: int, n: int) -> int:
@@ -94,13 +109,35 @@ def _substring(codes: np.ndarray, start: int, stop: int) -> np.ndarray:
     return (value & np.uint64((1 << (stop - start)) - 1)).astype(np.uint32)
 
 
+def _lanes(codes: np.ndarray) -> np.ndarray:
+    """Packed codes as ``(n, lanes)`` of 64 bits (an even number of words, a view) or of 32 bits.
+
+    Bit ``j`` of a code is bit ``j % lane_bits`` of lane ``j // lane_bits``, as for the words."""
+    if codes.shape[1] % 2 == 0 and np.little_endian:
+        return np.ascontiguousarray(codes).view(np.uint64)
+    return codes
+
+
+def _lane_masks(bounds: tuple, lane_bits: int) -> list:
+    """Per substring, its ``(lane, mask)`` pairs (one or two: a substring has at most 32 bits)."""
+    dtype = np.uint64 if lane_bits == 64 else np.uint32
+    masks = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        pairs = []
+        for lane in range(start // lane_bits, (stop - 1) // lane_bits + 1):
+            lo, hi = max(start, lane * lane_bits) - lane * lane_bits, min(stop, (lane + 1) * lane_bits) - lane * lane_bits
+            pairs.append((lane, dtype(((1 << (hi - lo)) - 1) << lo)))
+        masks.append(pairs)
+    return masks
+
+
 def build_tables(codes, n_bits: int, m: int | None = None) -> MultiIndexTables:
     """Tables of ``(n, n_words)`` uint32 codes cut into ``m`` substrings (default :func:`default_substrings`)."""
     codes = check_codes(codes, n_bits=n_bits, name="database codes")
     m = default_substrings(n_bits, codes.shape[0]) if m is None else m
     bounds = substring_bounds(n_bits, m)
     position_type = np.int32 if codes.shape[0] < 2**31 else np.int64
-    keys, positions = [], []
+    keys, positions, ordered = [], [], []
     for start, stop in zip(bounds[:-1], bounds[1:]):
         values = _substring(codes, start, stop)
         order = np.argsort(values, kind="stable").astype(position_type)
@@ -110,7 +147,9 @@ def build_tables(codes, n_bits: int, m: int | None = None) -> MultiIndexTables:
         else:
             keys.append(values[order])
         positions.append(order)
-    return MultiIndexTables(codes, int(n_bits), bounds, tuple(keys), tuple(positions))
+        if n_bits <= ORDERED_COPY_BITS:
+            ordered.append(_lanes(codes)[order])
+    return MultiIndexTables(codes, int(n_bits), bounds, tuple(keys), tuple(positions), tuple(ordered))
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,6 +191,12 @@ def _probe(tables: MultiIndexTables, query: np.ndarray, query_keys: list, radius
         lo, hi = _buckets(tables, i, query_keys[i] ^ _masks(width, radius))
         found.append(tables.positions[i][_gather_ranges(lo, hi)])
     return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+def _expected_codes(tables: MultiIndexTables, radius: int) -> float:
+    """Codes in the buckets at substring distance ``radius``, over all tables, were the codes spread evenly."""
+    n = tables.codes.shape[0]
+    return sum(math.comb(b - a, radius) * n / 2 ** (b - a) for a, b in zip(tables.bounds[:-1], tables.bounds[1:]))
 
 
 def _probes(bounds: tuple, radius: int) -> int:
@@ -198,69 +243,142 @@ def mih_knn_search(query_codes, tables: MultiIndexTables, k: int, *, block_size:
 def _knn_block(tables: MultiIndexTables, queries, query_keys, k, dist_out, pos_out, scan):
     """One block of queries; fills ``dist_out`` and ``pos_out`` ``(b, k)`` in place.
 
-    The candidates of all open queries are kept as one sorted array of unique keys
-    ``(query << shift_q) | (distance << shift_d) | position``: one ``np.unique`` merges, deduplicates
-    and orders them, and each query keeps only its ``k`` best.
+    Every open query probes one substring radius at a time, in chunks of queries small enough to
+    keep the bucket bounds of one radius in memory. Queries whose probing would cost more than a
+    scan leave for ``scan``.
     """
     n = tables.codes.shape[0]
-    m = len(tables.bounds) - 1
-    shift_d = max(1, (n - 1).bit_length())
-    shift_q = shift_d + tables.n_bits.bit_length()
-    if shift_q + max(1, (len(queries) - 1).bit_length()) > 63:
-        raise ValueError("too many queries per block for the key width: lower block_size")
-    open_rows = np.arange(len(queries))
-    best = np.zeros(0, np.int64)
+    widths = np.diff(tables.bounds)
+    best_d = np.full((len(queries), k), tables.n_bits + 1, np.int64)  # empty slots sort last
+    best_p = np.full((len(queries), k), n, np.int64)
     cost = np.zeros(len(queries))  # work spent on each query, in codes a scan would have read
-    to_scan = []
-    widest = max(b - a for a, b in zip(tables.bounds[:-1], tables.bounds[1:]))
-    for radius in range(widest + 1):
-        cost[open_rows] += _probes(tables.bounds, radius) * PROBE_COST
-        if cost[open_rows].min() > n:  # known before probing: every open query goes to the scan
-            to_scan.append(open_rows)
-            break
-        ranges = _bucket_ranges(tables, [key[open_rows] for key in query_keys], radius)
-        cost[open_rows] += sum((hi - lo).sum(axis=1) * CANDIDATE_COST for _, lo, hi in ranges)
-        expensive = cost[open_rows] > n
-        if expensive.any():  # these queries are far from every code: a scan answers them for less
-            to_scan.append(open_rows[expensive])
-            best = best[~np.isin(best >> shift_q, open_rows[expensive])]
-            ranges = [(i, lo[~expensive], hi[~expensive]) for i, lo, hi in ranges]
-            open_rows = open_rows[~expensive]
-            if open_rows.size == 0:
-                break
-        rows, positions = _gather(tables, ranges)
-        rows = open_rows[rows]
-        dist = hamming_rows_host(tables.codes[positions], queries[rows])
-        found = (rows.astype(np.int64) << shift_q) | (dist << shift_d) | positions
-        best = np.unique(np.concatenate([best, found]))
-        owner = best >> shift_q
-        first = np.searchsorted(owner, open_rows)
-        count = np.searchsorted(owner, open_rows, "right") - first
-        rank = np.arange(best.size) - np.repeat(first, count)
-        best = best[rank < k]  # each open query keeps its k best
-        first = np.searchsorted(best >> shift_q, open_rows)
-        count = np.minimum(count, k)
-        full = count >= k
-        kth = np.full(open_rows.size, np.iinfo(np.int64).max)
-        kth[full] = (best[first[full] + k - 1] >> shift_d) & ((1 << (shift_q - shift_d)) - 1)
-        # Every code within m * (radius + 1) - 1 of a query has now been seen.
-        done = kth <= m * (radius + 1) - 1
-        if done.any():
-            for row, at in zip(open_rows[done], first[done]):
-                chosen = best[at : at + k]
-                dist_out[row] = (chosen >> shift_d) & ((1 << (shift_q - shift_d)) - 1)
-                pos_out[row] = chosen & ((1 << shift_d) - 1)
-            keep = np.repeat(~done, count)
-            best, open_rows = best[keep], open_rows[~done]
+    open_rows, to_scan, finished = np.arange(len(queries)), [], []
+    m = widths.size
+    # remaining[r, s]: the cost of the radii s + 1 .. r, were the codes spread evenly
+    step_cost = np.array([_probes(tables.bounds, r) * PROBE_COST + _expected_codes(tables, r) * CANDIDATE_COST
+                          for r in range(int(widths.max()) + 1)])
+    ahead = np.cumsum(step_cost)
+    remaining = np.maximum(ahead[:, None] - ahead[None, :], 0)
+    for radius in range(int(widths.max()) + 1):
+        probes = _probes(tables.bounds, radius)
+        cost[open_rows] += probes * PROBE_COST
+        # Known before looking: the buckets would cost more than a scan, even if they held no more
+        # codes than a uniform spread puts in them. These go to the scan.
+        far = cost[open_rows] + _expected_codes(tables, radius) * CANDIDATE_COST > n
+        to_scan.append(open_rows[far])
+        open_rows = open_rows[~far]
+        chunk = max(1, MAX_PROBES_PER_CHUNK // probes)
+        still_open = []
+        for start in range(0, open_rows.size, chunk):
+            rows = open_rows[start : start + chunk]
+            done, far = _probe_radius(tables, queries, query_keys, rows, radius, best_d, best_p, cost)
+            finished.append(rows[done])
+            to_scan.append(rows[far])
+            still_open.append(rows[~done & ~far])
+        open_rows = np.concatenate(still_open) if still_open else open_rows[:0]
+        # A query with k codes found: its k-th distance so far bounds the radius it still needs; where
+        # even the uniform spread's share of those buckets would cost more than a scan, scan it now,
+        # before paying for the radii on the way (random codes end up here, real images' seldom).
+        kth = best_d[open_rows, k - 1]
+        needed = np.minimum(kth // m, len(remaining) - 1)
+        far = (kth <= tables.n_bits) & (cost[open_rows] + remaining[needed, radius] > n)
+        to_scan.append(open_rows[far])
+        open_rows = open_rows[~far]
         if open_rows.size == 0:
             break
-    if to_scan:
+    rows = np.concatenate(finished) if finished else open_rows[:0]
+    dist_out[rows], pos_out[rows] = best_d[rows], best_p[rows]
+    rows = np.concatenate(to_scan)
+    if rows.size:
         if scan is None:
             from .search import knn_search  # noqa: PLC0415
 
             scan = lambda q, k: knn_search(q, tables.codes, k)  # noqa: E731
-        rows = np.concatenate(to_scan)
         dist_out[rows], pos_out[rows] = scan(queries[rows], k)
+
+
+def _probe_radius(tables: MultiIndexTables, queries, query_keys, rows, radius, best_d, best_p, cost):
+    """Probe substring distance ``radius`` for the queries ``rows``, one table at a time.
+
+    Each query takes its tables in the order of how few codes their buckets hold. After ``j + 1``
+    tables at this radius, every unseen code differs from the query in at least ``radius + 1`` bits
+    on those substrings and ``radius`` on the others, so in at least ``m * radius + j + 1`` bits: the
+    query is done once its k-th distance is no more than ``m * radius + j``. A code is counted only
+    where it is first reached (its smallest substring distance, then the query's table order), so no
+    code is counted twice and nothing needs deduplicating. Updates ``best_d``, ``best_p`` and
+    ``cost`` in place; returns two boolean masks over ``rows``: done, and sent to the scan.
+    """
+    n, m = tables.codes.shape[0], len(tables.bounds) - 1
+    k = best_d.shape[1]
+    lanes = _lanes(tables.codes)
+    lane_masks = _lane_masks(tables.bounds, 64 if lanes.dtype == np.uint64 else 32)
+    query_lanes = _lanes(queries)[rows]
+    ranges = _bucket_ranges(tables, [key[rows] for key in query_keys], radius)
+    sizes = np.zeros((rows.size, m), np.int64)
+    for i, lo, hi in ranges:
+        sizes[:, i] = (hi - lo).sum(axis=1)
+    order = np.argsort(sizes, axis=1, kind="stable")  # tables with no bucket this wide come first
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(m)[None, :], axis=1)
+    rank = rank.astype(np.int32)
+    done, far = np.zeros(rows.size, bool), np.zeros(rows.size, bool)
+    for step in range(m):
+        far |= ~done & (cost[rows] + sizes[np.arange(rows.size), order[:, step]] * CANDIDATE_COST > n)
+        active = ~far & ~done
+        if not active.any():
+            break
+        found = []
+        for i, lo, hi in ranges:
+            chosen = np.flatnonzero(active & (order[:, step] == i))
+            lo, hi = lo[chosen], hi[chosen]
+            counts = (hi - lo).sum(axis=1)
+            at = _gather_ranges(lo.ravel(), hi.ravel())  # places in table i's order
+            codes = tables.ordered[i][at] if tables.ordered else lanes[tables.positions[i][at]]
+            differ = codes ^ np.repeat(query_lanes[chosen], counts, axis=0)
+            # A code is new here if no substring is closer than radius, and none at radius comes
+            # earlier in this query's table order.
+            dist = np.zeros(at.size, np.int32)
+            new = np.ones(at.size, bool)
+            for s, pairs in enumerate(lane_masks):
+                part = sum(popcount_host(differ[:, lane] & mask).astype(np.int32) for lane, mask in pairs)
+                dist += part
+                if s != i:
+                    new &= (part > radius) | ((part == radius) & (np.repeat(rank[chosen, s], counts) > step))
+            local = np.repeat(chosen, counts)[new]
+            found.append((local, dist[new], tables.positions[i][at[new]]))
+        if found:
+            _merge(best_d, best_p, rows, *(np.concatenate(parts) for parts in zip(*found)), tables.n_bits, n)
+        cost[rows[active]] += sizes[active, order[active, step]] * CANDIDATE_COST
+        done |= active & (best_d[rows, k - 1] <= m * radius + step)
+    return done, far
+
+
+def _merge(best_d, best_p, rows, local, dist, positions, n_bits, n):
+    """Fold candidates ``(local, dist, positions)`` into the ``k`` best of ``best_d[rows]`` / ``best_p[rows]``
+    (ordered by distance, then position; empty slots hold distance ``n_bits + 1`` and position
+    ``n``, the database size). A histogram per query first drops candidates beyond its
+    k-th distance, so only the few that can enter are sorted."""
+    k = best_d.shape[1]
+    local, dist, positions = local.astype(np.int64), dist.astype(np.int64), positions.astype(np.int64)
+    slots = n_bits + 2
+    counts = np.bincount(local * slots + dist, minlength=rows.size * slots).reshape(rows.size, slots)
+    reach = np.cumsum(counts, axis=1) >= k
+    kth_new = np.where(reach[:, -1], np.argmax(reach, axis=1), slots)
+    keep = dist <= np.minimum(best_d[rows, k - 1], kth_new)[local]
+    local, dist, positions = local[keep], dist[keep], positions[keep]
+    if local.size == 0:
+        return
+    touched = np.unique(local)
+    shift_d = max(1, int(n).bit_length())  # empty slots hold position n, past every code
+    shift_q = shift_d + (n_bits + 1).bit_length()
+    keys = np.concatenate([(np.repeat(touched, k) << shift_q) | (best_d[rows[touched]].ravel() << shift_d)
+                           | best_p[rows[touched]].ravel(),
+                           (local << shift_q) | (dist << shift_d) | positions])
+    keys.sort()
+    first = np.searchsorted(keys >> shift_q, touched)
+    chosen = keys[first[:, None] + np.arange(k)]
+    best_d[rows[touched]] = (chosen >> shift_d) & ((1 << (shift_q - shift_d)) - 1)
+    best_p[rows[touched]] = chosen & ((1 << shift_d) - 1)
 
 
 def _bucket_ranges(tables: MultiIndexTables, query_keys: list, radius: int) -> list:

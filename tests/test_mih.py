@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import oracle_knn, random_codes
+from jaxhash import pack_bits
 from jaxhash.mih import build_tables, default_substrings, mih_knn_search, mih_radius_search, substring_bounds
 from jaxhash.search import radius_search
 
@@ -13,16 +14,27 @@ from jaxhash.search import radius_search
         (1000, 64, 10, None, None),
         (1000, 64, 10, 30, 4),  # heavy ties
         (3000, 50, 7, None, 3),  # substrings of 16/17 bits across word boundaries
-        (500, 128, 20, 100, 5),
+        (500, 128, 20, 10, 5),
         (5, 32, 10, None, 2),  # fewer codes than k
         (2000, 8, 50, None, 8),  # one bit per substring
         (777, 33, 5, None, 2),
+        (400, 96, 9, 40, 4),  # three words: 32-bit lanes, codes read through the positions
+        (2000, 64, 10, 100, 2),  # 32-bit substrings: buckets found by binary search
     ],
 )
-def test_knn_and_radius_search_equal_the_linear_scan(rng, n, n_bits, k, distinct, m):
+@pytest.mark.parametrize("probe_all", [False, True])
+def test_knn_and_radius_search_equal_the_linear_scan(rng, monkeypatch, n, n_bits, k, distinct, m, probe_all):
+    if probe_all:  # no query leaves for the scan, however far: the probing itself is checked
+        monkeypatch.setattr("jaxhash.mih.PROBE_COST", 0)
+        monkeypatch.setattr("jaxhash.mih.CANDIDATE_COST", 0)
     db, db_bits = random_codes(rng, n, n_bits, distinct)
     q, q_bits = random_codes(rng, 23, n_bits)
     q[:5], q_bits[:5] = db[:5], db_bits[:5]
+    if probe_all and n_bits / (m or default_substrings(n_bits, n)) > 16:
+        # A random query would probe every radius of these wide substrings (millions of buckets):
+        # queries a few bits from the codes stop early and still cross substring radii.
+        q_bits[5:] = db_bits[rng.integers(0, n, 18)] ^ (rng.random((18, n_bits)) < 3 / n_bits)
+        q = np.array(pack_bits(q_bits))
     tables = build_tables(db, n_bits, m)
     dist, pos = mih_knn_search(q, tables, k)
     want_d, want_p = oracle_knn(q_bits, db_bits, min(k, n))
@@ -43,7 +55,8 @@ def test_clustered_codes_are_found_by_reading_few_of_them(rng, monkeypatch):
     db = np.repeat(centres, 400, axis=0) ^ flips(20_000)
     queries = centres[:20] ^ flips(20)
     tables = build_tables(db, 64, 4)
-    assert tables.bytes_per_code == 8 + 4 * 4 + 4 * (2**16 + 1) * 4 / 20_000  # codes, positions, bucket offsets
+    # codes, positions, codes in bucket order, bucket offsets
+    assert tables.bytes_per_code == 8 + 4 * 4 + 4 * 8 + 4 * (2**16 + 1) * 4 / 20_000
     probed = []
     original = mih._bucket_ranges
     monkeypatch.setattr(mih, "_bucket_ranges", lambda *args: probed.append(args[-1]) or original(*args))
