@@ -8,7 +8,9 @@ one-device search, cold and warm `jaxhash search`, and PCA-based fitting on wide
 Parts (``--parts``):
   mih      MultiIndexHashIndex (Norouzi, Punjani & Fleet) vs HashIndex on 64-bit codes, k = 1, 10, 100:
            random codes, and "real" codes: ITQ codes of MNIST (``--data-dir``; else the 8x8 digits)
-           replicated up to n, 64% of them with one random bit flipped. Results must be identical.
+           replicated up to n, 64% of them with one random bit flipped, queried by test images'
+           codes, with the test images in the database and then held out of it (training images
+           only, so no query has a copy there). Results must be identical.
   sharded  the same search with the codes split over 4 forced CPU devices (a child process with
            XLA_FLAGS=--xla_force_host_platform_device_count=4): identical results, time ratio.
   cold     `jaxhash search` against 1M codes from the shell, of one image (a NumPy scan: JAX is never
@@ -44,8 +46,11 @@ def timed(fn, repeats: int):
     return float(np.median(times)), out
 
 
-def real_codes(n: int, n_queries: int, data_dir, rng):
-    """ITQ 64-bit codes of MNIST (or the 8x8 digits), replicated to ``n``, most with one bit flipped."""
+def real_codes(n: int, n_queries: int, data_dir, rng, held_out: bool = False):
+    """ITQ 64-bit codes of MNIST (or the 8x8 digits), replicated to ``n``, most with one bit flipped.
+
+    Queries are test images' codes. By default the test images are in the database too (so each
+    query has exact copies there); with ``held_out`` the database holds training images only."""
     import jaxhash
     from jaxhash.data import load_dataset
     from jaxhash.hashers import to_features
@@ -53,15 +58,15 @@ def real_codes(n: int, n_queries: int, data_dir, rng):
     try:
         dataset = load_dataset("mnist", data_dir=data_dir, progress=False)
         name = "MNIST"
+        train, test = to_features(dataset.x_train), to_features(dataset.x_test)
     except (OSError, ValueError):
-        dataset = load_dataset("digits")
+        dataset = load_dataset("digits")  # no test split: the last fifth plays it
         name = "digits (MNIST not found under --data-dir)"
-    train = to_features(dataset.x_train)
+        features = to_features(dataset.x_train)
+        train, test = features[: len(features) * 4 // 5], features[len(features) * 4 // 5 :]
     itq = jaxhash.ITQ(n_bits=64).fit(train)
-    train_codes = itq.encode(train)
-    # the 8x8 digits have no test split: queries are then drawn from the training images
-    query_codes = itq.encode(to_features(dataset.x_test)) if len(dataset.x_test) else train_codes
-    base = np.concatenate([train_codes, query_codes]) if len(dataset.x_test) else train_codes
+    train_codes, query_codes = itq.encode(train), itq.encode(test)
+    base = train_codes if held_out else np.concatenate([train_codes, query_codes])
     db = base[rng.integers(0, len(base), n)]
     flip = (rng.random(n) < 0.64).astype(np.uint32) << rng.integers(0, 32, n, dtype=np.uint32)  # one bit, 64% of codes
     db[np.arange(n), rng.integers(0, 2, n)] ^= flip
@@ -76,6 +81,8 @@ def part_mih(args, rng, records):
                             rng.integers(0, 2**32, (args.queries, 2), dtype=np.uint64).astype(np.uint32))}
         name, db, queries = real_codes(n, args.queries, args.data_dir, rng)
         kinds[f"ITQ codes of {name}"] = (db, queries)
+        _, db, queries = real_codes(n, args.queries, args.data_dir, rng, held_out=True)
+        kinds[f"{name}, queries held out"] = (db, queries)
         for kind, (db, queries) in kinds.items():
             flat, multi = HashIndex(64), MultiIndexHashIndex(64)
             flat.add(db)
