@@ -461,8 +461,9 @@ class MultiIndexHashIndex(HashIndex):
     that agree with it on some part (see :mod:`jaxhash.mih`). Results equal the flat index's
     exactly, ties and their order included; on clustered codes of real images it reads a small
     share of the database. ``substrings=None`` picks about ``n_bits / log2(ntotal)`` when the
-    tables are built (at the first search after a change); the tables cost 8 bytes per code and
-    substring, and are rebuilt from the codes when the index is read.
+    tables are built (at the first search after a change); the tables cost 4 bytes per code and
+    substring (8 or 12 for codes of up to 64 bits, which each table also keeps in its own order)
+    plus bucket offsets, and are rebuilt from the codes when the index is read.
     """
 
     def __init__(self, n_bits: int, metadata: dict | None = None, source: ImageSource | None = None,

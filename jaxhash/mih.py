@@ -14,9 +14,10 @@ code that close has then been seen. Results equal the linear scan's exactly, ord
 Bit ``j`` of a packed code is bit ``j % 32`` of word ``j // 32`` (:func:`jaxhash.pack_bits`);
 substring ``i`` holds a contiguous run of bits, the ``m`` runs as equal as possible (at most 32 bits).
 Codes of up to 64 bits are also copied into every table's order, so that a bucket's codes are read
-from consecutive memory rather than one cache miss each (8 bytes per code and table).
-Where a query would probe more buckets than the database holds codes (substrings too long for
-the database, or a query far from everything), that query is answered by a plain scan instead.
+from consecutive memory rather than one cache miss each (4 or 8 bytes per code and table).
+Where probing a query would cost more than scanning the database for it (substrings too long for
+the database, a query far from everything, random codes), that query is answered by a scan instead;
+the costs are estimates, so this choice affects speed only, never results.
 The search runs on the host with NumPy: it is a sequence of small gathers whose sizes depend on
 the query, which suits neither XLA's static shapes nor an accelerator.
 """
@@ -46,10 +47,12 @@ CANDIDATE_COST = 60
 # Substrings up to this width find their buckets in a table of offsets (at most 16 MiB) instead of
 # by binary search.
 DENSE_BUCKET_BITS = 22
-# Codes of up to this many bits are copied into every table's order (8 bytes per code and table).
+# Codes of up to this many bits are copied into every table's order (4 or 8 bytes per code and table).
 ORDERED_COPY_BITS = 64
 # Bucket bounds looked up at once (queries x probes), about 64 MiB.
 MAX_PROBES_PER_CHUNK = 1 << 22
+# Candidates read in one table step (queries x bucket codes), about 300 MiB of temporaries.
+MAX_CANDIDATES_PER_STEP = 1 << 22
 
 
 class MultiIndexTables(NamedTuple):
@@ -222,9 +225,10 @@ def mih_knn_search(query_codes, tables: MultiIndexTables, k: int, *, block_size:
     """Exact k nearest neighbours through the multi-index; equal to :func:`jaxhash.search.knn_search`.
 
     Queries advance together, one substring radius at a time, in blocks of ``block_size``; a query
-    leaves the block once its k-th distance is certain. Queries still open when the next radius
-    would cost more than a scan are answered by ``scan(queries, k)`` (default: :func:`jaxhash.search.knn_search`
-    over ``tables.codes``; pass one over a prepared database to skip its layout copy).
+    leaves the block once its k-th distance is certain. Queries whose probing is estimated to cost
+    more than a scan (before a radius, before a table, or from their k-th distance so far) are
+    answered by ``scan(queries, k)`` (default: :func:`jaxhash.search.knn_search` over
+    ``tables.codes``; pass one over a prepared database to skip its layout copy).
     Returns ``(distances, positions)``: two ``(q, min(k, n))`` int32 arrays, rows sorted by
     (distance, position).
     """
@@ -234,6 +238,8 @@ def mih_knn_search(query_codes, tables: MultiIndexTables, k: int, *, block_size:
     k = min(k, n)
     dist_out = np.zeros((queries.shape[0], k), np.int32)
     pos_out = np.zeros((queries.shape[0], k), np.int32)
+    if k == 0:  # an empty database
+        return dist_out, pos_out
     for start in range(0, queries.shape[0], block_size):
         rows = slice(start, start + block_size)
         _knn_block(tables, queries[rows], [key[rows] for key in keys], k, dist_out[rows], pos_out[rows], scan)
@@ -262,8 +268,8 @@ def _knn_block(tables: MultiIndexTables, queries, query_keys, k, dist_out, pos_o
     for radius in range(int(widths.max()) + 1):
         probes = _probes(tables.bounds, radius)
         cost[open_rows] += probes * PROBE_COST
-        # Known before looking: the buckets would cost more than a scan, even if they held no more
-        # codes than a uniform spread puts in them. These go to the scan.
+        # Known before looking: were the codes spread evenly, these queries' buckets would cost more
+        # than a scan. They go to the scan (an estimate: it decides speed, not results).
         far = cost[open_rows] + _expected_codes(tables, radius) * CANDIDATE_COST > n
         to_scan.append(open_rows[far])
         open_rows = open_rows[~far]
@@ -313,9 +319,9 @@ def _probe_radius(tables: MultiIndexTables, queries, query_keys, rows, radius, b
     lanes = _lanes(tables.codes)
     lane_masks = _lane_masks(tables.bounds, 64 if lanes.dtype == np.uint64 else 32)
     query_lanes = _lanes(queries)[rows]
-    ranges = _bucket_ranges(tables, [key[rows] for key in query_keys], radius)
+    ranges = {i: (lo, hi) for i, lo, hi in _bucket_ranges(tables, [key[rows] for key in query_keys], radius)}
     sizes = np.zeros((rows.size, m), np.int64)
-    for i, lo, hi in ranges:
+    for i, (lo, hi) in ranges.items():
         sizes[:, i] = (hi - lo).sum(axis=1)
     order = np.argsort(sizes, axis=1, kind="stable")  # tables with no bucket this wide come first
     rank = np.empty_like(order)
@@ -327,30 +333,47 @@ def _probe_radius(tables: MultiIndexTables, queries, query_keys, rows, radius, b
         active = ~far & ~done
         if not active.any():
             break
-        found = []
-        for i, lo, hi in ranges:
-            chosen = np.flatnonzero(active & (order[:, step] == i))
-            lo, hi = lo[chosen], hi[chosen]
-            counts = (hi - lo).sum(axis=1)
-            at = _gather_ranges(lo.ravel(), hi.ravel())  # places in table i's order
-            codes = tables.ordered[i][at] if tables.ordered else lanes[tables.positions[i][at]]
-            differ = codes ^ np.repeat(query_lanes[chosen], counts, axis=0)
-            # A code is new here if no substring is closer than radius, and none at radius comes
-            # earlier in this query's table order.
-            dist = np.zeros(at.size, np.int32)
-            new = np.ones(at.size, bool)
-            for s, pairs in enumerate(lane_masks):
-                part = sum(popcount_host(differ[:, lane] & mask).astype(np.int32) for lane, mask in pairs)
-                dist += part
-                if s != i:
-                    new &= (part > radius) | ((part == radius) & (np.repeat(rank[chosen, s], counts) > step))
-            local = np.repeat(chosen, counts)[new]
-            found.append((local, dist[new], tables.positions[i][at[new]]))
-        if found:
-            _merge(best_d, best_p, rows, *(np.concatenate(parts) for parts in zip(*found)), tables.n_bits, n)
+        # the step's candidates, in groups of queries small enough to hold at once
+        reading = np.flatnonzero(active)
+        group = np.cumsum(sizes[reading, order[reading, step]]) // MAX_CANDIDATES_PER_STEP
+        for part in np.split(reading, np.flatnonzero(np.diff(group)) + 1):
+            found = _read_step(tables, lanes, lane_masks, query_lanes, ranges, order, rank, part, radius, step)
+            if found:
+                _merge(best_d, best_p, rows, *(np.concatenate(parts) for parts in zip(*found)), tables.n_bits, n)
         cost[rows[active]] += sizes[active, order[active, step]] * CANDIDATE_COST
         done |= active & (best_d[rows, k - 1] <= m * radius + step)
     return done, far
+
+
+def _read_step(tables, lanes, lane_masks, query_lanes, ranges, order, rank, reading, radius, step):
+    """The codes that the queries ``reading`` (indices into the chunk) first reach in their table
+    number ``step`` at substring distance ``radius`` (``ranges``: table -> bucket bounds): a list of
+    ``(local, distance, position)``, one per table read."""
+    found = []
+    tables_now = order[reading, step]
+    for i in np.unique(tables_now):
+        if int(i) not in ranges:  # a substring narrower than radius: nothing left in it
+            continue
+        chosen = reading[tables_now == i]
+        lo, hi = ranges[int(i)]
+        lo, hi = lo[chosen], hi[chosen]
+        counts = (hi - lo).sum(axis=1)
+        at = _gather_ranges(lo.ravel(), hi.ravel())  # places in table i's order
+        if at.size == 0:
+            continue
+        codes = tables.ordered[i][at] if tables.ordered else lanes[tables.positions[i][at]]
+        differ = codes ^ np.repeat(query_lanes[chosen], counts, axis=0)
+        # A code is new here if no substring is closer than radius, and none at radius comes
+        # earlier in this query's table order.
+        dist = np.zeros(at.size, np.int32)
+        new = np.ones(at.size, bool)
+        for s, pairs in enumerate(lane_masks):
+            part = sum(popcount_host(differ[:, lane] & mask).astype(np.int32) for lane, mask in pairs)
+            dist += part
+            if s != i:
+                new &= (part > radius) | ((part == radius) & (np.repeat(rank[chosen, s], counts) > step))
+        found.append((np.repeat(chosen, counts)[new], dist[new], tables.positions[i][at[new]]))
+    return found
 
 
 def _merge(best_d, best_p, rows, local, dist, positions, n_bits, n):
@@ -360,11 +383,16 @@ def _merge(best_d, best_p, rows, local, dist, positions, n_bits, n):
     k-th distance, so only the few that can enter are sorted."""
     k = best_d.shape[1]
     local, dist, positions = local.astype(np.int64), dist.astype(np.int64), positions.astype(np.int64)
+    if local.size == 0:
+        return
     slots = n_bits + 2
-    counts = np.bincount(local * slots + dist, minlength=rows.size * slots).reshape(rows.size, slots)
+    has_new = np.bincount(local, minlength=rows.size) > 0  # histograms only for queries with candidates
+    receiving = np.flatnonzero(has_new)
+    slot = (np.cumsum(has_new) - 1)[local]
+    counts = np.bincount(slot * slots + dist, minlength=receiving.size * slots).reshape(receiving.size, slots)
     reach = np.cumsum(counts, axis=1) >= k
     kth_new = np.where(reach[:, -1], np.argmax(reach, axis=1), slots)
-    keep = dist <= np.minimum(best_d[rows, k - 1], kth_new)[local]
+    keep = dist <= np.minimum(best_d[rows[receiving], k - 1], kth_new)[slot]
     local, dist, positions = local[keep], dist[keep], positions[keep]
     if local.size == 0:
         return
@@ -392,17 +420,6 @@ def _bucket_ranges(tables: MultiIndexTables, query_keys: list, radius: int) -> l
             lo, hi = _buckets(tables, i, (query_keys[i][:, None] ^ masks[None, :]).ravel())
             ranges.append((i, lo.reshape(-1, masks.size), hi.reshape(-1, masks.size)))
     return ranges
-
-
-def _gather(tables: MultiIndexTables, ranges: list):
-    """``(rows, positions)`` of the codes in the buckets of :func:`_bucket_ranges`."""
-    rows, found = [], []
-    for i, lo, hi in ranges:
-        rows.append(np.repeat(np.arange(lo.shape[0]), (hi - lo).sum(axis=1)))
-        found.append(tables.positions[i][_gather_ranges(lo.ravel(), hi.ravel())].astype(np.int64))
-    if not found:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(rows), np.concatenate(found)
 
 
 def mih_radius_search(query_codes, tables: MultiIndexTables, radius: int):

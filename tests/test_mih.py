@@ -14,7 +14,7 @@ from jaxhash.search import radius_search
         (1000, 64, 10, None, None),
         (1000, 64, 10, 30, 4),  # heavy ties
         (3000, 50, 7, None, 3),  # substrings of 16/17 bits across word boundaries
-        (500, 128, 20, 10, 5),
+        (500, 128, 20, 100, 5),
         (5, 32, 10, None, 2),  # fewer codes than k
         (2000, 8, 50, None, 8),  # one bit per substring
         (777, 33, 5, None, 2),
@@ -27,10 +27,13 @@ def test_knn_and_radius_search_equal_the_linear_scan(rng, monkeypatch, n, n_bits
     if probe_all:  # no query leaves for the scan, however far: the probing itself is checked
         monkeypatch.setattr("jaxhash.mih.PROBE_COST", 0)
         monkeypatch.setattr("jaxhash.mih.CANDIDATE_COST", 0)
+    wide = n_bits / (m or default_substrings(n_bits, n)) > 16
+    if probe_all and wide:  # a few codes, many copies each: every query's k-th neighbour is close
+        distinct = 10
     db, db_bits = random_codes(rng, n, n_bits, distinct)
     q, q_bits = random_codes(rng, 23, n_bits)
     q[:5], q_bits[:5] = db[:5], db_bits[:5]
-    if probe_all and n_bits / (m or default_substrings(n_bits, n)) > 16:
+    if probe_all and wide:
         # A random query would probe every radius of these wide substrings (millions of buckets):
         # queries a few bits from the codes stop early and still cross substring radii.
         q_bits[5:] = db_bits[rng.integers(0, n, 18)] ^ (rng.random((18, n_bits)) < 3 / n_bits)
@@ -57,6 +60,9 @@ def test_clustered_codes_are_found_by_reading_few_of_them(rng, monkeypatch):
     tables = build_tables(db, 64, 4)
     # codes, positions, codes in bucket order, bucket offsets
     assert tables.bytes_per_code == 8 + 4 * 4 + 4 * 8 + 4 * (2**16 + 1) * 4 / 20_000
+    # small limits: queries are read in several groups per table step and chunks per radius
+    monkeypatch.setattr(mih, "MAX_CANDIDATES_PER_STEP", 1000)
+    monkeypatch.setattr(mih, "MAX_PROBES_PER_CHUNK", 200)
     probed = []
     original = mih._bucket_ranges
     monkeypatch.setattr(mih, "_bucket_ranges", lambda *args: probed.append(args[-1]) or original(*args))
@@ -64,6 +70,20 @@ def test_clustered_codes_are_found_by_reading_few_of_them(rng, monkeypatch):
         for got, want in zip(mih_knn_search(queries, tables, k), knn_search(queries, db, k)):
             np.testing.assert_array_equal(got, want)
     assert max(probed) <= 2  # close codes are found at substring radius 0, 1 or 2
+
+
+def test_an_empty_database_and_wide_codes(rng, monkeypatch):
+    tables = build_tables(np.zeros((0, 2), np.uint32), 64, 4)
+    dist, pos = mih_knn_search(np.zeros((3, 2), np.uint32), tables, 5)
+    assert dist.shape == pos.shape == (3, 0)
+    # 1024-bit codes, 64 substrings, probed without the scan: one query stays quick
+    monkeypatch.setattr("jaxhash.mih.PROBE_COST", 0)
+    monkeypatch.setattr("jaxhash.mih.CANDIDATE_COST", 0)
+    db, db_bits = random_codes(rng, 2000, 1024, 50)
+    q_bits = db_bits[:1] ^ (rng.random((1, 1024)) < 0.03)
+    got = mih_knn_search(np.array(pack_bits(q_bits)), build_tables(db, 1024, 64), 5)
+    for a, b in zip(got, oracle_knn(q_bits, db_bits, 5)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_substring_choices_are_explained():
