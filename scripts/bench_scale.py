@@ -46,11 +46,12 @@ def timed(fn, repeats: int):
     return float(np.median(times)), out
 
 
-def real_codes(n: int, n_queries: int, data_dir, rng, held_out: bool = False):
+def real_codes(n: int, n_queries: int, data_dir, rng):
     """ITQ 64-bit codes of MNIST (or the 8x8 digits), replicated to ``n``, most with one bit flipped.
 
-    Queries are test images' codes. By default the test images are in the database too (so each
-    query has exact copies there); with ``held_out`` the database holds training images only."""
+    Returns the data set's name and two ``(database, queries)`` pairs, queried by test images'
+    codes: with the test images in the database (so each query has exact copies there), and with
+    them held out of it (training images only)."""
     import jaxhash
     from jaxhash.data import load_dataset
     from jaxhash.hashers import to_features
@@ -66,11 +67,13 @@ def real_codes(n: int, n_queries: int, data_dir, rng, held_out: bool = False):
         train, test = features[: len(features) * 4 // 5], features[len(features) * 4 // 5 :]
     itq = jaxhash.ITQ(n_bits=64).fit(train)
     train_codes, query_codes = itq.encode(train), itq.encode(test)
-    base = train_codes if held_out else np.concatenate([train_codes, query_codes])
-    db = base[rng.integers(0, len(base), n)]
-    flip = (rng.random(n) < 0.64).astype(np.uint32) << rng.integers(0, 32, n, dtype=np.uint32)  # one bit, 64% of codes
-    db[np.arange(n), rng.integers(0, 2, n)] ^= flip
-    return name, db, query_codes[rng.integers(0, len(query_codes), n_queries)]
+    pairs = []
+    for base in (np.concatenate([train_codes, query_codes]), train_codes):
+        db = base[rng.integers(0, len(base), n)]
+        flip = (rng.random(n) < 0.64).astype(np.uint32) << rng.integers(0, 32, n, dtype=np.uint32)  # one bit, 64% of codes
+        db[np.arange(n), rng.integers(0, 2, n)] ^= flip
+        pairs.append((db, query_codes[rng.integers(0, len(query_codes), n_queries)]))
+    return name, pairs[0], pairs[1]
 
 
 def part_mih(args, rng, records):
@@ -79,10 +82,9 @@ def part_mih(args, rng, records):
     for n in args.n:
         kinds = {"random": (rng.integers(0, 2**32, (n, 2), dtype=np.uint64).astype(np.uint32),
                             rng.integers(0, 2**32, (args.queries, 2), dtype=np.uint64).astype(np.uint32))}
-        name, db, queries = real_codes(n, args.queries, args.data_dir, rng)
-        kinds[f"ITQ codes of {name}"] = (db, queries)
-        _, db, queries = real_codes(n, args.queries, args.data_dir, rng, held_out=True)
-        kinds[f"{name}, queries held out"] = (db, queries)
+        name, with_copies, held_out = real_codes(n, args.queries, args.data_dir, rng)
+        kinds[f"ITQ codes of {name}"] = with_copies
+        kinds[f"{name}, queries held out"] = held_out
         for kind, (db, queries) in kinds.items():
             flat, multi = HashIndex(64), MultiIndexHashIndex(64)
             flat.add(db)
