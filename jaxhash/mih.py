@@ -141,6 +141,7 @@ def build_tables(codes, n_bits: int, m: int | None = None) -> MultiIndexTables:
     bounds = substring_bounds(n_bits, m)
     position_type = np.int32 if codes.shape[0] < 2**31 else np.int64
     keys, positions, ordered = [], [], []
+    lanes = _lanes(codes) if n_bits <= ORDERED_COPY_BITS else None
     for start, stop in zip(bounds[:-1], bounds[1:]):
         values = _substring(codes, start, stop)
         order = np.argsort(values, kind="stable").astype(position_type)
@@ -150,8 +151,8 @@ def build_tables(codes, n_bits: int, m: int | None = None) -> MultiIndexTables:
         else:
             keys.append(values[order])
         positions.append(order)
-        if n_bits <= ORDERED_COPY_BITS:
-            ordered.append(_lanes(codes)[order])
+        if lanes is not None:
+            ordered.append(lanes[order])
     return MultiIndexTables(codes, int(n_bits), bounds, tuple(keys), tuple(positions), tuple(ordered))
 
 
@@ -260,17 +261,18 @@ def _knn_block(tables: MultiIndexTables, queries, query_keys, k, dist_out, pos_o
     cost = np.zeros(len(queries))  # work spent on each query, in codes a scan would have read
     open_rows, to_scan, finished = np.arange(len(queries)), [], []
     m = widths.size
+    radii = range(int(widths.max()) + 1)
+    probes_at = [_probes(tables.bounds, r) for r in radii]
+    expected_at = np.array([_expected_codes(tables, r) for r in radii])
     # remaining[r, s]: the cost of the radii s + 1 .. r, were the codes spread evenly
-    step_cost = np.array([_probes(tables.bounds, r) * PROBE_COST + _expected_codes(tables, r) * CANDIDATE_COST
-                          for r in range(int(widths.max()) + 1)])
-    ahead = np.cumsum(step_cost)
+    ahead = np.cumsum(np.array(probes_at) * PROBE_COST + expected_at * CANDIDATE_COST)
     remaining = np.maximum(ahead[:, None] - ahead[None, :], 0)
-    for radius in range(int(widths.max()) + 1):
-        probes = _probes(tables.bounds, radius)
+    for radius in radii:
+        probes = probes_at[radius]
         cost[open_rows] += probes * PROBE_COST
         # Known before looking: were the codes spread evenly, these queries' buckets would cost more
         # than a scan. They go to the scan (an estimate: it decides speed, not results).
-        far = cost[open_rows] + _expected_codes(tables, radius) * CANDIDATE_COST > n
+        far = cost[open_rows] + expected_at[radius] * CANDIDATE_COST > n
         to_scan.append(open_rows[far])
         open_rows = open_rows[~far]
         chunk = max(1, MAX_PROBES_PER_CHUNK // probes)
