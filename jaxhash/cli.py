@@ -289,9 +289,9 @@ def cmd_index(args) -> int:
 # -- search ---------------------------------------------------------------------------------------
 
 def _read_queries(paths, shape):
-    from .images import decode_image  # noqa: PLC0415
+    from .images import alpha_note, decode_image  # noqa: PLC0415
 
-    queries, names, problems = [], [], []
+    queries, names, problems, decoded = [], [], [], {}
     for q in paths:
         path = Path(q)
         if path.is_dir():
@@ -302,7 +302,7 @@ def _read_queries(paths, shape):
         except FileNotFoundError:
             raise FileNotFoundError(f"query image {q} does not exist") from None
         try:
-            queries.append(decode_image(data, shape[:2], shape[2]))
+            queries.append(decode_image(data, shape[:2], shape[2], counts=decoded))
             names.append(q)
         except (OSError, ValueError, SyntaxError) as err:
             reason = str(err) if isinstance(err, ValueError) and "pixels" in str(err) else "not a readable image"
@@ -311,6 +311,9 @@ def _read_queries(paths, shape):
         raise ValueError(f"no query image could be read ({'; '.join(problems)})")
     for problem in problems:
         warnings.warn(f"skipped {problem}", stacklevel=1)
+    note = alpha_note(decoded.get("alpha", 0), "query images")
+    if note:
+        warnings.warn(note, stacklevel=1)
     return queries, names
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["to_features", "decode_image", "conform_images", "conversion_note", "as_image_batch", "common_shape", "MixedSizesError", "ResizedToMostCommon", "GREY_MODES"]
+__all__ = ["to_features", "decode_image", "conform_images", "conversion_note", "as_image_batch", "common_shape", "MixedSizesError", "ResizedToMostCommon", "GREY_MODES", "alpha_note"]
 
 # Pillow modes decoded as one grey channel; everything else becomes RGB (alpha is dropped).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -25,11 +25,15 @@ def to_features(images) -> np.ndarray:
     return images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255.0)
 
 
-def decode_image(data: bytes, image_size: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
+def decode_image(data: bytes, image_size: tuple[int, int] | None = None, channels: int | None = None,
+                 counts: dict | None = None) -> np.ndarray:
     """Decode encoded image bytes to ``(H, W, C)`` uint8.
 
     ``channels`` = 1 or 3 converts (grey is repeated to RGB, RGBA loses its alpha); ``None`` keeps
     grey images grey and makes everything else RGB. ``image_size`` = ``(H, W)`` resizes (bilinear).
+    ``counts``: a dict whose ``"alpha"`` entry is incremented when the image had transparency that
+    was dropped (some pixel not fully opaque), for callers that decode many and give one note
+    (:func:`alpha_note`).
     Raises ``OSError``/``ValueError`` for bytes that are not a readable image, and ``ValueError``
     for one that declares more pixels than Pillow's ``MAX_IMAGE_PIXELS`` (a decompression bomb).
     """
@@ -45,12 +49,32 @@ def decode_image(data: bytes, image_size: tuple[int, int] | None = None, channel
                              "or a huge picture): resize it first") from None
     with img:
         img.load()
+        if counts is not None and _has_transparency(img):
+            counts["alpha"] = counts.get("alpha", 0) + 1
         grey = channels == 1 or (channels is None and img.mode in GREY_MODES)
         img = img.convert("L" if grey else "RGB")
         if image_size is not None and img.size != (image_size[1], image_size[0]):
             img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
         arr = np.asarray(img, np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _has_transparency(img) -> bool:
+    """Whether a decoded Pillow image has a pixel that is not fully opaque (an alpha band below 255,
+    or a palette / colour key declared transparent)."""
+    bands = img.getbands()
+    if bands[-1] in ("A", "a"):
+        return img.getchannel(len(bands) - 1).getextrema()[0] < 255
+    return "transparency" in img.info
+
+
+def alpha_note(count: int, where: str) -> str | None:
+    """The note that ``count`` images in ``where`` lost their transparency when decoded, or None."""
+    if not count:
+        return None
+    return (f"{where}: dropped the transparency (alpha channel) of {count} image{'s' if count != 1 else ''}: codes "
+            "see the colours stored under transparent pixels; flatten such images onto a background first if those "
+            "colours are not meant to be seen")
 
 
 def as_image_batch(x, model_shape: Sequence[int] | None = None):

@@ -156,6 +156,12 @@ def test_a_hasher_fitted_in_python_indexes_a_folder_and_searches(tmp_path, rng, 
     with Image.open(grid) as img:
         assert img.size[0] > 5 * 96
         assert img.getpixel((6 + 96 + 12 - 1, 6 + 40)) == (0, 140, 0)  # a correct result is framed in green
+    clear = tmp_path / "clear.png"
+    with Image.open(folder / "blue" / "2.jpg") as img:
+        rgba = np.dstack([np.asarray(img), np.full((16, 16), 100, np.uint8)])
+    Image.fromarray(rgba).save(clear)
+    with pytest.warns(UserWarning, match=r"query images: dropped the transparency \(alpha channel\) of 1 image:"):
+        assert main(["search", "--model", str(tmp_path / "model"), "--index", str(index), str(clear), "--k", "1"]) == 0
 
 
 @pytest.mark.filterwarnings("ignore:.*converted 3 grey images")

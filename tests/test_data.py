@@ -177,6 +177,17 @@ def test_mixed_grey_and_colour_go_to_the_majority_with_one_note(tmp_path, rng):
     assert grey_only["all"].images.shape == (5, 6, 6, 1)
 
 
+def test_a_folder_with_transparent_images_says_so_once(tmp_path, rng):
+    (tmp_path / "icons" / "a").mkdir(parents=True)
+    for i in range(3):
+        rgba = rng.integers(0, 256, (6, 6, 4)).astype(np.uint8)
+        rgba[..., 3] = 255 if i == 0 else 0  # the first is opaque: nothing is lost there
+        Image.fromarray(rgba).save(tmp_path / "icons" / "a" / f"{i}.png")
+    with pytest.warns(UserWarning, match=r"dropped the transparency \(alpha channel\) of 2 images") as caught:
+        sets = load_image_folder(tmp_path / "icons", progress=False)
+    assert len(caught) == 1 and sets["all"].images.shape == (3, 6, 6, 3)
+
+
 def test_load_dataset_resizes_on_request(tmp_path, rng):
     make_idx_folder(tmp_path / "mnist", rng)
     ds = load_dataset("mnist", data_dir=tmp_path, image_size=(14, 10))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxhash.images import as_image_batch, common_shape, conform_images, conversion_note, decode_image, to_features
+from jaxhash.images import alpha_note, as_image_batch, common_shape, conform_images, conversion_note, decode_image, to_features
 
 
 def encoded(array, fmt="PNG", mode=None):
@@ -23,6 +23,27 @@ def test_decode_keeps_grey_grey_and_drops_alpha(rng):
     assert decode_image(encoded(grey), image_size=(10, 3), channels=3).shape == (10, 3, 3)
     with pytest.raises(OSError):
         decode_image(b"not an image")
+
+
+def test_decode_counts_the_images_whose_transparency_it_drops(rng):
+    rgb = rng.integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    see_through = np.dstack([rgb, np.full((5, 7), 255, np.uint8)])
+    see_through[0, 0, 3] = 0
+    opaque = np.dstack([rgb, np.full((5, 7), 255, np.uint8)])
+    grey_alpha = np.dstack([rgb[..., 0], np.full((5, 7), 128, np.uint8)])
+    palette = Image.fromarray(rgb).convert("P")
+    buf = io.BytesIO()
+    palette.save(buf, format="PNG", transparency=0)
+    counts = {}
+    for data in (encoded(see_through), encoded(grey_alpha), buf.getvalue()):
+        decode_image(data, counts=counts)
+    assert counts == {"alpha": 3}
+    for data in (encoded(opaque), encoded(rgb), encoded(rgb, fmt="JPEG")):  # nothing seen through: nothing to say
+        np.testing.assert_array_equal(decode_image(data, counts=counts).shape, (5, 7, 3))
+    assert counts == {"alpha": 3}
+    assert decode_image(encoded(grey_alpha), counts=counts).shape == (5, 7, 1)
+    assert alpha_note(counts["alpha"], "photos").startswith("photos: dropped the transparency (alpha channel) of 4 images")
+    assert alpha_note(0, "photos") is None
 
 
 def test_conform_converts_channels_and_sizes_with_one_note(rng):

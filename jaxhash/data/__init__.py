@@ -176,8 +176,9 @@ def _cached_archive(path: Path, progress: bool, image_size=None, mixed_sizes: st
     sized = "" if image_size is None else f"|{image_size[0]}x{image_size[1]}"
 
     def entry(resized: bool) -> Path:
-        # v2: an entry keeps the notes its decoding gave (skipped files, conversions, resizing) and tells them on a hit
-        text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v2{sized}{'|most common' if resized else ''}"
+        # v2: an entry keeps the notes its decoding gave (skipped files, conversions, resizing) and tells them on a hit;
+        # v3: those notes include dropped transparency
+        text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v3{sized}{'|most common' if resized else ''}"
         return _cache_dir() / f"{path.name}.{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
 
     most_common = image_size is None and mixed_sizes != "refuse"

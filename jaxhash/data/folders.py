@@ -10,7 +10,7 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from ..images import common_shape, conform_images, decode_image
+from ..images import alpha_note, common_shape, conform_images, decode_image
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation", "query", "database")
@@ -102,13 +102,14 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
         raise FileNotFoundError(f"no image folder or archive at {root}")
     records: dict[str, list[tuple[str, str, np.ndarray]]] = {}
     skipped: list[str] = []
+    decoded: dict[str, int] = {}
     for rel, size, read in bar(_iter_entries(root), desc=f"reading {root.name}", unit=" files", disable=not progress, leave=False):
         if PurePosixPath(rel).suffix.lower() not in IMAGE_EXTENSIONS or size > MAX_IMAGE_FILE_BYTES:
             if not PurePosixPath(rel).name.startswith("."):
                 skipped.append(rel)
             continue
         try:
-            image = decode_image(read(), image_size, channels)
+            image = decode_image(read(), image_size, channels, counts=decoded)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             skipped.append(rel)
             continue
@@ -117,6 +118,9 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
     if skipped:
         shown = ", ".join(skipped[:10]) + (f", ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
         warnings.warn(f"skipped {len(skipped)} unreadable or non-image files in {root}: {shown}", stacklevel=2)
+    note = alpha_note(decoded.get("alpha", 0), f"images in {root}")
+    if note:
+        warnings.warn(note, stacklevel=2)
     if not records:
         raise ValueError(f"no readable images found in {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     images = [img for recs in records.values() for _, _, img in recs]
