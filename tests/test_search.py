@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import oracle_knn, random_codes
-from jaxhash import pack_bits
+from jaxhash import pack_bits, search
 from jaxhash.checks import MAX_BITS
 from jaxhash.search import default_layout, knn_search, knn_search_host, prepare_database, radius_search, rerank_euclidean, search_and_rerank
 
@@ -12,7 +12,12 @@ def search_by(selection, q, db, k, **options):
     if selection == "host":
         return knn_search_host(q, db, k)
     selection, layout = selection.split()
-    return knn_search(q, prepare_database(db, layout=layout), k, selection=selection, **options)
+    database = prepare_database(db, layout=layout)
+    if selection == "topk" and layout == "bytes" and db.shape[1] == 8:  # 225..256 bits: saturating bytes
+        with pytest.raises(ValueError, match="selection='topk' needs the words layout for codes of 255 or 256 bits"):
+            knn_search(q, database, k, selection=selection, **options)
+        selection = "numpy"
+    return knn_search(q, database, k, selection=selection, **options)
 
 
 SELECTIONS = ["numpy words", "numpy bytes", "topk words", "topk bytes", "host"]
@@ -97,7 +102,7 @@ def test_the_layout_follows_the_processor_unless_chosen(monkeypatch, rng):
         default_layout()
     monkeypatch.delenv("JAXHASH_SEARCH_LAYOUT")
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX512 --xla_cpu_max_isa=avx2")  # the last flag counts: AVX2
-    assert default_layout(128) == "bytes" and default_layout(256) == "words"  # bytes up to 254 bits
+    assert default_layout(128) == "bytes" and default_layout(256) == "bytes" and default_layout(257) == "words"
     with pytest.raises(ValueError, match="layout must be one of words, bytes"):
         prepare_database(random_codes(rng, 40, 64)[0], layout="nibbles")
 
@@ -113,6 +118,26 @@ def test_the_farthest_codes_keep_their_distance(rng, n_bits, layout):
     assert dist.max() == n_bits
     np.testing.assert_array_equal(dist, want_d)
     np.testing.assert_array_equal(pos, want_p)
+
+
+def test_saturated_group_minima_send_their_queries_to_an_exact_scan(rng, monkeypatch):
+    """256-bit codes in bytes count to 255 at most: a query that lies 255 bits or more from nearly every
+    code is answered by the exact scan, the others in its block by the two passes."""
+    base = rng.integers(0, 2, 256).astype(bool)
+    db_bits = np.repeat(base[None], 20000, axis=0)
+    db_bits[np.arange(0, 20000, 2), rng.integers(0, 256, 10000)] ^= True  # every other code one bit away
+    db_bits[7777] = rng.integers(0, 2, 256)  # one code anywhere: the nearest to ~base, far closer than 255
+    q_bits = np.stack([~base, base, rng.integers(0, 2, 256).astype(bool), ~db_bits[7777]])
+    db, q = np.array(pack_bits(db_bits)), np.array(pack_bits(q_bits))
+    scanned = []
+    monkeypatch.setattr(search, "knn_search_host", lambda q, db, k: scanned.append(len(q)) or knn_search_host(q, db, k))
+    for k in (1, 10):
+        dist, pos = knn_search(q, prepare_database(db, layout="bytes"), k)
+        want_d, want_p = oracle_knn(q_bits, db_bits, k)
+        np.testing.assert_array_equal(dist, want_d)
+        np.testing.assert_array_equal(pos, want_p)
+    assert dist[0, 0] < 255 <= dist[0, 1] and dist[1, 0] == 0 and dist[3].max() < 255
+    assert scanned == [1]  # only at k = 10, only the query with codes 255 bits or more away among its 10 nearest
 
 
 def test_few_queries_meet_few_compiled_shapes(rng, monkeypatch):
