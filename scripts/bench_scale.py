@@ -1,11 +1,16 @@
 #!/usr/bin/env python
-"""Search at scale, side by side in one run: multi-index hashing vs the linear scan, sharded vs
-one-device search, cold and warm `jaxhash search`, and PCA-based fitting on wide photos.
+"""Search at scale, side by side in one run: the linear scan vs FAISS under two instruction sets,
+multi-index hashing vs the linear scan, sharded vs one-device search, cold and warm `jaxhash search`,
+and PCA-based fitting on wide photos.
 
     python scripts/bench_scale.py --data-dir ../shared/data --json results/bench_scale.json
     python scripts/bench_scale.py --n 1000000 --parts mih,sharded      # a quicker run
 
 Parts (``--parts``):
+  faiss    scripts/bench_search.py (1M random codes, 1,000 queries, k = 100, 64/128/256 bits, FAISS's
+           IndexBinaryFlat beside HashIndex) twice, in child processes: with this processor's best
+           instruction set and with XLA held to AVX2 (XLA_FLAGS=--xla_cpu_max_isa=AVX2; FAISS picks its own
+           kernels either way); ``--faiss-n`` codes (not ``--n``). Needs FAISS (pip install 'jaxhash[faiss]').
   mih      MultiIndexHashIndex (Norouzi, Punjani & Fleet) vs HashIndex on 64-bit codes, k = 1, 10, 100:
            random codes, and "real" codes: ITQ codes of MNIST (``--data-dir``; else the 8x8 digits)
            replicated up to n, 64% of them with one random bit flipped, queried by test images'
@@ -132,6 +137,41 @@ print(json.dumps({"devices": len(jax.devices()), "one_device_seconds": t_one, "s
 """
 
 
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), ()))
+    except OSError:
+        return set()
+
+
+def part_faiss(args, records):
+    flags = _cpu_flags()
+    native = "AVX-512 with VPOPCNTDQ" if "avx512_vpopcntdq" in flags else "AVX2" if "avx2" in flags else "unknown"
+    runs = [(f"native ({native})", os.environ.get("XLA_FLAGS", ""))]
+    if "avx512_vpopcntdq" in flags:
+        runs.append(("held to AVX2", (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_max_isa=AVX2").strip()))
+    table: dict[int, list[str]] = {}
+    for name, xla_flags in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_search.py"), "--queries", str(args.queries),
+                                  "--n", str(args.faiss_n), "--repeats", str(args.repeats), "--json", f"{tmp}/search.json"], capture_output=True, text=True, cwd=REPO,
+                                 env=dict(os.environ, XLA_FLAGS=xla_flags))
+            if out.returncode:
+                print(f"faiss: skipped ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'failed'})", flush=True)
+                return
+            found = json.loads(Path(f"{tmp}/search.json").read_text())
+        for record in found:
+            records.append({"part": "faiss", "instruction_set": name, **record})
+            table.setdefault(record["bits"], []).append(
+                f"{record['ratio_faiss_over_jaxhash']:5.2f} (jaxhash {record['jaxhash_seconds'] * 1e3:.0f} ms, "
+                f"FAISS {record['faiss_seconds'] * 1e3:.0f} ms, {record['layout']}, equal: "
+                f"{record['same_distances_as_faiss'] and record['same_ids_as_faiss']})")
+    print(f"faiss  FAISS / jaxhash, {args.faiss_n:,} random codes, k = 100:  " + "  |  ".join(name for name, _ in runs), flush=True)
+    for bits, cells in table.items():
+        print(f"faiss  {bits:>4} bits: " + "  |  ".join(cells), flush=True)
+
+
 def part_sharded(args, records):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip())
@@ -218,8 +258,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", default="1000000,10000000", help="database sizes (default: %(default)s)")
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--faiss-n", type=int, default=1_000_000, help="database codes of the faiss part")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--parts", default="mih,sharded,cold,pca")
+    parser.add_argument("--parts", default="faiss,mih,sharded,cold,pca")
     parser.add_argument("--data-dir", default=None, help="folder with mnist/ (the real codes of the mih part)")
     parser.add_argument("--pca-before", action="store_true", help="also time the covariance route (minutes, GBs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -233,6 +274,8 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     records: list[dict] = []
     parts = args.parts.split(",")
+    if "faiss" in parts:
+        part_faiss(args, records)
     if "mih" in parts:
         part_mih(args, rng, records)
     if "sharded" in parts:
@@ -242,7 +285,7 @@ def main() -> None:
     if "pca" in parts:
         part_pca(args, records)
     for record in records:
-        record["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+        record.setdefault("xla_flags", os.environ.get("XLA_FLAGS", ""))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2, default=float) + "\n")
 
