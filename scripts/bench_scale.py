@@ -137,15 +137,9 @@ print(json.dumps({"devices": len(jax.devices()), "one_device_seconds": t_one, "s
 """
 
 
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), ()))
-    except OSError:
-        return set()
-
-
 def part_faiss(args, records):
+    from jaxhash.search import _cpu_flags  # the processor's flags from /proc/cpuinfo, as the layout choice reads them
+
     flags = _cpu_flags()
     native = "AVX-512 with VPOPCNTDQ" if "avx512_vpopcntdq" in flags else "AVX2" if "avx2" in flags else "unknown"
     runs = [(f"native ({native})", os.environ.get("XLA_FLAGS", ""))]
