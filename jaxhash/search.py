@@ -9,15 +9,18 @@ k-nearest search is a two-pass scheme that never sorts the whole database:
    ``(n_words, group_size, n_groups)`` "planes". For a block of queries one fused pass computes
    every distance and keeps the minimum per group. Since groups hold consecutive positions,
    ordering groups by (minimum, group) is ordering their best members by (distance, position).
-2. ``lax.top_k`` picks the ``k`` best groups (it puts the lower index first among equal values);
-   every true top-k neighbour lies in them, because each unselected code is beaten by the best
-   member of each of the ``k`` selected groups. Only those ``k * group_size`` codes are rescanned.
-   The same argument, one level up, first picks ``k`` strided "super-groups" of groups, so that
-   ``top_k`` never runs over more than a few thousand keys per query.
+2. The ``k`` best groups are picked (``lax.top_k`` on accelerators, NumPy's partition of keys that
+   carry their group on the CPU; both put the lower group first among equal minima); every true
+   top-k neighbour lies in them, because each unselected code is beaten by the best member of each
+   of the ``k`` selected groups. Only those ``k * group_size`` codes are rescanned. The same
+   argument, one level up, first picks ``k`` strided "super-groups" of groups, so that a selection
+   never runs over more than a few thousand keys per query.
 
 Memory stays bounded by processing queries in blocks: a block holds ``block * n_groups`` keys.
 Two blocks are in flight at once (``JAXHASH_SEARCH_THREADS`` changes that). On a CPU without a
-vector popcount of 32-bit lanes the planes hold bytes instead of words (:func:`default_layout`).
+vector popcount of 32-bit lanes the planes hold bytes instead of words (:func:`default_layout`);
+for codes of 8 words the group minima then saturate at 255, and a query that this leaves unsure
+is scanned exactly (:func:`_saturates`).
 A few queries in a process that has not loaded JAX are scanned with NumPy (:func:`knn_search_host`).
 """
 from __future__ import annotations
@@ -96,7 +99,7 @@ SUPER_GROUP_SIZE = 16
 _UNROLL_LIMIT = 256
 LAYOUTS = ("words", "bytes")
 _MAX_BYTE_COUNT_BITS = 254  # distances (and the 255 of "farther than any code") fit in a byte
-# Codes of 255 or 256 bits in bytes still sum in bytes, saturating at 255 (see _saturates).
+# Codes of 8 words (225..256 bits) in bytes still sum in bytes, saturating at 255 (see _saturates).
 _MAX_BYTE_LAYOUT_BITS = 256
 _SATURATED = 255
 
@@ -198,11 +201,12 @@ def _far(n_bits: int):
 
 
 def _saturates(planes) -> bool:
-    """Whether pass 1 counts these planes' distances in bytes that saturate at 255: bytes of 255 or 256-bit
-    codes (32 lanes per AVX2 instruction instead of 16). Group minima of 255 then stand for 255, 256 and
-    padding alike; a query whose chosen groups include one is answered by an exact scan instead
-    (:func:`_knn_block_numpy`), so results stay exact. Only codes that nearly all lie 255 bits or more
-    from a query (its complement) take that path."""
+    """Whether pass 1 counts these planes' distances in bytes that saturate at 255: bytes of codes of 8
+    words, 225..256 bits (32 lanes per AVX2 instruction instead of 16). Group minima of 255 then stand for
+    255, 256 and padding alike. Where a query's chosen groups include one and its k-th distance is 255 or
+    more, a group left out might hold a closer code, so that query is answered by an exact scan
+    (:func:`_knn_block_numpy`): results stay exact. Only a query with fewer than k codes closer than 255
+    bits (near the complement of most codes) takes that path. Selection runs in NumPy for these planes."""
     return np.dtype(planes.dtype) == np.uint8 and _MAX_BYTE_COUNT_BITS < _code_bits(planes) <= _MAX_BYTE_LAYOUT_BITS
 
 
@@ -353,8 +357,9 @@ def _rescan(queries, planes, n_valid, groups, rows=None):
     (gathered from ``rows`` where given, else from the planes)."""
     n_units, group_size, _ = planes.shape
     if rows is not None:
+        # bytes units back to their words (units are little-endian bytes; XLA's hosts are little-endian too)
         words = queries if queries.dtype == jnp.uint32 else jax.lax.bitcast_convert_type(
-            queries.reshape(queries.shape[0], -1, 4), jnp.uint32)  # little-endian bytes back to their words
+            queries.reshape(queries.shape[0], -1, 4), jnp.uint32)
         pos = groups[:, :, None] * group_size + jnp.arange(group_size, dtype=jnp.int32)  # (b, kg, s)
         cand = jnp.take(rows, pos, axis=0)  # (b, kg, s, n_words)
         dist = jnp.sum(jnp.bitwise_count(jnp.bitwise_xor(cand, words[:, None, None, :])).astype(jnp.int32), axis=3)
@@ -404,8 +409,10 @@ def _knn_block_numpy(queries, planes, n_valid, k, rows=None):
     dist_out[missing] = MISSING_DISTANCE
     pos_out[missing] = -1
     if _saturates(planes):
-        unsure = np.flatnonzero(chosen_groups.max(axis=1) // n_groups >= _SATURATED)
-        if unsure.size:  # a chosen group's minimum may be 255 or 256: scan those queries exactly
+        # Groups left out come after a chosen one whose minimum reads 255, so they hold nothing closer
+        # than 255: only a k-th distance of 255 or more (or missing) may be wrong.
+        unsure = np.flatnonzero((chosen_groups.max(axis=1) // n_groups >= _SATURATED) & (dist_out[:, -1] >= _SATURATED))
+        if unsure.size:
             codes = np.asarray(rows)[: int(n_valid)]
             dist_out[unsure], pos_out[unsure] = knn_search_host(np.asarray(queries)[unsure].view("<u4"), codes, k)
     return dist_out, pos_out
@@ -472,7 +479,8 @@ def knn_search(query_codes, database_codes, k: int, *, n_bits: int | None = None
         memory follows the work, not the request.
       n_bits: optional code length, to validate the queries against.
       block_size: queries per jit call; default keeps memory near 64 MiB per block.
-      selection: ``"numpy"`` (host-side partition, fastest on CPU) or ``"topk"`` (``lax.top_k``
+      selection: ``"numpy"`` (host-side partition, fastest on CPU; always for bytes of 8-word codes,
+        see :func:`_saturates`) or ``"topk"`` (``lax.top_k``
         on the device, for accelerators); both give identical results. Default by backend.
     Returns:
       ``(distances, positions)``: two ``(q, min(k, n))`` int32 NumPy arrays, rows sorted by
@@ -491,9 +499,8 @@ def knn_search(query_codes, database_codes, k: int, *, n_bits: int | None = None
     selection = selection or _default_selection()
     if selection not in ("numpy", "topk"):
         raise ValueError(f"selection must be 'numpy' or 'topk', got {selection!r}")
-    if selection == "topk" and _saturates(database.planes):
-        raise ValueError("selection='topk' needs the words layout for codes of 255 or 256 bits: "
-                         "prepare_database(codes, layout='words'), or selection='numpy'")
+    if _saturates(database.planes):
+        selection = "numpy"  # saturated minima need the exact check of _knn_block_numpy
     run = _knn_block_numpy if selection == "numpy" else _knn_block_topk
     # top_k and the gathers run on one core each; two blocks in flight keep both cores busy.
     units = _as_units(queries, database.planes.dtype)

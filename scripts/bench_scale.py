@@ -148,12 +148,14 @@ def part_faiss(args, records):
     table: dict[int, list[str]] = {}
     for name, xla_flags in runs:
         with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_search.py"), "--queries", str(args.queries),
-                                  "--n", str(args.faiss_n), "--repeats", str(args.repeats), "--json", f"{tmp}/search.json"], capture_output=True, text=True, cwd=REPO,
-                                 env=dict(os.environ, XLA_FLAGS=xla_flags))
+            command = [sys.executable, str(REPO / "scripts" / "bench_search.py"), "--queries", str(args.queries),
+                       "--n", str(args.faiss_n), "--repeats", str(args.repeats), "--json", f"{tmp}/search.json"]
+            out = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, XLA_FLAGS=xla_flags))
             if out.returncode:
-                print(f"faiss: skipped ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'failed'})", flush=True)
-                return
+                print(f"faiss  {name}: skipped ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'failed'})",
+                      flush=True)
+                runs = runs[: runs.index((name, xla_flags))]
+                break
             found = json.loads(Path(f"{tmp}/search.json").read_text())
         for record in found:
             records.append({"part": "faiss", "instruction_set": name, **record})
@@ -161,6 +163,8 @@ def part_faiss(args, records):
                 f"{record['ratio_faiss_over_jaxhash']:5.2f} (jaxhash {record['jaxhash_seconds'] * 1e3:.0f} ms, "
                 f"FAISS {record['faiss_seconds'] * 1e3:.0f} ms, {record['layout']}, equal: "
                 f"{record['same_distances_as_faiss'] and record['same_ids_as_faiss']})")
+    if not runs:
+        return
     print(f"faiss  FAISS / jaxhash, {args.faiss_n:,} random codes, k = 100:  " + "  |  ".join(name for name, _ in runs), flush=True)
     for bits, cells in table.items():
         print(f"faiss  {bits:>4} bits: " + "  |  ".join(cells), flush=True)

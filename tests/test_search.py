@@ -12,12 +12,7 @@ def search_by(selection, q, db, k, **options):
     if selection == "host":
         return knn_search_host(q, db, k)
     selection, layout = selection.split()
-    database = prepare_database(db, layout=layout)
-    if selection == "topk" and layout == "bytes" and db.shape[1] == 8:  # 225..256 bits: saturating bytes
-        with pytest.raises(ValueError, match="selection='topk' needs the words layout for codes of 255 or 256 bits"):
-            knn_search(q, database, k, selection=selection, **options)
-        selection = "numpy"
-    return knn_search(q, database, k, selection=selection, **options)
+    return knn_search(q, prepare_database(db, layout=layout), k, selection=selection, **options)
 
 
 SELECTIONS = ["numpy words", "numpy bytes", "topk words", "topk bytes", "host"]
@@ -138,6 +133,13 @@ def test_saturated_group_minima_send_their_queries_to_an_exact_scan(rng, monkeyp
         np.testing.assert_array_equal(pos, want_p)
     assert dist[0, 0] < 255 <= dist[0, 1] and dist[1, 0] == 0 and dist[3].max() < 255
     assert scanned == [1]  # only at k = 10, only the query with codes 255 bits or more away among its 10 nearest
+    scanned.clear()
+    small = prepare_database(db[:9000], layout="bytes")  # 563 groups of 16, padded to 576
+    dist, pos = knn_search(q[1:4], small, 570)  # padding groups are chosen, but every k-th distance is below 255
+    want_d, want_p = oracle_knn(q_bits[1:4], db_bits[:9000], 570)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(pos, want_p)
+    assert scanned == []
 
 
 def test_few_queries_meet_few_compiled_shapes(rng, monkeypatch):
