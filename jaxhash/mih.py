@@ -365,16 +365,25 @@ def _read_step(tables, lanes, lane_masks, query_lanes, ranges, order, rank, read
             continue
         codes = tables.ordered[i][at] if tables.ordered else lanes[tables.positions[i][at]]
         differ = codes ^ np.repeat(query_lanes[chosen], counts, axis=0)
-        # A code is new here if no substring is closer than radius, and none at radius comes
-        # earlier in this query's table order.
-        dist = np.zeros(at.size, np.int32)
-        new = np.ones(at.size, bool)
-        for s, pairs in enumerate(lane_masks):
-            part = sum(popcount_host(differ[:, lane] & mask).astype(np.int32) for lane, mask in pairs)
-            dist += part
-            if s != i:
-                new &= (part > radius) | ((part == radius) & (np.repeat(rank[chosen, s], counts) > step))
-        found.append((np.repeat(chosen, counts)[new], dist[new], tables.positions[i][at[new]]))
+        dist = popcount_host(differ[:, 0]).astype(np.int32)  # unused high bits are zero on both sides
+        for lane in range(1, differ.shape[1]):
+            dist += popcount_host(differ[:, lane])
+        local, positions = np.repeat(chosen, counts), tables.positions[i][at]
+        if radius or step:  # (at radius 0, every code in a query's first table is new)
+            # A code is new here if no substring is closer than radius, and none at radius comes
+            # earlier in this query's table order (at step 0 every other table comes later).
+            new = np.ones(at.size, bool)
+            for s, pairs in enumerate(lane_masks):
+                if s == i:
+                    continue
+                part = sum(popcount_host(differ[:, lane] & mask).astype(np.int32) for lane, mask in pairs)
+                if step == 0:
+                    new &= part >= radius
+                else:
+                    new &= (part > radius) | ((part == radius) & (np.repeat(rank[chosen, s], counts) > step))
+            keep = np.flatnonzero(new)
+            local, dist, positions = local[keep], dist[keep], positions[keep]
+        found.append((local, dist, positions))
     return found
 
 
@@ -384,21 +393,20 @@ def _merge(best_d, best_p, rows, local, dist, positions, n_bits, n):
     ``n``, the database size). A histogram per query first drops candidates beyond its
     k-th distance, so only the few that can enter are sorted."""
     k = best_d.shape[1]
-    local, dist, positions = local.astype(np.int64), dist.astype(np.int64), positions.astype(np.int64)
     if local.size == 0:
         return
     slots = n_bits + 2
-    has_new = np.bincount(local, minlength=rows.size) > 0  # histograms only for queries with candidates
-    receiving = np.flatnonzero(has_new)
-    slot = (np.cumsum(has_new) - 1)[local]
+    per_query = np.bincount(local, minlength=rows.size)
+    receiving = np.flatnonzero(per_query)  # histograms only for queries with candidates
+    slot = local if receiving.size == rows.size else (np.cumsum(per_query > 0) - 1)[local]
     counts = np.bincount(slot * slots + dist, minlength=receiving.size * slots).reshape(receiving.size, slots)
     reach = np.cumsum(counts, axis=1) >= k
     kth_new = np.where(reach[:, -1], np.argmax(reach, axis=1), slots)
-    keep = dist <= np.minimum(best_d[rows[receiving], k - 1], kth_new)[slot]
-    local, dist, positions = local[keep], dist[keep], positions[keep]
-    if local.size == 0:
+    keep = np.flatnonzero(dist <= np.minimum(best_d[rows[receiving], k - 1], kth_new)[slot])
+    if keep.size == 0:
         return
-    touched = np.unique(local)
+    local, dist, positions = (np.asarray(a[keep], np.int64) for a in (local, dist, positions))
+    touched = np.flatnonzero(np.bincount(local, minlength=rows.size))
     shift_d = max(1, int(n).bit_length())  # empty slots hold position n, past every code
     shift_q = shift_d + (n_bits + 1).bit_length()
     keys = np.concatenate([(np.repeat(touched, k) << shift_q) | (best_d[rows[touched]].ravel() << shift_d)
