@@ -99,3 +99,16 @@ def test_substring_choices_are_explained():
         substring_bounds(64, 0)
     with pytest.raises(TypeError, match="build_tables"):
         mih_knn_search(np.zeros((1, 2), np.uint32), np.zeros((5, 2), np.uint32), 3)
+
+
+def test_costs_follow_the_scan_the_processor_runs(monkeypatch):
+    from jaxhash import mih, search
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(search, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert mih._costs() == (mih.PROBE_COST, mih.CANDIDATE_COST)
+    monkeypatch.setattr(search, "_cpu_flags", lambda: frozenset({"avx2", "avx512_vpopcntdq"}))
+    scale = mih.VECTOR_POPCOUNT_SCAN_SPEEDUP
+    assert mih._costs() == (mih.PROBE_COST * scale, mih.CANDIDATE_COST * scale)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")  # XLA held to AVX2 scans as slowly as an AVX2 CPU
+    assert mih._costs() == (mih.PROBE_COST, mih.CANDIDATE_COST)
