@@ -52,12 +52,15 @@ def test_bench_rbm_script(tmp_path):
 def test_bench_scale_script_prints_identical_results_side_by_side(tmp_path):
     pytest.importorskip("sklearn")  # the real codes come from the 8x8 digits without --data-dir
     out = tmp_path / "s.json"
-    parts = "mih,sharded,pca" + (",faiss" if importlib.util.find_spec("faiss") else "")
-    stdout = run_script("bench_scale.py", "--n", "5000", "--faiss-n", "3000", "--queries", "30", "--repeats", "1", "--parts", parts,
-                        "--json", str(out), tmp_path=tmp_path)
+    parts = "mih,sharded,pca,device" + (",faiss" if importlib.util.find_spec("faiss") else "")
+    stdout = run_script("bench_scale.py", "--n", "5000", "--faiss-n", "3000", "--device-n", "3000", "--queries", "30",
+                        "--repeats", "1", "--parts", parts, "--json", str(out), tmp_path=tmp_path)
     records = json.loads(out.read_text())
     assert {r["part"] for r in records} == set(parts.split(","))
     assert all(r["same_distances_as_faiss"] and r["same_ids_as_faiss"] for r in records if r["part"] == "faiss")
+    (device,) = [r for r in records if r["part"] == "device"]
+    assert device["exact_on_checked_queries"] and device["n"] == 3000 and device["int8_ops_per_s"] > 0
+    assert "no accelerator here" in stdout  # CPU figures are not passed off as the GPU's
     assert all(r["identical"] for r in records if r["part"] in ("mih", "sharded"))
     assert [r["devices"] for r in records if r["part"] == "sharded"] == [4]
     assert "speed-up" in stdout and "ITQ on 1,000 x 12,288" in stdout
