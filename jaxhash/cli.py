@@ -525,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "pr@RADIUS (precision within a Hamming radius) (default: %(default)s)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write one record per (method, bits, metric) cell here")
     p.add_argument("--preset", default=None, help=preset_help)
+    p.add_argument("--epochs", type=_positive, default=None,
+                   help="neural methods in --methods: override the preset's epochs (the classic methods ignore it)")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("fit", help="train a hasher on a data set or image folder and save it", epilog=EPILOG,
