@@ -204,7 +204,10 @@ def _probe(tables: MultiIndexTables, query: np.ndarray, query_keys: list, radius
 
 
 def _costs() -> tuple[float, float]:
-    """``(probe, candidate)`` costs in codes of the linear scan this process runs (see PROBE_COST)."""
+    """``(probe, candidate)`` costs in codes of the linear scan this process runs (see PROBE_COST).
+
+    Judged by the CPU's flags alone, so that a query answered by probing never loads JAX: where the
+    scan runs on an accelerator it is faster still and these costs are too low (speed only, never results)."""
     from .search import _cpu_popcounts_32_bit_lanes  # noqa: PLC0415 (reads /proc/cpuinfo; never loads JAX)
 
     scale = VECTOR_POPCOUNT_SCAN_SPEEDUP if _cpu_popcounts_32_bit_lanes() else 1
