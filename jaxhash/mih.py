@@ -46,10 +46,11 @@ PROBE_COST = 30
 CANDIDATE_COST = 60
 # Where XLA:CPU counts 32-bit lanes in one instruction (AVX-512 VPOPCNTDQ) the scan reads codes about
 # this much faster, so a probe and a candidate cost as many more codes: 10M 64-bit codes, 1,000
-# queries, k = 100 took 0.39 s against 1.38 s held to AVX2 on one AVX-512 EPYC. Scaling the costs by
-# 4 there gave 1.57x instead of 1.31x at 10-NN on 10M held-out ITQ codes of MNIST, 0.98x instead of
-# 0.62x at 1-NN on random codes, and the same with copies of the queries in the database.
-VECTOR_POPCOUNT_SCAN_SPEEDUP = 4
+# queries, k = 100 took 0.39 s against 0.86 s held to AVX2 on one AVX-512 EPYC. There, on 10M codes,
+# scales of 2 and 4 alike beat none: 1.58x / 1.52x instead of 1.24x at 10-NN on held-out ITQ codes of
+# MNIST, 0.86x / 0.86x instead of 0.71x at 1-NN on random codes, the same with copies of the queries
+# in the database; 8 halved the copies' speed-up.
+VECTOR_POPCOUNT_SCAN_SPEEDUP = 2
 # Substrings up to this width find their buckets in a table of offsets (at most 16 MiB) instead of
 # by binary search.
 DENSE_BUCKET_BITS = 22
