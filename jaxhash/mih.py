@@ -384,7 +384,8 @@ def _read_step(tables, lanes, lane_masks, query_lanes, ranges, order, rank, read
             continue
         codes = tables.ordered[i][at] if tables.ordered else lanes[tables.positions[i][at]]
         differ = codes ^ np.repeat(query_lanes[chosen], counts, axis=0)
-        dist = popcount_host(differ[:, 0]).astype(np.int32)  # unused high bits are zero on both sides
+        # Unused high bits are zero on both sides. Lane by lane: a row sum over two lanes was 5x slower.
+        dist = popcount_host(differ[:, 0]).astype(np.int32)
         for lane in range(1, differ.shape[1]):
             dist += popcount_host(differ[:, lane])
         local, positions = np.repeat(chosen, counts), tables.positions[i][at]

@@ -302,8 +302,8 @@ def _select_topk(queries, planes, n_valid, group_keys, k, rows=None):
     # rule then orders equal keys by super-group, which is the same order.
     super_keys = _super_keys_columns(group_keys) // n_super
     best_super = _smallest(super_keys.T, min(k, n_super))
-    member, member_keys = _member_keys(group_keys, best_super)
-    best_groups = jnp.take_along_axis(member, _smallest(member_keys, min(k, member.shape[1])), axis=1)
+    member_keys = _member_keys(group_keys, best_super)
+    best_groups = jnp.take_along_axis(member_keys, _smallest(member_keys, min(k, member_keys.shape[1])), axis=1) % n_groups
     dist, pos = _rescan(queries, planes, n_valid, jnp.sort(best_groups, axis=1), rows)  # positions ascend
     order = _smallest(dist, min(k, dist.shape[1]))
     dist_out = jnp.take_along_axis(dist, order, axis=1)
@@ -341,14 +341,14 @@ def _super_keys_columns(group_keys):
 
 @deferred_jit
 def _member_keys(group_keys, best_super):
-    """Member groups ``(b, ks * 16)`` of the chosen super-groups and their unique keys
-    ``minimum * n_groups + group``."""
+    """Unique keys ``minimum * n_groups + group`` ``(b, ks * 16)`` of the member groups of the chosen
+    super-groups (``key % n_groups`` is the group)."""
     n_groups, b = group_keys.shape
     n_super = n_groups // SUPER_GROUP_SIZE
     steps = jnp.arange(SUPER_GROUP_SIZE, dtype=jnp.int32)
     member = (steps[None, None, :] * n_super + best_super[:, :, None]).reshape(b, -1)
     rows = jnp.arange(b, dtype=jnp.int32)[:, None]
-    return member, group_keys[member, rows].astype(jnp.int32) * n_groups + member
+    return group_keys[member, rows].astype(jnp.int32) * n_groups + member
 
 
 @deferred_jit
@@ -395,8 +395,7 @@ def _knn_block_numpy(queries, planes, n_valid, k, rows=None):
     group_keys = _group_keys(q.T, planes, n_valid)
     super_keys = np.ascontiguousarray(np.asarray(_super_keys_columns(group_keys)).T)
     best_super = _smallest_keys(super_keys, min(k, super_keys.shape[1])) % (n_groups // SUPER_GROUP_SIZE)
-    _, member_keys = _member_keys(group_keys, jnp.asarray(best_super))
-    member_keys = np.asarray(member_keys)
+    member_keys = np.asarray(_member_keys(group_keys, jnp.asarray(best_super)))
     chosen_groups = _smallest_keys(member_keys, min(k, member_keys.shape[1]))
     best_groups = chosen_groups % n_groups
     dist, pos = (np.asarray(a) for a in _rescan(q, planes, n_valid, jnp.asarray(best_groups), rows))

@@ -152,6 +152,7 @@ def part_faiss(args, records):
     if "avx512_vpopcntdq" in flags:
         runs.append(("held to AVX2", (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_max_isa=AVX2").strip()))
     table: dict[int, list[str]] = {}
+    finished = []
     for name, xla_flags in runs:
         with tempfile.TemporaryDirectory() as tmp:
             command = [sys.executable, str(REPO / "scripts" / "bench_search.py"), "--queries", str(args.queries),
@@ -160,32 +161,20 @@ def part_faiss(args, records):
             if out.returncode:
                 print(f"faiss  {name}: skipped ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'failed'})",
                       flush=True)
-                runs = runs[: runs.index((name, xla_flags))]
                 break
             found = json.loads(Path(f"{tmp}/search.json").read_text())
+        finished.append(name)
         for record in found:
             records.append({"part": "faiss", "instruction_set": name, **record})
             table.setdefault(record["bits"], []).append(
                 f"{record['ratio_faiss_over_jaxhash']:5.2f} (jaxhash {record['jaxhash_seconds'] * 1e3:.0f} ms, "
                 f"FAISS {record['faiss_seconds'] * 1e3:.0f} ms, {record['layout']}, equal: "
                 f"{record['same_distances_as_faiss'] and record['same_ids_as_faiss']})")
-    if not runs:
+    if not finished:
         return
-    print(f"faiss  FAISS / jaxhash, {args.faiss_n:,} random codes, k = 100:  " + "  |  ".join(name for name, _ in runs), flush=True)
+    print(f"faiss  FAISS / jaxhash, {args.faiss_n:,} random codes, k = 100:  " + "  |  ".join(finished), flush=True)
     for bits, cells in table.items():
         print(f"faiss  {bits:>4} bits: " + "  |  ".join(cells), flush=True)
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    import jax
-
-    jax.block_until_ready(fn())  # compile
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def device_limits(small: bool, repeats: int = 5) -> dict:
@@ -197,7 +186,7 @@ def device_limits(small: bool, repeats: int = 5) -> dict:
 
     words = jnp.arange((1 << 22) if small else (1 << 28), dtype=jnp.uint32)  # 16 MiB or 1 GiB
     largest = jax.jit(jnp.max)
-    read = _median_seconds(lambda: largest(words), repeats)
+    read, _ = timed(lambda: jax.block_until_ready(largest(words)), repeats)
     chained, steps = jnp.arange((1 << 18) if small else (1 << 24), dtype=jnp.uint32), 64
 
     @jax.jit
@@ -207,11 +196,11 @@ def device_limits(small: bool, repeats: int = 5) -> dict:
             acc = acc + jax.lax.population_count(a ^ jnp.uint32((0x9E3779B9 * (i + 1)) & 0xFFFFFFFF))
         return jnp.sum(acc)
 
-    pop = _median_seconds(lambda: popcounts(chained), repeats)
+    pop, _ = timed(lambda: jax.block_until_ready(popcounts(chained)), repeats)
     side = 512 if small else 8192
     ones = jnp.ones((side, side), jnp.int8)
     product = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.int32))
-    matmul = _median_seconds(lambda: product(ones, ones), repeats)
+    matmul, _ = timed(lambda: jax.block_until_ready(product(ones, ones)), repeats)
     return {"bandwidth_bytes_per_s": words.nbytes / read, "popcounts_per_s": chained.size * steps / pop,
             "int8_ops_per_s": 2 * side**3 / matmul}
 
