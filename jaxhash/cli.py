@@ -167,12 +167,13 @@ def cmd_benchmark(args) -> int:
 
 def _format_table(table, methods, bits_list, metric_names) -> str:
     lines = []
+    width = max([12] + [len(m) + 1 for m in methods])  # names like cnn-hash-frozen keep the columns aligned
     for name in metric_names:
-        header = f"{name:<12}" + "".join(f"{b:>10}" for b in bits_list)
+        header = f"{name:<{width}}" + "".join(f"{b:>10}" for b in bits_list)
         lines += [header, "-" * len(header)]
         for method in methods:
             row = table.get((method, name), {})
-            lines.append(f"{method:<12}" + "".join(f"{row[b]:>10.4f}" if b in row else f"{'-':>10}" for b in bits_list))
+            lines.append(f"{method:<{width}}" + "".join(f"{row[b]:>10.4f}" if b in row else f"{'-':>10}" for b in bits_list))
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 import jaxhash
 from conftest import REPO
-from jaxhash.cli import _hasher_options, main
+from jaxhash.cli import _format_table, _hasher_options, main
 from jaxhash.data import load_image_folder
 from jaxhash.index import ModelRef
 from jaxhash.search import HOST_SEARCH_MAX_QUERIES
@@ -370,3 +370,10 @@ def test_cluster_by_n2d_autoencoder_umap_and_mixture_finds_the_digits(tmp_path, 
     record = json.loads(out.read_text())[0]
     assert (record["features"], record["reduction"], record["dims"]) == ("ae", "umap", 10)
     assert record["accuracy"] > 0.9, record  # .94 here; k-means on the pixels .79, UMAP of the pixels + GMM .88
+
+
+def test_benchmark_tables_keep_their_columns_aligned_for_long_method_names():
+    table = {("cnn-hash-frozen", "map@all"): {64: 0.75}, ("itq", "map@all"): {64: 0.14, 32: 0.13}}
+    lines = _format_table(table, ["cnn-hash-frozen", "itq"], [32, 64], ["map@all"]).splitlines()
+    assert len({len(line) for line in lines}) == 1  # header, rule and rows all end in the same column
+    assert lines[2].split() == ["cnn-hash-frozen", "-", "0.7500"] and lines[3].split() == ["itq", "0.1300", "0.1400"]
