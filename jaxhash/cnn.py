@@ -41,9 +41,9 @@ __all__ = [
 class CNNConfig(NamedTuple):
     """Architecture and training schedule of a CNN."""
 
-    architecture: str = "vgg"  # "vgg" or "resnet" (jaxhash.nets)
+    architecture: str = "vgg"  # "vgg", "resnet" or "airbench" (jaxhash.nets)
     widths: tuple = (32, 64, 128)  # channels per stage
-    depth: int = 2  # convs (vgg) or residual blocks (resnet) per stage
+    depth: int = 2  # convs (vgg, airbench) or residual blocks (resnet) per stage
     feature_dim: int = 128  # descriptor layer before the classifier
     image_size: int = 32  # input images are resized to image_size x image_size
     epochs: int = 10
@@ -57,6 +57,7 @@ class CNNConfig(NamedTuple):
     flip: bool = True  # random horizontal flips
     bf16: bool = True  # bf16 compute where the backend is an accelerator (never on the CPU)
     min_images: int = 0  # on a small training set: smaller batches, and epochs until this many images are seen
+    test_flip: bool = False  # at inference, average the outputs of each image and its mirror image
 
 
 class CNNState(NamedTuple):
@@ -76,8 +77,8 @@ def fit_schedule_to_data(config: CNNConfig, n: int, *, batch_given: bool = False
 
     A preset's epochs are sized for tens of thousands of images; on a folder of a few thousand the
     same epochs are a few dozen optimisation steps and the network learns nothing. Measured on 40
-    classes of Tiny ImageNet (3,240 training photos, ``--preset cpu``): 4 epochs at batch 256 gave
-    validation accuracy .044; 55 epochs at batch 256 .225; 55 epochs at batch 64 .314. So, with
+    classes of Tiny ImageNet (3,240 training photos, the VGG-style ``--preset cpu`` of the time): 4
+    epochs at batch 256 gave validation accuracy .044; 55 epochs at batch 256 .225; 55 epochs at batch 64 .314. So, with
     ``config.min_images`` > 0: unless ``batch_given``, the batch is halved (not below 32) until an
     epoch has at least 50 steps; unless ``epochs_given``, the epochs are raised until training sees
     ``min_images`` images. Large data sets keep the preset.
@@ -216,14 +217,23 @@ def _predict_batch(model, variables, images, mean, std):
     return model.apply(variables, normalise(images, mean, std), train=False)
 
 
-def predict(model, variables, images: np.ndarray, mean, std, batch_size: int = 512) -> dict:
+@functools.partial(jax.jit, static_argnames=("model",))
+def _predict_batch_and_mirror(model, variables, images, mean, std):
+    outputs = model.apply(variables, normalise(images, mean, std), train=False)
+    mirrored = model.apply(variables, normalise(images[:, :, ::-1], mean, std), train=False)
+    return jax.tree_util.tree_map(lambda a, b: (a + b) / 2, outputs, mirrored)
+
+
+def predict(model, variables, images: np.ndarray, mean, std, batch_size: int = 512, flip: bool = False) -> dict:
     """The model's outputs (dict of arrays, float32 NumPy) for uint8 images, in evaluation mode.
 
-    Batches are padded to a power of two (at least 8), so any number of images compiles at most
-    a handful of shapes.
+    ``flip``: every output is the mean of the image's and its mirror image's (test-time
+    augmentation; twice the work). Batches are padded to a power of two (at least 8), so any
+    number of images compiles at most a handful of shapes.
     """
     mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
-    return in_padded_batches(lambda chunk: _predict_batch(model, variables, chunk, mean, std), images, batch_size)
+    batch_fn = _predict_batch_and_mirror if flip else _predict_batch
+    return in_padded_batches(lambda chunk: batch_fn(model, variables, chunk, mean, std), images, batch_size)
 
 
 def in_padded_batches(fn: Callable, images: np.ndarray, batch_size: int = 512) -> dict:

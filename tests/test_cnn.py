@@ -32,6 +32,22 @@ def test_augment_crops_and_flips_each_image(key):
     assert not np.array_equal(cnn.augment(jax.random.fold_in(key, 1), images, 2, True), cropped)
 
 
+def test_flip_averaging_predicts_the_mean_of_an_image_and_its_mirror(key, rng):
+    model = Classifier(nets.make_network("vgg", (4,), 3, 1, feature_dim=6))
+    images = rng.integers(0, 256, (5, 8, 8, 3)).astype(np.uint8)
+    variables = model.init(key, jnp.zeros((2, 8, 8, 3)), train=False)
+    mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
+    plain = cnn.predict(model, variables, images, mean, std)
+    mirrored = cnn.predict(model, variables, images[:, :, ::-1], mean, std)
+    averaged = cnn.predict(model, variables, images, mean, std, flip=True)
+    for name in ("features", "logits"):
+        np.testing.assert_allclose(averaged[name], (plain[name] + mirrored[name]) / 2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(averaged["logits"], plain["logits"])
+    symmetric = np.concatenate([images[:, :, :4], images[:, :, 3::-1]], axis=2)  # its own mirror image
+    np.testing.assert_allclose(cnn.predict(model, variables, symmetric, mean, std, flip=True)["logits"],
+                               cnn.predict(model, variables, symmetric, mean, std)["logits"], rtol=1e-5, atol=1e-6)
+
+
 def test_stratified_split_holds_out_every_class(rng):
     labels = np.repeat([0, 1, 2], [10, 20, 3])
     train, val = cnn.stratified_split(labels, 0.2, seed=0)

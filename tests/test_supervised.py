@@ -128,6 +128,25 @@ def test_presets_build(data):
         assert config.epochs > 0 and config.image_size > 0
 
 
+def test_flip_averaging_is_part_of_the_saved_model(data, monkeypatch, tmp_path):
+    """A preset with test_flip gives every image the mean outputs of it and its mirror image, and so does the loaded model."""
+    from jaxhash import cnn
+
+    x, y, xq, _ = data
+    assert not jaxhash.CNNSoftmaxHasher(**TINY).config().test_flip
+    monkeypatch.setitem(supervised.PRESETS, "tiny", supervised.PRESETS["tiny"]._replace(test_flip=True))
+    flipping = jaxhash.CNNSoftmaxHasher(n_bits=12, **TINY).fit(x, y)
+    config = flipping._saved_config()
+    assert config.test_flip
+    network = flipping._network_for(config)
+    logits = [cnn.predict(network, flipping.variables_, images, flipping.mean_, flipping.std_)["logits"] for images in (xq, xq[:, :, ::-1])]
+    np.testing.assert_allclose(flipping.predict_proba(xq), supervised._softmax((logits[0] + logits[1]) / 2), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(flipping.predict_proba(xq), supervised._softmax(logits[0]), atol=1e-4)
+    again = jaxhash.load_hasher(flipping.save(tmp_path / "m"))
+    np.testing.assert_array_equal(again.encode(xq), flipping.encode(xq))
+    np.testing.assert_allclose(again.predict_proba(xq), flipping.predict_proba(xq), rtol=1e-6)
+
+
 def test_a_preset_trains_a_small_folder_for_its_minimum_of_steps(data, monkeypatch):
     x, y, _, _ = data
     monkeypatch.setitem(supervised.PRESETS, "tiny", supervised.PRESETS["tiny"]._replace(min_images=1_000))
