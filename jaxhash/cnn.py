@@ -316,7 +316,8 @@ def fit_network(model, images: np.ndarray, labels: np.ndarray, config: CNNConfig
         metrics = {k: float(v) for k, v in metrics.items()}
         metrics["images_per_s"] = steps_per_epoch * config.batch_size / (time.perf_counter() - t0)
         if validation is not None:
-            out = predict(model, {"params": state.params, "batch_stats": state.batch_stats}, validation[0], mean, std)
+            out = predict(model, {"params": state.params, "batch_stats": state.batch_stats}, validation[0], mean, std,
+                          flip=config.test_flip)
             metrics["val_accuracy"] = float(np.mean(np.argmax(out["logits"], -1) == validation[1]))
         return state, metrics
 

@@ -1,8 +1,8 @@
 """Convolutional networks trained from scratch: a VGG-style network, a small ResNet and the
 airbench network (Flax).
 
-All map ``(b, H, W, 3)`` images (float, normalised) to a feature vector (global average pool,
-then an optional dense "descriptor" layer) and logits over the classes:
+All map ``(b, H, W, 3)`` images (float, normalised) to a feature vector (global average pool --
+max for airbench -- then an optional dense "descriptor" layer) and logits over the classes:
 ``model.apply(variables, x, train) -> (features, logits)``.
 
 On the CPU, 3x3 convolutions run as one matrix product over 9 shifted copies of the input
@@ -67,7 +67,7 @@ class _Head(nn.Module):
 
 
 class _Network(nn.Module):
-    """The fields every network here shares; ``depth`` is convs (VGG) or residual blocks (ResNet) per stage."""
+    """The fields every network here shares; ``depth`` is convs (VGG, airbench) or residual blocks (ResNet) per stage."""
 
     widths: Sequence[int]
     n_classes: int

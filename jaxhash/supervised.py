@@ -49,8 +49,8 @@ __all__ = ["CNNHasher", "FrozenCNNHasher", "CNNSoftmaxHasher", "PRESETS", "HashN
 PRESETS = {
     "tiny": cnn.CNNConfig(architecture="vgg", widths=(8, 16), depth=1, feature_dim=32, image_size=16, epochs=2, batch_size=32,
                           learning_rate=0.05),
-    # airbench's network at widths 32-64-128, 8 epochs: 455 s on a 2-core AMD EPYC with AVX-512 for CIFAR-10's
-    # 45,000 training images (about 800 images/s). Flip averaging at inference raised mAP@all at 64 bits by .02.
+    # airbench's network at widths 32-64-128, 8 epochs: 467-472 s on a 2-core AMD EPYC with AVX-512 for CIFAR-10's
+    # 45,000 training images (about 810 images/s). Flip averaging at inference raised mAP@all at 64 bits by .02.
     # A smaller training set gets smaller batches and more epochs, up to min_images (cnn.fit_schedule_to_data).
     "cpu": cnn.CNNConfig(architecture="airbench", widths=(32, 64, 128), depth=2, feature_dim=128, image_size=32, epochs=8,
                          batch_size=256, learning_rate=0.2, min_images=360_000, test_flip=True),
@@ -317,7 +317,8 @@ class _CNNBase(Hasher):
         """Train (or, without checkpoints, reuse a network this process already trained with the same
         configuration, data, seed and ``identity`` -- e.g. the classifier shared by cnn-softmax and
         frozen cnn-hash at several code lengths in one benchmark)."""
-        run = {"config": _config_json(config), "stage": stage, "classes": len(self.classes_), "seed": int(self.seed),
+        training_config = {k: v for k, v in _config_json(config).items() if k != "test_flip"}  # inference only
+        run = {"config": training_config, "stage": stage, "classes": len(self.classes_), "seed": int(self.seed),
                "data": self._data_id(x_train, y_train), "weights": self.weights, **identity}
         memo_key = json.dumps(run, sort_keys=True)
         if self.checkpoint_dir is None:

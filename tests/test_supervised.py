@@ -1,6 +1,7 @@
 """cnn-hash and cnn-softmax: supervised hashers with CNNs trained from scratch."""
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -124,12 +125,16 @@ def test_photos_of_other_sizes_and_grey_ones_are_converted_with_one_note(joint, 
 
 def test_presets_build(data):
     for preset in supervised.PRESETS:
-        config = jaxhash.CNNHasher(preset=preset).config()
+        hasher = jaxhash.CNNHasher(preset=preset)
+        config = hasher.config()
         assert config.epochs > 0 and config.image_size > 0
+        shapes = hasher._template(supervised.Classifier(hasher._backbone(config, 10)), config)  # nothing computed
+        assert shapes["params"]["backbone"]["_Head_0"]["classifier"]["kernel"].shape == (config.feature_dim, 10)
 
 
 def test_flip_averaging_is_part_of_the_saved_model(data, monkeypatch, tmp_path):
-    """A preset with test_flip gives every image the mean outputs of it and its mirror image, and so does the loaded model."""
+    """A preset with test_flip gives every image the mean outputs of it and its mirror image, and so
+    does the loaded model; a model saved before test_flip existed loads without it."""
     from jaxhash import cnn
 
     x, y, xq, _ = data
@@ -140,11 +145,28 @@ def test_flip_averaging_is_part_of_the_saved_model(data, monkeypatch, tmp_path):
     assert config.test_flip
     network = flipping._network_for(config)
     logits = [cnn.predict(network, flipping.variables_, images, flipping.mean_, flipping.std_)["logits"] for images in (xq, xq[:, :, ::-1])]
+    assert np.abs(logits[0] - logits[1]).max() > 1e-3  # the mirror images give other outputs
     np.testing.assert_allclose(flipping.predict_proba(xq), supervised._softmax((logits[0] + logits[1]) / 2), rtol=1e-5, atol=1e-6)
-    assert not np.allclose(flipping.predict_proba(xq), supervised._softmax(logits[0]), atol=1e-4)
     again = jaxhash.load_hasher(flipping.save(tmp_path / "m"))
     np.testing.assert_array_equal(again.encode(xq), flipping.encode(xq))
     np.testing.assert_allclose(again.predict_proba(xq), flipping.predict_proba(xq), rtol=1e-6)
+    older = json.loads(flipping.config_)
+    del older["test_flip"]
+    flipping.config_ = json.dumps(older)
+    old = jaxhash.load_hasher(flipping.save(tmp_path / "old"))
+    np.testing.assert_allclose(old.predict_proba(xq), supervised._softmax(logits[0]), rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoints_resume_whether_or_not_inference_flips(data, monkeypatch, tmp_path):
+    """test_flip changes inference only: a run's checkpoints serve the same training with it switched on."""
+    x, y, xq, _ = data
+    settings = dict(TINY, epochs=2)
+    plain = jaxhash.CNNSoftmaxHasher(n_bits=12, checkpoint_dir=tmp_path / "ck", **settings).fit(x, y)
+    monkeypatch.setitem(supervised.PRESETS, "tiny", supervised.PRESETS["tiny"]._replace(test_flip=True))
+    resumed = jaxhash.CNNSoftmaxHasher(n_bits=12, checkpoint_dir=tmp_path / "ck", resume=True, **settings).fit(x, y)
+    assert resumed._saved_config().test_flip
+    for a, b in zip(*(jax.tree_util.tree_leaves(h.variables_) for h in (plain, resumed))):
+        np.testing.assert_array_equal(a, b)  # nothing trained again: the checkpoint's network
 
 
 def test_a_preset_trains_a_small_folder_for_its_minimum_of_steps(data, monkeypatch):
