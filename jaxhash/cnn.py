@@ -78,10 +78,10 @@ def fit_schedule_to_data(config: CNNConfig, n: int, *, batch_given: bool = False
     A preset's epochs are sized for tens of thousands of images; on a folder of a few thousand the
     same epochs are a few dozen optimisation steps and the network learns nothing. Measured on 40
     classes of Tiny ImageNet (3,240 training photos, the VGG-style ``--preset cpu`` of the time): 4
-    epochs at batch 256 gave validation accuracy .044; 55 epochs at batch 256 .225; 55 epochs at batch 64 .314. So, with
-    ``config.min_images`` > 0: unless ``batch_given``, the batch is halved (not below 32) until an
-    epoch has at least 50 steps; unless ``epochs_given``, the epochs are raised until training sees
-    ``min_images`` images. Large data sets keep the preset.
+    epochs at batch 256 gave validation accuracy .044; 55 epochs at batch 256 .225; 55 epochs at
+    batch 64 .314. So, with ``config.min_images`` > 0: unless ``batch_given``, the batch is halved
+    (not below 32) until an epoch has at least 50 steps; unless ``epochs_given``, the epochs are
+    raised until training sees ``min_images`` images. Large data sets keep the preset.
     """
     if config.min_images <= 0 or n <= 0:
         return config
