@@ -320,7 +320,9 @@ class _CNNBase(Hasher):
         training_config = {k: v for k, v in _config_json(config).items() if k != "test_flip"}  # inference only
         run = {"config": training_config, "stage": stage, "classes": len(self.classes_), "seed": int(self.seed),
                "data": self._data_id(x_train, y_train), "weights": self.weights, **identity}
-        memo_key = json.dumps(run, sort_keys=True)
+        # The memo does tell test_flip apart: the network is the same, but its history's validation
+        # accuracies were measured with or without flip averaging, and a reused history must say the same.
+        memo_key = json.dumps({**run, "test_flip": bool(config.test_flip)}, sort_keys=True)
         if self.checkpoint_dir is None:
             with _NETWORK_MEMO_LOCK:
                 remembered = _NETWORK_MEMO.pop(memo_key, None)
@@ -369,11 +371,13 @@ class _CNNBase(Hasher):
                                           epochs_given=self.epochs is not None)
         if fitted != config:
             steps = (n // config.batch_size) * config.epochs
+            why = [f"at least {cnn.MIN_STEPS_PER_EPOCH} steps per epoch"] if fitted.batch_size != config.batch_size else []
+            if fitted.epochs != config.epochs:
+                why.append(f"the preset's minimum of {config.min_images:,} images seen")
             warnings.warn(f"{n} training images are few for preset {self.preset!r}: its {config.epochs} epochs at batch "
                           f"{config.batch_size} would be only {steps} steps, so training takes {fitted.epochs} epochs at "
-                          f"batch {fitted.batch_size} ({(n // fitted.batch_size) * fitted.epochs} steps, the preset's "
-                          f"minimum of {config.min_images:,} images seen); --epochs and --batch-size (epochs=..., batch_size=...) "
-                          "choose others", stacklevel=4)
+                          f"batch {fitted.batch_size} ({(n // fitted.batch_size) * fitted.epochs} steps: {' and '.join(why)}); "
+                          "--epochs and --batch-size (epochs=..., batch_size=...) choose others", stacklevel=4)
         return fitted
 
     def _train(self, x_train, y_train, validation, config):

@@ -157,6 +157,22 @@ def test_flip_averaging_is_part_of_the_saved_model(data, monkeypatch, tmp_path):
     np.testing.assert_allclose(old.predict_proba(xq), supervised._softmax(logits[0]), rtol=1e-5, atol=1e-6)
 
 
+def test_the_memo_gives_a_network_only_the_history_of_its_own_flip_setting(data, monkeypatch):
+    """Validation accuracies per epoch are measured with the run's flip averaging, so a network trained
+    without it is not reused with its history for a run with it (checkpoints do resume: below)."""
+    x, y, _, _ = data
+    monkeypatch.setattr(supervised, "_NETWORK_MEMO", {})
+    plain = jaxhash.CNNSoftmaxHasher(n_bits=12, **TINY).fit(x, y)
+    monkeypatch.setitem(supervised.PRESETS, "tiny", supervised.PRESETS["tiny"]._replace(test_flip=True))
+    flipping = jaxhash.CNNSoftmaxHasher(n_bits=12, **TINY).fit(x, y)
+    assert len(supervised._NETWORK_MEMO) == 2
+    flags = sorted(json.loads(key)["test_flip"] for key in supervised._NETWORK_MEMO)
+    assert flags == [False, True]
+    assert len(flipping.history_) == len(plain.history_) and flipping.history_ is not plain.history_
+    again = jaxhash.CNNSoftmaxHasher(n_bits=12, **TINY).fit(x, y)  # the same flip setting: reused
+    assert len(supervised._NETWORK_MEMO) == 2 and again.history_ == flipping.history_
+
+
 def test_checkpoints_resume_whether_or_not_inference_flips(data, monkeypatch, tmp_path):
     """test_flip changes inference only: a run's checkpoints serve the same training with it switched on."""
     x, y, xq, _ = data
@@ -172,11 +188,17 @@ def test_checkpoints_resume_whether_or_not_inference_flips(data, monkeypatch, tm
 def test_a_preset_trains_a_small_folder_for_its_minimum_of_steps(data, monkeypatch):
     x, y, _, _ = data
     monkeypatch.setitem(supervised.PRESETS, "tiny", supervised.PRESETS["tiny"]._replace(min_images=1_000))
-    with pytest.warns(UserWarning, match=r"images are few for preset 'tiny'.* 10 epochs at batch 32"):
+    with pytest.warns(UserWarning, match=r"images are few for preset 'tiny'.* 10 epochs at batch 32 \(30 steps: the "
+                                         r"preset's minimum of 1,000 images seen\)"):
         h = jaxhash.CNNSoftmaxHasher(n_bits=12, preset="tiny", image_size=12, progress=False).fit(x, y)
     assert len(h.history_) == 10 and h._saved_config().epochs == 10  # 108 training images: 10 epochs to see 1,000
     given = jaxhash.CNNSoftmaxHasher(n_bits=12, preset="tiny", image_size=12, epochs=3, progress=False).fit(x, y)
     assert len(given.history_) == 3  # the user's --epochs is kept
+    monkeypatch.setitem(supervised.PRESETS, "tiny", supervised.PRESETS["tiny"]._replace(min_images=1_000, batch_size=64))
+    with pytest.warns(UserWarning) as notes:  # only the batch is changed, and the note says why
+        jaxhash.CNNSoftmaxHasher(n_bits=12, preset="tiny", image_size=12, epochs=3, progress=False).fit(x, y)
+    (note,) = [str(n.message) for n in notes if "are few" in str(n.message)]
+    assert "3 epochs at batch 32 (9 steps: at least 50 steps per epoch)" in note and "minimum of" not in note
 
 
 def test_the_bf16_path_of_accelerators_trains_under_strict_promotion(data, monkeypatch):
