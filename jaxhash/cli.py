@@ -418,7 +418,11 @@ def _cluster_features(name: str, images, args):
     if name == "pixels":
         features = to_features(images)
     elif name == "pca":
-        features = cluster.pca(to_features(images), args.pca_dims, args.seed)
+        pixels = to_features(images)
+        if args.pca_dims > min(pixels.shape):
+            raise ValueError(f"--features pca cannot take {args.pca_dims} principal components of {len(pixels)} images of "
+                             f"{pixels.shape[1]} values: use --pca-dims {min(pixels.shape)} or fewer")
+        features = cluster.pca(pixels, args.pca_dims, args.seed)
     elif name in AUTOENCODERS:
         from .vae import PRESETS  # noqa: PLC0415
 
@@ -440,9 +444,35 @@ def _cluster_features(name: str, images, args):
                              "model (jaxhash fit --method vae)")
         features = hasher.latents(images)
     else:
-        raise ValueError(f"unknown --features {name!r}: use pixels, pca, {', '.join(AUTOENCODERS)} or a folder saved by "
-                         "jaxhash fit --method vae")
+        raise ValueError(_unknown_feature_message(name))
     return features, time.perf_counter() - t0
+
+
+def _unknown_feature_message(name: str) -> str:
+    return (f"unknown --features {name!r}: use pixels, pca, {', '.join(AUTOENCODERS)} or a folder saved by "
+            "jaxhash fit --method vae")
+
+
+def _check_cluster_names(args) -> None:
+    """Refuse a bad --features or --reduce name before any data is read or model trained."""
+    from .cluster import EMBEDDINGS  # noqa: PLC0415
+
+    for name in args.features:
+        if name not in ("pixels", "pca", *AUTOENCODERS) and not Path(name).is_dir():
+            raise ValueError(_unknown_feature_message(name))
+    for reduction in args.reduce:
+        if reduction not in ("none", *EMBEDDINGS):
+            raise ValueError(f"unknown --reduce {reduction!r}: use none, {', '.join(EMBEDDINGS)} (comma-separated)")
+
+
+def _check_cluster_points(points, name: str, reduction: str, algorithm: str) -> None:
+    """The command line's wording of the limits the library states in its own argument names."""
+    from .cluster import MAX_FULL_COVARIANCE_DIM  # noqa: PLC0415
+
+    if algorithm == "gmm" and points.shape[1] > MAX_FULL_COVARIANCE_DIM:
+        raise ValueError(f"a Gaussian mixture of {points.shape[1]}-dim points ({name}, "
+                         f"{'no reduction' if reduction == 'none' else reduction}) needs too much memory: reduce them first "
+                         f"(--reduce pca or umap, --dims at most {MAX_FULL_COVARIANCE_DIM}) or use --algorithm kmeans")
 
 
 def cmd_cluster(args) -> int:
@@ -452,6 +482,7 @@ def cmd_cluster(args) -> int:
     from . import cluster  # noqa: PLC0415
     from .data import dataset_part  # noqa: PLC0415
 
+    _check_cluster_names(args)
     dataset = _load_dataset(args)
     if args.part == "all" and len(dataset.x_test):
         images = np.concatenate([dataset.x_train, dataset.x_test])
@@ -477,8 +508,10 @@ def cmd_cluster(args) -> int:
             else:
                 dims = min(args.dims, features.shape[1]) if reduction == "pca" else args.dims
                 points = cluster.embed(features, reduction, dims, args.seed,
-                                       **({"n_neighbors": 20, "min_dist": 0.0} if reduction == "umap" else {}))
+                                       **({"n_neighbors": min(20, len(features) - 1), "min_dist": 0.0}
+                                          if reduction == "umap" else {}))
             reduce_seconds = time.perf_counter() - t0
+            _check_cluster_points(points, name, reduction, args.algorithm)
             t0 = time.perf_counter()
             if args.algorithm == "gmm":
                 assigned = cluster.gaussian_mixture(key, points, k).labels
@@ -494,11 +527,11 @@ def cmd_cluster(args) -> int:
             records.append({"data": dataset.name, "images": len(images), "k": k, "features": label, "reduction": reduction,
                             "dims": None if reduction == "none" else int(points.shape[1]), "algorithm": args.algorithm,
                             **scores, "seconds": round(seconds, 2)})
+            if args.json:  # after every row: a later failure (or Ctrl-C) keeps the rows already measured
+                _write_json(args.json, records)
             if args.plot and points.shape[1] >= 2:
                 figure.append((f"{label}, {reduction if reduction != 'none' else 'no reduction'} (acc {scores['accuracy']:.3f})",
                                points[:, :2], labels))
-    if args.json:
-        _write_json(args.json, records)
     if args.plot:
         from .plots import draw_scatter_panels  # noqa: PLC0415
 

@@ -362,6 +362,40 @@ def test_cluster_prints_scores_and_draws_the_embeddings(tmp_path, capsys):
     assert "k=5000 clusters cannot be made from 1797 points" in capsys.readouterr().err
 
 
+def test_cluster_refuses_bad_names_before_any_work_speaks_in_options_and_keeps_rows_measured(tmp_path, rng, capsys,
+                                                                                              monkeypatch):
+    pytest.importorskip("sklearn")
+    import jaxhash.cli as cli
+    from jaxhash import cluster
+
+    loaded = []
+    real_load = cli._load_dataset
+    monkeypatch.setattr(cli, "_load_dataset", lambda args, *rest: loaded.append(args.data) or real_load(args, *rest))
+    assert main(["cluster", "--data", "digits", "--features", "pixels,bogus"]) == 2
+    assert "unknown --features 'bogus'" in capsys.readouterr().err
+    assert main(["cluster", "--data", "digits", "--features", "pixels", "--reduce", "none,tsnee"]) == 2
+    assert "unknown --reduce 'tsnee': use none, pca, tsne, umap" in capsys.readouterr().err
+    assert loaded == []  # both refused before the data was read
+    make_folder(tmp_path / "photos", rng)  # 12x12x3: 432 values per image, too many for a full-covariance mixture
+    assert main(["cluster", "--data", str(tmp_path / "photos"), "--features", "pixels", "--algorithm", "gmm"]) == 2
+    err = capsys.readouterr().err
+    assert "--reduce pca or umap" in err and "--algorithm kmeans" in err and "covariance=" not in err
+    assert main(["cluster", "--data", "digits", "--features", "pca", "--limit", "30"]) == 2
+    assert "use --pca-dims 30 or fewer" in capsys.readouterr().err
+
+    real_embed = cluster.embed
+
+    def embed_failing_at_umap(x, method, *args, **options):
+        if method == "umap":
+            raise KeyboardInterrupt
+        return real_embed(x, method, *args, **options)
+
+    monkeypatch.setattr(cluster, "embed", embed_failing_at_umap)
+    out = tmp_path / "rows.json"
+    assert main(["cluster", "--data", "digits", "--features", "pixels", "--reduce", "none,pca,umap", "--json", str(out)]) == 130
+    assert [r["reduction"] for r in json.loads(out.read_text())] == ["none", "pca"]  # the rows measured before Ctrl-C
+
+
 def test_cluster_by_n2d_autoencoder_umap_and_mixture_finds_the_digits(tmp_path, capsys):
     pytest.importorskip("umap")
     out = tmp_path / "n2d.json"
