@@ -673,6 +673,9 @@ def read_index(path) -> HashIndex:
             raise IndexFormatError(f"{path} is not a jaxhash index file (wrong magic bytes)")
         _, version, header_len = _PREFIX.unpack(prefix)
         if version > FORMAT_VERSION:
+            # a newer jaxhash's file still ends in the SHA-256 of the rest; a damaged version field does not
+            if not _checksum_of_rest(f, hashlib.sha256(prefix), size):
+                raise IndexFormatError(damaged + f" (its format number {version} is unreadable and the checksum does not match)")
             raise IndexFormatError(f"{path} uses index format {version}; this jaxhash reads up to {FORMAT_VERSION}: upgrade jaxhash")
         if version == 0 or _PREFIX.size + header_len + _CHECKSUM_BYTES > size:
             raise IndexFormatError(damaged + " (bad prefix)")

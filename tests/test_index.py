@@ -1,3 +1,4 @@
+import hashlib
 import os
 
 import numpy as np
@@ -123,9 +124,13 @@ def test_truncated_or_tampered_files_are_detected(filled, tmp_path):
     with pytest.raises(IndexFormatError, match="not a jaxhash index"):
         read_index(tmp_path / "other.jhx")
     newer = bytearray(data)
-    newer[8] = 99
+    newer[8] = 99  # the version field (after the 8 magic bytes): damaged, unless the checksum says it was written so
+    (tmp_path / "flipped.jhx").write_bytes(bytes(newer))
+    with pytest.raises(IndexFormatError, match="damaged .*format number 99 is unreadable"):
+        read_index(tmp_path / "flipped.jhx")
+    newer[-32:] = hashlib.sha256(bytes(newer[:-32])).digest()
     (tmp_path / "newer.jhx").write_bytes(bytes(newer))
-    with pytest.raises(IndexFormatError, match="upgrade"):
+    with pytest.raises(IndexFormatError, match="uses index format 99; .*upgrade jaxhash"):
         read_index(tmp_path / "newer.jhx")
     with pytest.raises(FileNotFoundError, match="jaxhash index"):
         read_index(tmp_path / "missing.jhx")
