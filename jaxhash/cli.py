@@ -334,7 +334,12 @@ def cmd_search(args) -> int:
     if args.rerank is not None and index.features is None:
         raise ValueError("this index keeps no features to re-rank by: build it with a cnn-hash or cnn-softmax model")
     if args.shard:
-        index.shard()  # a partitioned or multi-index index says why it cannot be
+        try:
+            index.shard()
+        except TypeError:  # the library's reason names its classes; say it in the command's options
+            built_as = "--partitioned" if isinstance(index, PartitionedIndex) else "--type mih"
+            raise ValueError(f"--shard splits a flat index over devices, and {args.index} was built with {built_as}: drop "
+                             f"--shard, or rebuild the index with  jaxhash index  without {built_as}") from None
     queries, names = _read_queries(args.queries, hasher.input_shape_)
     encoded = hasher.encode_details(np.stack(queries))
     options = {}

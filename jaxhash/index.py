@@ -235,13 +235,18 @@ class HashIndex:
 
         Each device searches its part and the per-device lists are merged exactly: results equal a
         search on one device, ties included. Returns ``self``. The split is a run-time choice and is
-        not saved with the index; ``add`` and ``remove_ids`` keep it.
+        not saved with the index; ``add`` and ``remove_ids`` keep it. While the index holds fewer
+        codes than there are devices along ``axis``, it is searched on one device (same results).
         """
         mesh = default_mesh(axis) if mesh is None else mesh
         check_mesh(mesh, axis)
         self._mesh = (mesh, axis)
-        self._prepared = shard_database(self._codes, mesh, axis) if self.ntotal else None
+        self._prepared = shard_database(self._codes, mesh, axis) if self._searched_sharded() else None
         return self
+
+    def _searched_sharded(self) -> bool:
+        """Sharded and every device along the mesh axis has at least one code."""
+        return self._mesh is not None and self.ntotal >= check_mesh(*self._mesh)
 
     def _warn_if_empty(self) -> bool:
         if self.ntotal == 0:
@@ -271,8 +276,8 @@ class HashIndex:
         """Hamming (distances, positions) of the ``k`` nearest codes (see :meth:`search`)."""
         if options:
             raise TypeError(f"a flat HashIndex takes no {', '.join(options)}: partitions belong to a PartitionedIndex")
-        if self._mesh is not None:
-            if self._prepared is None:
+        if self._searched_sharded():
+            if not isinstance(self._prepared, ShardedDatabase):
                 self._prepared = shard_database(self._codes, *self._mesh)
             return sharded_knn_search(queries, self._prepared, k)
         return self._scan(queries, k)
@@ -282,7 +287,7 @@ class HashIndex:
         not loaded JAX (the command line with a classic hasher), a NumPy scan with nothing to load or compile."""
         if self._prepared is None and queries.shape[0] <= HOST_SEARCH_MAX_QUERIES and "jax" not in sys.modules:
             return knn_search_host(queries, self._codes, k)
-        if self._prepared is None:
+        if not isinstance(self._prepared, PackedDatabase):
             self._prepared = prepare_database(self._codes)
         return knn_search(queries, self._prepared, k)
 

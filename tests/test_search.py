@@ -286,6 +286,15 @@ if len(devices) == 4:
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="3 codes cannot be split over the 4 devices"):
         shard_database(db[:3])
+    growing, one = HashIndex(64).shard(), HashIndex(64)  # fewer codes than devices: one device until there are enough
+    for add, remove in [(db[:3], None), (db[3:200], None), (None, np.arange(2, 200))]:
+        for index_ in (growing, one):
+            if add is not None:
+                index_.add(add)
+            else:
+                index_.remove_ids(remove)
+        for a, b in zip(growing.search(db[:5], 4), one.search(db[:5], 4)):
+            np.testing.assert_array_equal(a, b)
 print("ok")
 """
 
