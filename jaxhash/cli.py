@@ -12,8 +12,10 @@ dependencies (Flax, Optax for neural methods) are imported by the command that n
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -703,8 +705,8 @@ def use_compilation_cache() -> Path | None:
 
     The folder is ``$JAXHASH_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxhash/xla`` (``~/.cache/...``);
     ``JAXHASH_CACHE_DIR=off`` turns it off, and a ``JAX_COMPILATION_CACHE_DIR`` set by the user
-    wins. A damaged entry is recompiled with a warning (JAX's own rule), never fatal. Returns the
-    folder, or None when off or not writable.
+    wins. A damaged entry is never fatal: ``main`` removes it with a one-line note and the program is
+    compiled and written again. Returns the folder, or None when off or not writable.
     """
     chosen = os.environ.get("JAXHASH_CACHE_DIR")
     if chosen is not None and chosen.strip().lower() in ("", "0", "off", "no", "none"):
@@ -727,11 +729,26 @@ def use_compilation_cache() -> Path | None:
     return folder
 
 
+_DAMAGED_CACHE_ENTRY = re.compile(r"Error reading persistent compilation cache entry for '([\w.-]+)'")
+
+
+def _remove_damaged_cache_entries(cache: Path, message: str) -> str | None:
+    """After JAX's warning that a cache entry could not be read, remove that program's entries (JAX never
+    overwrites an entry, so a damaged one would warn and recompile on every run) and return a note."""
+    match = _DAMAGED_CACHE_ENTRY.match(message)
+    if match is None:
+        return None
+    for entry in cache.glob(f"{glob.escape(match[1])}-*"):
+        entry.unlink(missing_ok=True)
+    return (f"the compilation cache {cache} held a damaged entry for {match[1]!r}: removed, compiled again "
+            "(to turn the cache off: JAXHASH_CACHE_DIR=off)")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    use_compilation_cache()
+    cache = use_compilation_cache()
     # jaxhash's notes (skipped files, converted images) as one line each, without a source line.
-    formatwarning = warnings.formatwarning
+    formatwarning, showwarning = warnings.formatwarning, warnings.showwarning
     package = str(Path(__file__).resolve().parent)
 
     def one_line(message, category, filename, lineno, line=None):
@@ -739,7 +756,13 @@ def main(argv=None) -> int:
             return f"jaxhash {args.command}: note: {message}\n"
         return formatwarning(message, category, filename, lineno, line)
 
-    warnings.formatwarning = one_line
+    def repair_cache(message, category, filename, lineno, file=None, line=None):
+        note = _remove_damaged_cache_entries(cache, str(message)) if cache is not None else None
+        if note is not None:
+            message, filename = note, __file__
+        return showwarning(message, category, filename, lineno, file, line)
+
+    warnings.formatwarning, warnings.showwarning = one_line, repair_cache
     try:
         return args.func(args)
     except (OSError, ValueError, TypeError, ImportError, FloatingPointError, MemoryError) as err:
@@ -756,7 +779,7 @@ def main(argv=None) -> int:
         print(f"jaxhash {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        warnings.formatwarning = formatwarning
+        warnings.formatwarning, warnings.showwarning = formatwarning, showwarning
 
 
 if __name__ == "__main__":

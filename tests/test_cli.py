@@ -295,7 +295,12 @@ def test_searches_compile_once_into_the_cache_folder_and_survive_a_damaged_cache
     assert entries  # the compiled programs were written
     for entry in entries:
         entry.write_bytes(b"damaged")
-    assert jaxhash_cli(*search).stdout == first  # recompiled, not a crash
+    repaired = jaxhash_cli(*search)
+    assert repaired.stdout == first  # recompiled, not a crash
+    assert "held a damaged entry for 'jit_" in repaired.stderr and "Error reading" not in repaired.stderr
+    again = jaxhash_cli(*search)  # JAX never overwrites an entry: the damaged ones were removed and written anew
+    assert again.stdout == first and "damaged" not in again.stderr, again.stderr
+    assert all(p.read_bytes() != b"damaged" for p in cache.rglob("*-cache"))
     env["JAXHASH_CACHE_DIR"] = "off"
     assert jaxhash_cli(*search).stdout == first
 
