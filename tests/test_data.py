@@ -150,8 +150,19 @@ def test_mixed_sizes_can_go_to_the_most_common_decoding_each_file_once(tmp_path,
     with pytest.raises(MixedSizesError):  # the resized cache entry never serves a load that refuses mixed sizes
         load_dataset(str(archive), progress=False)
     asked = load_dataset(str(root), progress=False, image_size=(20, 20), mixed_sizes="most common")
+    decoded.clear()
     once = load_dataset(str(root), progress=False, image_size=(20, 20))  # a size asked for: every image resized once
     np.testing.assert_array_equal(asked.x_train, once.x_train)
+    assert len(decoded) == 5  # a folder is decoded once, resized while decoding (never all at full size first)
+    Image.fromarray(rng.integers(0, 256, (7, 7, 4)).astype(np.uint8)).save(root / "b" / "2.png")  # transparent, new size
+    with tarfile.open(tmp_path / "alpha.tar.gz", "w:gz") as tar:
+        tar.add(root, arcname=".")
+    for source in (root, tmp_path / "alpha.tar.gz"):  # an archive is read twice (own size, refused; then resized)
+        with pytest.warns(UserWarning, match="dropped the transparency") as caught:
+            from_source = load_dataset(str(source), progress=False, image_size=(20, 20))
+        assert sum("transparency" in str(w.message) for w in caught) == 1, [str(w.message) for w in caught]
+        np.testing.assert_array_equal(from_source.x_train[:5], once.x_train)
+    (root / "b" / "2.png").unlink()
     (root / "b" / "1.png").unlink()
     (root / "a" / "2.png").unlink()  # now one size: one cache entry serves both modes
     with tarfile.open(tmp_path / "even.tar.gz", "w:gz") as tar:

@@ -244,17 +244,22 @@ def _load_path(path: Path, name: str, progress: bool, image_size=None, mixed_siz
         if folder.is_dir() and pickle_folder_kind(folder):
             splits, names = load_pickle_folder(folder)
             return Dataset(name, *splits["train"], *splits["test"], tuple(names))
-    if is_archive(path) or path.is_dir():
-        load = _cached_archive if is_archive(path) else (
-            lambda p, progress, size=None, mixed="refuse": load_image_folder(p, size, progress=progress, mixed_sizes=mixed))
+    if path.is_dir():  # decoded once, resized while decoding: a folder of large photos never sits in memory at full size
+        return _from_image_sets(name, load_image_folder(path, image_size, progress=progress, mixed_sizes=mixed_sizes), path)
+    if is_archive(path):
         try:
-            # at the images' own size (an archive's cache serves every image_size); mixed sizes to the most common if
-            # allowed and no size is asked for
-            sets = load(path, progress, None, mixed_sizes if image_size is None else "refuse")
+            # at the images' own size (the archive's cache serves every image_size); mixed sizes to the most common if
+            # allowed and no size is asked for. Its notes wait until it is kept, so a second reading does not repeat them.
+            with warnings.catch_warnings(record=True) as notes:
+                warnings.simplefilter("always")
+                sets = _cached_archive(path, progress, None, mixed_sizes if image_size is None else "refuse")
         except MixedSizesError:
             if image_size is None:
                 raise
-            sets = load(path, progress, image_size)  # mixed sizes: resized while decoding (load_dataset resizes the rest)
+            sets = _cached_archive(path, progress, image_size)  # resized while decoding (load_dataset resizes the rest)
+        else:
+            for note in notes:
+                warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
         return _from_image_sets(name, sets, path)
     raise ValueError(f"{path} is neither an IDX folder, CIFAR pickle batches, an image folder nor a .tar.gz of images")
 
