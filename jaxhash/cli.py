@@ -665,7 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=_positive, default=None, help="autoencoders: latent size (default: the preset's)")
     p.add_argument("--save-model", default=None, metavar="DIR", help="save the trained autoencoders under DIR/vae, DIR/sparse-ae, DIR/ae")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw every reduction's first two dimensions, by true class")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write one record per row here")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write one record per row here (rewritten after every row: a later failure keeps the rows measured)")
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("serve", help="the image search web system: search by example, index folders, train on your classes",
