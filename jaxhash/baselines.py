@@ -11,6 +11,8 @@ principal components; ITQ -- Gong & Lazebnik (CVPR 2011); SH -- Weiss, Torralba 
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .hashers import Hasher, register
@@ -22,10 +24,15 @@ __all__ = ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH"]
 # published tables; wider features (photos: 64x64x3 = 12,288) use the Gram matrix when there are
 # fewer samples than dimensions, else a randomised decomposition.
 _COVARIANCE_MAX_DIM = 4096
+# A principal direction whose variance is below this fraction of the largest one's has none: float32 sums leave
+# about 1e-7 on directions the samples do not span.
+_NO_VARIANCE = 1e-6
 
 
-def _pca(x: np.ndarray, n_components: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _pca(x: np.ndarray, n_components: int, seed: int = 0, *, bits: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``(dim,)`` and the top principal directions ``(dim, n_components)``, largest first.
+
+    ``bits``: the directions become bits, so directions without variance are worth a note.
 
     Cost grows with the data, not with the square of the dimension: for ``dim`` > 4096, the
     ``(n, n)`` Gram matrix when ``n <= dim`` (exact: the same directions up to sign), else a
@@ -39,6 +46,12 @@ def _pca(x: np.ndarray, n_components: int, seed: int = 0) -> tuple[np.ndarray, n
     if dim <= _COVARIANCE_MAX_DIM:
         values, vectors = np.linalg.eigh((centred.T @ centred).astype(np.float64) / max(1, n - 1))
         order = np.argsort(values)[::-1][:n_components]
+        spanned = int(np.sum(values[order] > max(values[order[0]], 0.0) * _NO_VARIANCE))
+        if bits and spanned < n_components:
+            noise = "the other bit is" if n_components - spanned == 1 else f"the other {n_components - spanned} bits are"
+            warnings.warn(f"only {spanned} of the {n_components} principal directions of the {n} training samples have "
+                          f"variance: {noise} rounding noise; use at most {spanned} bits, or more (and more varied) samples",
+                          stacklevel=3)
         return mean.astype(np.float32), vectors[:, order].astype(np.float32)
     mean = mean.astype(np.float32)
     centred = centred.astype(np.float32, copy=False)

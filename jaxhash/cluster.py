@@ -247,7 +247,7 @@ def pca(x, n_components: int, seed: int = 0) -> np.ndarray:
     if n_components > min(x.shape):
         raise ValueError(f"cannot take {n_components} principal components of {x.shape[0]} points in {x.shape[1]} "
                          f"dimensions: use at most {min(x.shape)}")
-    mean, directions = _pca(x, n_components, seed)
+    mean, directions = _pca(x, n_components, seed, bits=False)
     return ((x - mean) @ directions).astype(np.float32)
 
 

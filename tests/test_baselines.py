@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -139,4 +141,11 @@ def test_wide_features_take_the_gram_matrix_or_a_randomised_decomposition(rng, m
     overlap = np.linalg.svd(exact.T @ randomised, compute_uv=False)  # cosines of the principal angles
     np.testing.assert_allclose(overlap, 1, atol=1e-3)
     with pytest.raises(ValueError, match="span fewer than 8 directions"):
-        baselines._pca(np.repeat(x[:3], 4, axis=0), 8)
+        baselines._pca(np.repeat(x[:3], 4, axis=0), 8)  # the Gram route cannot divide by no variance
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="only 2 of the 8 principal directions of the 12 training samples have variance: "
+                                         "the other 6 bits are rounding noise; use at most 2 bits"):
+        ITQ(n_bits=8).fit(np.repeat(x[:3], 4, axis=0))  # the covariance route: fitted, and said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ITQ(n_bits=12).fit(x)  # 12 factors and noise: every direction has variance, no note
