@@ -2,6 +2,7 @@ import gzip
 import json
 import pickle
 import tarfile
+import warnings
 
 import numpy as np
 import pytest
@@ -175,6 +176,24 @@ def test_mixed_sizes_can_go_to_the_most_common_decoding_each_file_once(tmp_path,
     with pytest.raises(ValueError, match="mixed_sizes must be 'refuse' or 'most common'"):
         load_dataset(str(root), mixed_sizes="largest")
 
+
+
+@pytest.mark.parametrize("modes", [["RGB"] * 4, ["L", "L", "L", "RGB"], ["RGB", "RGB", "RGB", "L"]])
+def test_a_folder_and_its_archive_give_the_same_pixels_at_a_size_asked_for(tmp_path, rng, modes, monkeypatch):
+    monkeypatch.setenv("JAXHASH_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "pics"
+    for i, mode in enumerate(modes):
+        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (13, 11, 3)).astype(np.uint8)).convert(mode).save(root / f"c{i % 2}" / f"{i}.png")
+    archive = tmp_path / "pics.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname=".")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the note on converted images
+        from_folder = load_dataset(str(root), progress=False, image_size=(8, 9))
+        from_archive = load_dataset(str(archive), progress=False, image_size=(8, 9))
+    assert from_folder.x_train.shape == (4, 8, 9, 1 if modes.count("L") > 2 else 3)
+    np.testing.assert_array_equal(from_folder.x_train, from_archive.x_train)  # converted, then resized, either way
 
 def test_mixed_grey_and_colour_go_to_the_majority_with_one_note(tmp_path, rng):
     for cls, modes in (("a", ["RGB", "RGB", "L"]), ("b", ["RGB", "RGBA"])):

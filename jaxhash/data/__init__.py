@@ -249,17 +249,12 @@ def _load_path(path: Path, name: str, progress: bool, image_size=None, mixed_siz
     if is_archive(path):
         try:
             # at the images' own size (the archive's cache serves every image_size); mixed sizes to the most common if
-            # allowed and no size is asked for. Its notes wait until it is kept, so a second reading does not repeat them.
-            with warnings.catch_warnings(record=True) as notes:
-                warnings.simplefilter("always")
-                sets = _cached_archive(path, progress, None, mixed_sizes if image_size is None else "refuse")
+            # allowed and no size is asked for
+            sets = _cached_archive(path, progress, None, mixed_sizes if image_size is None else "refuse")
         except MixedSizesError:
             if image_size is None:
                 raise
             sets = _cached_archive(path, progress, image_size)  # resized while decoding (load_dataset resizes the rest)
-        else:
-            for note in notes:
-                warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
         return _from_image_sets(name, sets, path)
     raise ValueError(f"{path} is neither an IDX folder, CIFAR pickle batches, an image folder nor a .tar.gz of images")
 

@@ -125,6 +125,12 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
         raise ValueError(f"no readable images found in {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     images = [img for recs in records.values() for _, _, img in recs]
     shape = common_shape(images, f"images in {root}", mixed_sizes)
+    if image_size is not None and channels is None and shape[2] == 1 and not is_archive(root):
+        # colour images among grey ones: made grey before resizing, as a query image is (the other order rounds
+        # differently), so read again from the folder
+        for recs in records.values():
+            recs[:] = [(rel, cls, decode_image((root / rel).read_bytes(), image_size, 1) if img.shape[2] == 3 else img)
+                       for rel, cls, img in recs]
     class_names = tuple(sorted({cls for recs in records.values() for _, cls, _ in recs if cls}))
     class_id = {c: i for i, c in enumerate(class_names)}
     out = {}
