@@ -706,8 +706,10 @@ def use_compilation_cache() -> Path | None:
 
     The folder is ``$JAXHASH_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxhash/xla`` (``~/.cache/...``);
     ``JAXHASH_CACHE_DIR=off`` turns it off, and a ``JAX_COMPILATION_CACHE_DIR`` set by the user
-    wins. A damaged entry is never fatal: ``main`` removes it with a one-line note and the program is
-    compiled and written again. Returns the folder, or None when off or not writable.
+    wins. A damaged entry is never fatal: ``main`` removes an entry that no longer decompresses, with a
+    one-line note, and the program is compiled and written again (while warnings are shown; one that
+    decompresses but does not load is left, and the note says to delete the folder). Returns the
+    folder, or None when off or not writable.
     """
     chosen = os.environ.get("JAXHASH_CACHE_DIR")
     if chosen is not None and chosen.strip().lower() in ("", "0", "off", "no", "none"):
@@ -734,15 +736,30 @@ _DAMAGED_CACHE_ENTRY = re.compile(r"Error reading persistent compilation cache e
 
 
 def _remove_damaged_cache_entries(cache: Path, message: str) -> str | None:
-    """After JAX's warning that a cache entry could not be read, remove that program's entries (JAX never
-    overwrites an entry, so a damaged one would warn and recompile on every run) and return a note."""
+    """After JAX's warning that a cache entry could not be read, remove that program's entries that no longer
+    decompress (JAX never overwrites an entry, so a damaged one would warn and recompile on every run) and
+    return a one-line note; None for other warnings. Never raises: the cache is an optimisation."""
     match = _DAMAGED_CACHE_ENTRY.match(message)
     if match is None:
         return None
-    for entry in cache.glob(f"{glob.escape(match[1])}-*"):
-        entry.unlink(missing_ok=True)
-    return (f"the compilation cache {cache} held a damaged entry for {match[1]!r}: removed, compiled again "
-            "(to turn the cache off: JAXHASH_CACHE_DIR=off)")
+    removed = 0
+    try:
+        from jax._src.compilation_cache import decompress_executable  # noqa: PLC0415 - JAX's own entry format
+
+        for entry in cache.glob(f"{glob.escape(match[1])}-*-cache"):
+            try:
+                decompress_executable(entry.read_bytes())
+            except Exception:  # noqa: BLE001 - zlib's and zstd's errors alike mean damage
+                entry.unlink(missing_ok=True)
+                entry.with_name(entry.name[: -len("-cache")] + "-atime").unlink(missing_ok=True)
+                removed += 1
+    except (ImportError, OSError):
+        pass
+    if removed:
+        return (f"the compilation cache {cache} held {removed} damaged entr{'y' if removed == 1 else 'ies'} for "
+                f"{match[1]!r}: removed, compiled again (to turn the cache off: JAXHASH_CACHE_DIR=off)")
+    return (f"the compilation cache {cache} holds an entry for {match[1]!r} that JAX cannot load: compiled again, on every "
+            f"run until that folder is deleted (or the cache turned off: JAXHASH_CACHE_DIR=off)")
 
 
 def main(argv=None) -> int:

@@ -297,13 +297,41 @@ def test_searches_compile_once_into_the_cache_folder_and_survive_a_damaged_cache
         entry.write_bytes(b"damaged")
     repaired = jaxhash_cli(*search)
     assert repaired.stdout == first  # recompiled, not a crash
-    assert "held a damaged entry for 'jit_" in repaired.stderr and "Error reading" not in repaired.stderr
+    assert "damaged entr" in repaired.stderr and "for 'jit_" in repaired.stderr and "Error reading" not in repaired.stderr
     again = jaxhash_cli(*search)  # JAX never overwrites an entry: the damaged ones were removed and written anew
     assert again.stdout == first and "damaged" not in again.stderr, again.stderr
-    assert all(p.read_bytes() != b"damaged" for p in cache.rglob("*-cache"))
+    rewritten = {p.name: p.read_bytes() for p in cache.rglob("*-cache")}
+    assert set(rewritten) == {p.name for p in entries if p.name.endswith("-cache")}
+    assert b"damaged" not in rewritten.values()
     env["JAXHASH_CACHE_DIR"] = "off"
     assert jaxhash_cli(*search).stdout == first
 
+
+def test_only_cache_entries_that_no_longer_decompress_are_removed(tmp_path, monkeypatch):
+    from jax._src.compilation_cache import compress_executable
+
+    from jaxhash.cli import _remove_damaged_cache_entries
+
+    healthy, damaged, other = (tmp_path / f"jit_f-{tag}-cache" for tag in ("aa", "bb", "cc"))
+    healthy.write_bytes(compress_executable(b"\0" * 8 + b"another shape's program"))
+    damaged.write_bytes(b"damaged")
+    (tmp_path / "jit_f-bb-atime").write_bytes(b"1")
+    other.write_bytes(b"truncated")
+    (tmp_path / "jit_fx-dd-cache").write_bytes(b"damaged")  # another program whose name starts alike
+    warning = "Error reading persistent compilation cache entry for 'jit_f': error: Error -3 while decompressing data"
+    note = _remove_damaged_cache_entries(tmp_path, warning)
+    assert "held 2 damaged entries for 'jit_f': removed" in note
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jit_f-aa-cache", "jit_fx-dd-cache"]
+    assert _remove_damaged_cache_entries(tmp_path, "some other warning") is None
+    note = _remove_damaged_cache_entries(tmp_path, warning)  # what is left decompresses: say how to clear it
+    assert "cannot load" in note and "deleted" in note and healthy.exists()
+    damaged.write_bytes(b"damaged")
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(damaged), "unlink", refuse)
+    assert "cannot load" in _remove_damaged_cache_entries(tmp_path, warning)  # a read-only cache: a note, not a failure
 
 @pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
 def test_a_few_queries_are_searched_without_loading_jax(tmp_path, rng):
