@@ -326,7 +326,7 @@ def cmd_search(args) -> int:
     from .data.source import source_entries  # noqa: PLC0415
     from .index import read_index  # noqa: PLC0415
 
-    from .index import PartitionedIndex  # noqa: PLC0415
+    from .index import MultiIndexHashIndex, PartitionedIndex  # noqa: PLC0415
 
     hasher = _load_image_model(args.model)
     index = read_index(args.index)
@@ -336,12 +336,11 @@ def cmd_search(args) -> int:
     if args.rerank is not None and index.features is None:
         raise ValueError("this index keeps no features to re-rank by: build it with a cnn-hash or cnn-softmax model")
     if args.shard:
-        try:
-            index.shard()
-        except TypeError:  # the library's reason names its classes; say it in the command's options
+        if isinstance(index, (PartitionedIndex, MultiIndexHashIndex)):  # the library's reason names its classes
             built_as = "--partitioned" if isinstance(index, PartitionedIndex) else "--type mih"
             raise ValueError(f"--shard splits a flat index over devices, and {args.index} was built with {built_as}: drop "
-                             f"--shard, or rebuild the index with  jaxhash index  without {built_as}") from None
+                             f"--shard, or rebuild the index with  jaxhash index  without {built_as}")
+        index.shard()
     queries, names = _read_queries(args.queries, hasher.input_shape_)
     encoded = hasher.encode_details(np.stack(queries))
     options = {}
@@ -462,7 +461,7 @@ def _unknown_feature_message(name: str) -> str:
 
 def _check_cluster_names(args) -> None:
     """Refuse a bad --features or --reduce name before any data is read or model trained."""
-    from .cluster import EMBEDDINGS  # noqa: PLC0415
+    from .cluster import EMBEDDINGS, MAX_FULL_COVARIANCE_DIM  # noqa: PLC0415
 
     for name in args.features:
         if name not in ("pixels", "pca", *AUTOENCODERS) and not Path(name).is_dir():
@@ -470,6 +469,9 @@ def _check_cluster_names(args) -> None:
     for reduction in args.reduce:
         if reduction not in ("none", *EMBEDDINGS):
             raise ValueError(f"unknown --reduce {reduction!r}: use none, {', '.join(EMBEDDINGS)} (comma-separated)")
+    if args.algorithm == "gmm" and args.dims > MAX_FULL_COVARIANCE_DIM and set(args.reduce) - {"none"}:
+        raise ValueError(f"a Gaussian mixture of {args.dims}-dim points needs too much memory: use --dims at most "
+                         f"{MAX_FULL_COVARIANCE_DIM} or --algorithm kmeans")
 
 
 def _check_cluster_points(points, name: str, reduction: str, algorithm: str) -> None:
@@ -513,7 +515,7 @@ def cmd_cluster(args) -> int:
             if reduction == "none":
                 points = features
             else:
-                dims = min(args.dims, features.shape[1]) if reduction == "pca" else args.dims
+                dims = min(args.dims, *features.shape) if reduction == "pca" else args.dims
                 points = cluster.embed(features, reduction, dims, args.seed,
                                        **({"n_neighbors": min(20, len(features) - 1), "min_dist": 0.0}
                                           if reduction == "umap" else {}))

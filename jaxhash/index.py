@@ -47,7 +47,9 @@ from .search import (HOST_SEARCH_MAX_QUERIES, MISSING_DISTANCE, PackedDatabase, 
 __all__ = ["HashIndex", "PartitionedIndex", "MultiIndexHashIndex", "ModelRef", "ModelMismatchError", "write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
 
 MAGIC = b"JAXHASH\0"
-FORMAT_VERSION = 3  # the newest this version reads; flat and partitioned indexes are still written as 2
+# The newest this version reads; flat and partitioned indexes are still written as 2. Every format, newer ones
+# included, ends in the SHA-256 of all bytes before it: that is how a newer file is told from a damaged one.
+FORMAT_VERSION = 3
 _MULTI_INDEX_VERSION = 3
 _PREFIX = struct.Struct("<8sII")
 _CHECKSUM_BYTES = 32
@@ -680,7 +682,7 @@ def read_index(path) -> HashIndex:
         if version > FORMAT_VERSION:
             # a newer jaxhash's file still ends in the SHA-256 of the rest; a damaged version field does not
             if not _checksum_of_rest(f, hashlib.sha256(prefix), size):
-                raise IndexFormatError(damaged + f" (its format number {version} is unreadable and the checksum does not match)")
+                raise IndexFormatError(damaged + f" (format number {version} and a checksum that does not match)")
             raise IndexFormatError(f"{path} uses index format {version}; this jaxhash reads up to {FORMAT_VERSION}: upgrade jaxhash")
         if version == 0 or _PREFIX.size + header_len + _CHECKSUM_BYTES > size:
             raise IndexFormatError(damaged + " (bad prefix)")

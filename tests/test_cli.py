@@ -409,9 +409,12 @@ def test_cluster_refuses_bad_names_before_any_work_speaks_in_options_and_keeps_r
     assert "unknown --features 'bogus'" in capsys.readouterr().err
     assert main(["cluster", "--data", "digits", "--features", "pixels", "--reduce", "none,tsnee"]) == 2
     assert "unknown --reduce 'tsnee': use none, pca, tsne, umap" in capsys.readouterr().err
-    assert loaded == []  # both refused before the data was read
+    assert main(["cluster", "--data", "digits", "--reduce", "umap", "--dims", "200", "--algorithm", "gmm"]) == 2
+    assert "use --dims at most 128 or --algorithm kmeans" in capsys.readouterr().err
+    assert loaded == []  # all three refused before the data was read
     make_folder(tmp_path / "photos", rng)  # 12x12x3: 432 values per image, too many for a full-covariance mixture
-    assert main(["cluster", "--data", str(tmp_path / "photos"), "--features", "pixels", "--algorithm", "gmm"]) == 2
+    with pytest.warns(UserWarning, match="corrupt.png"):
+        assert main(["cluster", "--data", str(tmp_path / "photos"), "--features", "pixels", "--algorithm", "gmm"]) == 2
     err = capsys.readouterr().err
     assert "--reduce pca or umap" in err and "--algorithm kmeans" in err and "covariance=" not in err
     assert main(["cluster", "--data", "digits", "--features", "pca", "--limit", "30"]) == 2

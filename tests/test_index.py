@@ -126,7 +126,7 @@ def test_truncated_or_tampered_files_are_detected(filled, tmp_path):
     newer = bytearray(data)
     newer[8] = 99  # the version field (after the 8 magic bytes): damaged, unless the checksum says it was written so
     (tmp_path / "flipped.jhx").write_bytes(bytes(newer))
-    with pytest.raises(IndexFormatError, match="damaged .*format number 99 is unreadable"):
+    with pytest.raises(IndexFormatError, match="damaged .*format number 99 and a checksum that does not match"):
         read_index(tmp_path / "flipped.jhx")
     newer[-32:] = hashlib.sha256(bytes(newer[:-32])).digest()
     (tmp_path / "newer.jhx").write_bytes(bytes(newer))

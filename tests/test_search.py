@@ -252,7 +252,7 @@ import numpy as np
 import pytest
 from conftest import oracle_knn, random_codes
 from jaxhash import HashIndex
-from jaxhash.search import shard_database, sharded_knn_search
+from jaxhash.search import ShardedDatabase, shard_database, sharded_knn_search
 
 devices = jax.devices()
 assert len(devices) == int(sys.argv[1]), devices
@@ -295,6 +295,7 @@ if len(devices) == 4:
                 index_.remove_ids(remove)
         for a, b in zip(growing.search(db[:5], 4), one.search(db[:5], 4)):
             np.testing.assert_array_equal(a, b)
+        assert isinstance(growing._prepared, ShardedDatabase) == (growing.ntotal >= 4)  # sharded once every device has codes
 print("ok")
 """
 
