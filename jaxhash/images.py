@@ -169,9 +169,11 @@ def _convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
         return image
     if channels == 3:
         return np.repeat(image, 3, axis=2)
-    # ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
-    grey = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None]
+    # ITU-R 601-2 luma in Pillow's own fixed point, so that an image made grey here and one made grey by
+    # Pillow's convert("L") while decoding (a query, a folder) are the same to the last level
+    rgb = image.astype(np.uint32)
+    grey = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return grey.astype(np.uint8)[..., None]
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -76,6 +76,21 @@ def _split_class(rel: str) -> tuple[str, str]:
     return "all", ""
 
 
+def _regrey_colour_images(root: Path, records: dict, image_size: tuple[int, int]) -> None:
+    """Decode the colour images of a mostly grey set again, made grey before resizing as a query image is (resized
+    first, then made grey, they round differently); a second pass over an archive, reading only those."""
+    colour = {rel: (recs, i) for recs in records.values() for i, (rel, _, img) in enumerate(recs) if img.shape[2] == 3}
+    if not colour:
+        return
+    for rel, _, read in _iter_entries(root):
+        if rel in colour:
+            recs, i = colour[rel]
+            try:
+                recs[i] = (rel, recs[i][1], decode_image(read(), image_size, 1))
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                pass  # changed since the first reading: its first decoding stays
+
+
 def load_image_folder(root, image_size: tuple[int, int] | None = None, channels: int | None = None,
                       progress: bool = True, mixed_sizes: str = "refuse") -> dict[str, ImageSet]:
     """Load every image under ``root`` (a folder or a .tar.gz), grouped by split.
@@ -125,12 +140,8 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
         raise ValueError(f"no readable images found in {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     images = [img for recs in records.values() for _, _, img in recs]
     shape = common_shape(images, f"images in {root}", mixed_sizes)
-    if image_size is not None and channels is None and shape[2] == 1 and not is_archive(root):
-        # colour images among grey ones: made grey before resizing, as a query image is (the other order rounds
-        # differently), so read again from the folder
-        for recs in records.values():
-            recs[:] = [(rel, cls, decode_image((root / rel).read_bytes(), image_size, 1) if img.shape[2] == 3 else img)
-                       for rel, cls, img in recs]
+    if image_size is not None and channels is None and shape[2] == 1:
+        _regrey_colour_images(root, records, image_size)
     class_names = tuple(sorted({cls for recs in records.values() for _, cls, _ in recs if cls}))
     class_id = {c: i for i, c in enumerate(class_names)}
     out = {}
