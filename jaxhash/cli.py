@@ -469,7 +469,7 @@ def _check_cluster_names(args) -> None:
     for reduction in args.reduce:
         if reduction not in ("none", *EMBEDDINGS):
             raise ValueError(f"unknown --reduce {reduction!r}: use none, {', '.join(EMBEDDINGS)} (comma-separated)")
-    if args.algorithm == "gmm" and args.dims > MAX_FULL_COVARIANCE_DIM and set(args.reduce) - {"none"}:
+    if args.algorithm == "gmm" and args.dims > MAX_FULL_COVARIANCE_DIM and set(args.reduce) & {"tsne", "umap"}:
         raise ValueError(f"a Gaussian mixture of {args.dims}-dim points needs too much memory: use --dims at most "
                          f"{MAX_FULL_COVARIANCE_DIM} or --algorithm kmeans")
 
@@ -737,30 +737,39 @@ def use_compilation_cache() -> Path | None:
 _DAMAGED_CACHE_ENTRY = re.compile(r"Error reading persistent compilation cache entry for '([\w.-]+)'")
 
 
-def _remove_damaged_cache_entries(cache: Path, message: str) -> str | None:
+def _remove_damaged_cache_entries(cache: Path, message: str, repaired: set | None = None) -> str | None:
     """After JAX's warning that a cache entry could not be read, remove that program's entries that no longer
     decompress (JAX never overwrites an entry, so a damaged one would warn and recompile on every run) and
-    return a one-line note; None for other warnings. Never raises: the cache is an optimisation."""
+    return a one-line note; None for other warnings, and for a program already in ``repaired`` (the names
+    repaired so far in this run, updated here). Never raises: the cache is an optimisation."""
     match = _DAMAGED_CACHE_ENTRY.match(message)
     if match is None:
         return None
+    name = match[1]  # a program's name, or (JAX's other warning) one entry's whole key
+    if repaired is not None and name in repaired:
+        return None
     removed = 0
     try:
-        from jax._src.compilation_cache import decompress_executable  # noqa: PLC0415 - JAX's own entry format
+        from jax._src.compilation_cache import compress_executable, decompress_executable  # noqa: PLC0415
 
-        for entry in cache.glob(f"{glob.escape(match[1])}-*-cache"):
+        if decompress_executable(compress_executable(b"probe")) != b"probe":
+            raise ImportError("JAX's cache format is not the one this jaxhash knows")
+        entries = [*cache.glob(f"{glob.escape(name)}-cache"), *cache.glob(f"{glob.escape(name)}-*-cache")]
+        for entry in entries:
             try:
                 decompress_executable(entry.read_bytes())
             except Exception:  # noqa: BLE001 - zlib's and zstd's errors alike mean damage
                 entry.unlink(missing_ok=True)
-                entry.with_name(entry.name[: -len("-cache")] + "-atime").unlink(missing_ok=True)
                 removed += 1
-    except (ImportError, OSError):
+                entry.with_name(entry.name[: -len("-cache")] + "-atime").unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 - a read-only folder, another JAX: the note below says how to clear it
         pass
     if removed:
+        if repaired is not None:
+            repaired.add(name)
         return (f"the compilation cache {cache} held {removed} damaged entr{'y' if removed == 1 else 'ies'} for "
-                f"{match[1]!r}: removed, compiled again (to turn the cache off: JAXHASH_CACHE_DIR=off)")
-    return (f"the compilation cache {cache} holds an entry for {match[1]!r} that JAX cannot load: compiled again, on every "
+                f"{name!r}: removed, compiled again (to turn the cache off: JAXHASH_CACHE_DIR=off)")
+    return (f"the compilation cache {cache} holds an entry for {name!r} that JAX cannot load: compiled again, on every "
             f"run until that folder is deleted (or the cache turned off: JAXHASH_CACHE_DIR=off)")
 
 
@@ -776,9 +785,13 @@ def main(argv=None) -> int:
             return f"jaxhash {args.command}: note: {message}\n"
         return formatwarning(message, category, filename, lineno, line)
 
+    repaired: set[str] = set()
+
     def repair_cache(message, category, filename, lineno, file=None, line=None):
-        note = _remove_damaged_cache_entries(cache, str(message)) if cache is not None else None
-        if note is not None:
+        if cache is not None and _DAMAGED_CACHE_ENTRY.match(str(message)):
+            note = _remove_damaged_cache_entries(cache, str(message), repaired)
+            if note is None:
+                return None  # that program's damage was removed and told earlier in this run
             message, filename = note, __file__
         return showwarning(message, category, filename, lineno, file, line)
 

@@ -323,6 +323,11 @@ def test_only_cache_entries_that_no_longer_decompress_are_removed(tmp_path, monk
     assert "held 2 damaged entries for 'jit_f': removed" in note
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jit_f-aa-cache", "jit_fx-dd-cache"]
     assert _remove_damaged_cache_entries(tmp_path, "some other warning") is None
+    repaired = {"jit_f"}  # already repaired and told in this run: nothing more to say
+    assert _remove_damaged_cache_entries(tmp_path, warning, repaired) is None
+    (tmp_path / "jit_g-ee-cache").write_bytes(b"damaged")  # JAX's other warning names a whole key
+    note = _remove_damaged_cache_entries(tmp_path, warning.replace("'jit_f'", "'jit_g-ee'"), repaired)
+    assert "held 1 damaged entry for 'jit_g-ee'" in note and repaired == {"jit_f", "jit_g-ee"}
     note = _remove_damaged_cache_entries(tmp_path, warning)  # what is left decompresses: say how to clear it
     assert "cannot load" in note and "deleted" in note and healthy.exists()
     damaged.write_bytes(b"damaged")
@@ -332,6 +337,7 @@ def test_only_cache_entries_that_no_longer_decompress_are_removed(tmp_path, monk
 
     monkeypatch.setattr(type(damaged), "unlink", refuse)
     assert "cannot load" in _remove_damaged_cache_entries(tmp_path, warning)  # a read-only cache: a note, not a failure
+
 
 @pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
 def test_a_few_queries_are_searched_without_loading_jax(tmp_path, rng):
@@ -412,6 +418,9 @@ def test_cluster_refuses_bad_names_before_any_work_speaks_in_options_and_keeps_r
     assert main(["cluster", "--data", "digits", "--reduce", "umap", "--dims", "200", "--algorithm", "gmm"]) == 2
     assert "use --dims at most 128 or --algorithm kmeans" in capsys.readouterr().err
     assert loaded == []  # all three refused before the data was read
+    assert main(["cluster", "--data", "digits", "--features", "pixels", "--reduce", "pca", "--dims", "200", "--algorithm",
+                 "gmm", "--limit", "100"]) == 0  # PCA gives at most the digits' 64 values: a mixture can take them
+    assert capsys.readouterr().out.count("pixels       pca") == 1
     make_folder(tmp_path / "photos", rng)  # 12x12x3: 432 values per image, too many for a full-covariance mixture
     with pytest.warns(UserWarning, match="corrupt.png"):
         assert main(["cluster", "--data", str(tmp_path / "photos"), "--features", "pixels", "--algorithm", "gmm"]) == 2

@@ -177,7 +177,6 @@ def test_mixed_sizes_can_go_to_the_most_common_decoding_each_file_once(tmp_path,
         load_dataset(str(root), mixed_sizes="largest")
 
 
-
 @pytest.mark.parametrize("modes", [["RGB"] * 4, ["L"] * 5 + ["RGB"] * 3, ["RGB"] * 5 + ["L"] * 3])
 @pytest.mark.parametrize("mixed_sizes", [False, True])
 def test_a_folder_and_its_archive_give_the_same_pixels_at_a_size_asked_for(tmp_path, rng, modes, mixed_sizes, monkeypatch):

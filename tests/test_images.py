@@ -104,6 +104,7 @@ def test_colour_made_grey_here_equals_pillows_convert_to_the_last_level(rng):
         ours = conform_images(colour[None], (300, 400, 1))[0, ..., 0]
     np.testing.assert_array_equal(ours, np.asarray(Image.fromarray(colour).convert("L")))  # a float luma: 68 levels off
 
+
 def test_common_shape_takes_the_majority_channels_and_refuses_mixed_sizes():
     assert common_shape([np.zeros((4, 5, 3)), np.zeros((4, 5, 4))], "x") == (4, 5, 3)
     with pytest.warns(UserWarning, match=r"x: converted 1 colour images to grey \(2 of 3 images are grey\)"):
