@@ -1,4 +1,5 @@
-"""Progress bars for long work: tqdm, throttled when stderr is not a terminal (logs, CI).
+"""Progress bars for long work: tqdm, throttled when stderr is not a terminal (logs, CI), and there shown
+only for work that lasts over 5 seconds.
 
 Set ``JAXHASH_PROGRESS=0`` to switch them off.
 """
@@ -15,4 +16,5 @@ def progress(iterable=None, **kwargs):
         kwargs["disable"] = True
     if not sys.stderr.isatty():
         kwargs.setdefault("mininterval", 15.0)
+        kwargs.setdefault("delay", 5.0)  # work done sooner leaves no bar in a log (its first state, then a clear)
     return tqdm(iterable, **kwargs)
