@@ -274,7 +274,12 @@ def cmd_index(args) -> int:
     if args.type == "partitioned":
         index = PartitionedIndex(hasher.n_bits, **options)
         index.add(encoded["codes"], features=features, partitions=np.argmax(encoded["probabilities"], axis=1))
-        kind = f"partitioned by predicted class ({len(np.unique(index.partitions))} partitions)"
+        used, n_classes = len(np.unique(index.partitions)), encoded["probabilities"].shape[1]
+        kind = f"partitioned by predicted class ({used} partition{'s' if used != 1 else ''} of {n_classes} classes)"
+        if used == 1 < min(n_classes, index.ntotal):
+            warnings.warn("the model predicts the same class for every image: it has not learned to tell your "
+                          f"{n_classes} classes apart, so the index is one partition and --top-classes narrows nothing; "
+                          "train it longer (--epochs) or with more images per class", stacklevel=2)
     elif args.type == "mih":
         index = MultiIndexHashIndex(hasher.n_bits, substrings=args.substrings, **options)
         index.add(encoded["codes"], features=features)

@@ -137,7 +137,8 @@ def common_shape(images, where: str, mixed_sizes: str = "refuse") -> tuple[int, 
         sizes = {(h, w): count}
     if len(sizes) > 1:
         common = sorted(sizes.items(), key=lambda kv: -kv[1])
-        listed = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in common[:4]) + (", ..." if len(common) > 4 else "")
+        listed = ", ".join(f"{h}x{w} ({n} image{'s' if n != 1 else ''})" for (h, w), n in common[:4]) + (
+            ", ..." if len(common) > 4 else "")
         (h, w), _ = common[0]
         raise MixedSizesError(f"{where} have different sizes: {listed}. Resize them to one size: --image-size {h}x{w} on the "
                               f"command line, image_size=({h}, {w}) when loading, or jaxhash.images.conform_images")

@@ -371,7 +371,10 @@ class _CNNBase(Hasher):
                                           epochs_given=self.epochs is not None)
         if fitted != config:
             steps = (n // config.batch_size) * config.epochs
-            why = [f"at least {cnn.MIN_STEPS_PER_EPOCH} steps per epoch"] if fitted.batch_size != config.batch_size else []
+            why = []
+            if fitted.batch_size != config.batch_size:
+                why.append(f"at least {cnn.MIN_STEPS_PER_EPOCH} steps per epoch" if n // fitted.batch_size >= cnn.MIN_STEPS_PER_EPOCH
+                           else f"the batch at its floor of {cnn.MIN_BATCH_SIZE}, short of {cnn.MIN_STEPS_PER_EPOCH} steps per epoch")
             if fitted.epochs != config.epochs:
                 why.append(f"the preset's minimum of {config.min_images:,} images seen")
             warnings.warn(f"{n} training images are few for preset {self.preset!r}: its {config.epochs} epochs at batch "

@@ -123,7 +123,7 @@ def test_fit_on_a_photo_folder_of_mixed_sizes_and_channels(tmp_path, rng, capsys
     model = tmp_path / "model"
     assert main(["fit", "--data", str(folder), "--method", "pcah", "--bits", "2", "--out", str(model)]) == 2
     err = capsys.readouterr().err
-    assert "different sizes: 16x16 (23 images), 30x40 (1 images)" in err and "--image-size 16x16" in err
+    assert "different sizes: 16x16 (23 images), 30x40 (1 image)" in err and "--image-size 16x16" in err
     with pytest.warns(UserWarning, match=r"converted 3 grey images to RGB \(21 of 24 images are RGB\)"):
         assert main(["fit", "--data", str(folder), "--method", "pcah", "--bits", "2", "--image-size", "16", "--out", str(model)]) == 0
     assert "on the 24 images of photos (16x16x3)" in capsys.readouterr().out  # every image: no protocol asked for
@@ -237,7 +237,7 @@ def test_index_of_a_data_folder_points_at_its_files(tmp_path, rng, capsys, monke
 
 
 @pytest.mark.filterwarnings("ignore:.*(converted|resized)")
-def test_a_cnn_hasher_on_a_folder_of_own_classes(tmp_path, rng, capsys):
+def test_a_cnn_hasher_on_a_folder_of_own_classes(tmp_path, rng, capsys, monkeypatch):
     folder = tmp_path / "photos"
     make_photo_folder(folder, rng, per_class=12)  # mixed sizes and grey photos: loaded at the model's input size
     model, index, out = tmp_path / "m", tmp_path / "i.jhx", tmp_path / "r.json"
@@ -245,9 +245,23 @@ def test_a_cnn_hasher_on_a_folder_of_own_classes(tmp_path, rng, capsys):
     assert main(["fit", "--data", str(folder), "--method", "cnn-hash", *tiny, "--out", str(model)]) == 0
     assert "on the 36 images of photos (16x16x3)" in capsys.readouterr().out
     assert main(["index", "--model", str(model), "--folder", str(folder), "--out", str(index), "--partitioned"]) == 0
-    assert "partitioned by predicted class" in capsys.readouterr().out
+    assert "partitions of 3 classes)" in capsys.readouterr().out  # as many as the tiny model tells apart
     loaded = jaxhash.read_index(index)
     assert loaded.feature_dim == 32 and loaded.partitions.shape == (36,)
+    cnn_hash = type(jaxhash.load_hasher(model))
+    real_encode = cnn_hash.encode_details
+
+    def one_class(self, images, **options):  # a model that has learned nothing: one class for everything
+        encoded = dict(real_encode(self, images, **options))
+        encoded["probabilities"] = np.eye(encoded["probabilities"].shape[1], dtype=np.float32)[np.zeros(len(images), int)]
+        return encoded
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cnn_hash, "encode_details", one_class)
+        with pytest.warns(UserWarning, match="predicts the same class for every image: it has not learned to tell your 3"):
+            assert main(["index", "--model", str(model), "--folder", str(folder), "--out", str(tmp_path / "one.jhx"),
+                         "--partitioned"]) == 0
+    assert "(1 partition of 3 classes" in capsys.readouterr().out
     query = str(folder / "green" / "5.jpg")
     assert main(["search", "--model", str(model), "--index", str(index), query, "--k", "5", "--top-classes", "2",
                  "--rerank", "20", "--json", str(out)]) == 0

@@ -120,7 +120,7 @@ def test_image_folder_resizes_and_converts(tmp_path, rng):
     root.mkdir(parents=True)
     Image.fromarray(rng.integers(0, 256, (10, 12, 3)).astype(np.uint8)).save(root / "x.png")
     Image.fromarray(rng.integers(0, 256, (20, 5)).astype(np.uint8)).save(root / "y.png")
-    with pytest.raises(ValueError, match=r"different sizes: 10x12 \(1 images\), 20x5 \(1 images\).*--image-size 10x12.*image_size=\(10, 12\) when loading"):
+    with pytest.raises(ValueError, match=r"different sizes: 10x12 \(1 image\), 20x5 \(1 image\).*--image-size 10x12.*image_size=\(10, 12\) when loading"):
         load_image_folder(tmp_path / "imgs", progress=False)
     sets = load_image_folder(tmp_path / "imgs", image_size=(28, 28), channels=1, progress=False)
     assert sets["all"].images.shape == (2, 28, 28, 1)

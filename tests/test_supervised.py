@@ -199,7 +199,8 @@ def test_a_preset_trains_a_small_folder_for_its_minimum_of_steps(data, monkeypat
     with pytest.warns(UserWarning) as notes:  # only the batch is changed, and the note says why
         jaxhash.CNNSoftmaxHasher(n_bits=12, preset="tiny", image_size=12, epochs=3, progress=False).fit(x, y)
     (note,) = [str(n.message) for n in notes if "are few" in str(n.message)]
-    assert "3 epochs at batch 32 (9 steps: at least 50 steps per epoch)" in note and "minimum of" not in note
+    assert "3 epochs at batch 32 (9 steps: the batch at its floor of 32, short of 50 steps per epoch)" in note
+    assert "minimum of" not in note  # 108 images: 3 steps per epoch even at the floor, and the note says so
 
 
 def test_the_bf16_path_of_accelerators_trains_under_strict_promotion(data, monkeypatch):
