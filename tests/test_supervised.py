@@ -201,6 +201,9 @@ def test_a_preset_trains_a_small_folder_for_its_minimum_of_steps(data, monkeypat
     (note,) = [str(n.message) for n in notes if "are few" in str(n.message)]
     assert "3 epochs at batch 32 (9 steps: the batch at its floor of 32, short of 50 steps per epoch)" in note
     assert "minimum of" not in note  # 108 images: 3 steps per epoch even at the floor, and the note says so
+    wide = supervised.PRESETS["tiny"]._replace(min_images=1_000, batch_size=256)
+    with pytest.warns(UserWarning, match=r"2 epochs at batch 64 \(100 steps: at least 50 steps per epoch\)"):
+        assert jaxhash.CNNSoftmaxHasher(n_bits=12, preset="tiny", epochs=2)._schedule(wide, 3_200).batch_size == 64
 
 
 def test_the_bf16_path_of_accelerators_trains_under_strict_promotion(data, monkeypatch):
