@@ -50,7 +50,8 @@ def _pca(x: np.ndarray, n_components: int, seed: int = 0, *, bits: bool = True) 
         if bits and spanned < n_components:
             noise = "the other bit is" if n_components - spanned == 1 else f"the other {n_components - spanned} bits are"
             warnings.warn(f"only {spanned} of the {n_components} principal directions of the {n} training samples have "
-                          f"variance: {noise} rounding noise; use at most {spanned} bits, or more (and more varied) samples",
+                          f"variance: {noise} rounding noise; use at most {spanned} bit{'s' if spanned != 1 else ''}, or more (and "
+                          "more varied) samples",
                           stacklevel=3)
         return mean.astype(np.float32), vectors[:, order].astype(np.float32)
     mean = mean.astype(np.float32)
