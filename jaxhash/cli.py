@@ -391,13 +391,24 @@ def cmd_search(args) -> int:
 
         rows = []
         for query, name, res in zip(queries, names, results):
-            head = GridCell(query, Path(name).name, res["class"], None)
+            head = GridCell(_as_shown(name, query), Path(name).name, res["class"], None)
             cells = [GridCell(entries.images[by_id[h["id"]]], f"#{h['rank']} d={h['distance']:.4g}", h["class"] or _short(h["path"]),
                               h.get("same_class")) for h in res["results"]]
             rows.append((head, cells))
         draw_result_grid(args.grid, rows)
         print(f"wrote {args.grid}")
     return 0
+
+
+def _as_shown(path: str, model_input):
+    """A query image at its own size for the result grid (its results are shown at theirs), or the
+    model's input if the file can no longer be read."""
+    from .images import decode_image  # noqa: PLC0415
+
+    try:
+        return decode_image(Path(path).read_bytes())
+    except (OSError, ValueError, SyntaxError):
+        return model_input
 
 
 def _query_class(name: str, class_names) -> str | None:

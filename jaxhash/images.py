@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["to_features", "decode_image", "conform_images", "conversion_note", "as_image_batch", "common_shape", "MixedSizesError", "ResizedToMostCommon", "GREY_MODES", "alpha_note"]
+__all__ = ["to_features", "decode_image", "conform_images", "conversion_note", "channels_note", "as_image_batch", "common_shape", "MixedSizesError", "ResizedToMostCommon", "GREY_MODES", "alpha_note"]
 
 # Pillow modes decoded as one grey channel; everything else becomes RGB (alpha is dropped).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -32,8 +32,9 @@ def decode_image(data: bytes, image_size: tuple[int, int] | None = None, channel
     ``channels`` = 1 or 3 converts (grey is repeated to RGB, RGBA loses its alpha); ``None`` keeps
     grey images grey and makes everything else RGB. ``image_size`` = ``(H, W)`` resizes (bilinear).
     ``counts``: a dict whose ``"alpha"`` entry is incremented when the image had transparency that
-    was dropped (some pixel not fully opaque), for callers that decode many and give one note
-    (:func:`alpha_note`).
+    was dropped (some pixel not fully opaque), and its ``"converted"`` entry when ``channels`` made a
+    grey image RGB or a colour one grey, for callers that decode many and give one note
+    (:func:`alpha_note`, :func:`channels_note`).
     Raises ``OSError``/``ValueError`` for bytes that are not a readable image, and ``ValueError``
     for one that declares more pixels than Pillow's ``MAX_IMAGE_PIXELS`` (a decompression bomb).
     """
@@ -52,6 +53,8 @@ def decode_image(data: bytes, image_size: tuple[int, int] | None = None, channel
         if counts is not None and _has_transparency(img):
             counts["alpha"] = counts.get("alpha", 0) + 1
         grey = channels == 1 or (channels is None and img.mode in GREY_MODES)
+        if counts is not None and channels is not None and grey != (img.mode in GREY_MODES):
+            counts["converted"] = counts.get("converted", 0) + 1
         img = img.convert("L" if grey else "RGB")
         if image_size is not None and img.size != (image_size[1], image_size[0]):
             img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
@@ -143,12 +146,21 @@ def common_shape(images, where: str, mixed_sizes: str = "refuse") -> tuple[int, 
         raise MixedSizesError(f"{where} have different sizes: {listed}. Resize them to one size: --image-size {h}x{w} on the "
                               f"command line, image_size=({h}, {w}) when loading, or jaxhash.images.conform_images")
     channels = 3 if channel_counts[3] >= channel_counts[1] else 1
-    minority = channel_counts[1 if channels == 3 else 3]
-    if minority:
-        kind = "RGB" if channels == 3 else "grey"
-        warnings.warn(f"{where}: converted {minority} {'grey' if channels == 3 else 'colour'} images to {kind} "
-                      f"({channel_counts[channels]} of {sum(channel_counts.values())} images are {kind})", stacklevel=3)
+    note = channels_note(where, channel_counts[1 if channels == 3 else 3], sum(channel_counts.values()), channels)
+    if note:
+        warnings.warn(note, stacklevel=3)
     return tuple(int(s) for s in next(iter(sizes))) + (channels,)
+
+
+def channels_note(where: str, converted: int, total: int, channels: int) -> str | None:
+    """The note that ``converted`` of ``total`` images in ``where`` were made RGB (``channels`` 3) or
+    grey (1), or None if none were."""
+    if not converted:
+        return None
+    kind = "RGB" if channels == 3 else "grey"
+    images = "image" if converted == 1 else "images"
+    return (f"{where}: converted {converted} {'grey' if channels == 3 else 'colour'} {images} to {kind} "
+            f"({total - converted} of {total} images are {kind})")
 
 
 def _as_hwc(image) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 __all__ = ["GridCell", "draw_result_grid", "draw_scatter_panels"]
 
@@ -28,10 +28,17 @@ class GridCell(NamedTuple):
 
 
 def _to_pil(image: np.ndarray) -> Image.Image:
+    """A ``CELL`` x ``CELL`` picture of ``image``, its shape kept (white margins): shrunk with a
+    Lanczos filter, enlarged pixel by pixel (small images stay sharp)."""
     image = np.asarray(image, np.uint8)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
-    return Image.fromarray(image).convert("RGB").resize((CELL, CELL), Image.NEAREST)
+    picture = Image.fromarray(image).convert("RGB")
+    shrinking = max(picture.size) > CELL
+    picture = ImageOps.contain(picture, (CELL, CELL), Image.LANCZOS if shrinking else Image.NEAREST)
+    cell = Image.new("RGB", (CELL, CELL), "white")
+    cell.paste(picture, ((CELL - picture.width) // 2, (CELL - picture.height) // 2))
+    return cell
 
 
 def _draw_cell(canvas: Image.Image, draw: ImageDraw.ImageDraw, cell: GridCell, x: int, y: int, frame) -> None:

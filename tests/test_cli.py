@@ -150,7 +150,8 @@ def test_a_hasher_fitted_in_python_indexes_a_folder_and_searches(tmp_path, rng, 
     sets = load_image_folder(folder, image_size=(16, 16), progress=False)
     jaxhash.PCAH(n_bits=2).fit(sets["all"].images).save(tmp_path / "model")
     index, grid, out = tmp_path / "photos.jhx", tmp_path / "grid.png", tmp_path / "r.json"
-    assert main(["index", "--model", str(tmp_path / "model"), "--folder", str(folder), "--out", str(index)]) == 0
+    with pytest.warns(UserWarning, match=r"converted 3 grey images to RGB \(21 of 24 images are RGB\)"):  # as fit says
+        assert main(["index", "--model", str(tmp_path / "model"), "--folder", str(folder), "--out", str(index)]) == 0
     query = folder / "blue" / "1.png"  # 40x30: resized to the model's 16x16
     assert main(["search", "--model", str(tmp_path / "model"), "--index", str(index), str(query), "--k", "5",
                  "--grid", str(grid), "--json", str(out)]) == 0
@@ -162,6 +163,8 @@ def test_a_hasher_fitted_in_python_indexes_a_folder_and_searches(tmp_path, rng, 
     with Image.open(grid) as img:
         assert img.size[0] > 5 * 96
         assert img.getpixel((6 + 96 + 12 - 1, 6 + 40)) == (0, 140, 0)  # a correct result is framed in green
+        # the 40x30 query is drawn at its own shape (96x72, white above and below), not the model's 16x16
+        assert img.getpixel((6 + 48, 6 + 5)) == (255, 255, 255) and img.getpixel((6 + 48, 6 + 48))[2] > 150
     clear = tmp_path / "clear.png"
     with Image.open(folder / "blue" / "2.jpg") as img:
         rgba = np.dstack([np.asarray(img), np.full((16, 16), 100, np.uint8)])

@@ -203,7 +203,7 @@ def test_mixed_grey_and_colour_go_to_the_majority_with_one_note(tmp_path, rng):
         (tmp_path / "mix" / cls).mkdir(parents=True)
         for i, mode in enumerate(modes):
             Image.fromarray(rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)).convert(mode).save(tmp_path / "mix" / cls / f"{i}.png")
-    with pytest.warns(UserWarning, match=r"converted 1 grey images to RGB \(4 of 5 images are RGB\)") as caught:
+    with pytest.warns(UserWarning, match=r"converted 1 grey image to RGB \(4 of 5 images are RGB\)") as caught:
         sets = load_image_folder(tmp_path / "mix", progress=False)
     assert len(caught) == 1 and sets["all"].images.shape == (5, 6, 6, 3)
     grey_only = load_image_folder(tmp_path / "mix", channels=1, progress=False)

@@ -180,7 +180,7 @@ def test_what_counts_as_images(rng):
     assert grey.input_shape_ == (6, 5, 1)
     rows = jaxhash.PCAH(n_bits=2).fit([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [2.0, 2.0, 0.0]])  # a list of rows: features
     assert rows.input_shape_ is None and rows.encode([[1.0, 1.0, 1.0]]).shape == (1, 1)
-    with pytest.warns(UserWarning, match=r"converted 1 grey images to RGB \(2 of 3 images are RGB\)"):
+    with pytest.warns(UserWarning, match=r"converted 1 grey image to RGB \(2 of 3 images are RGB\)"):
         mixed = jaxhash.PCAH(n_bits=2).fit([np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), np.uint8), np.full((4, 4, 4), 9, np.uint8)])
     assert mixed.input_shape_ == (4, 4, 3)
     with pytest.raises(ValueError, match="need at least 2 training images, got 0"):

@@ -107,7 +107,7 @@ def test_colour_made_grey_here_equals_pillows_convert_to_the_last_level(rng):
 
 def test_common_shape_takes_the_majority_channels_and_refuses_mixed_sizes():
     assert common_shape([np.zeros((4, 5, 3)), np.zeros((4, 5, 4))], "x") == (4, 5, 3)
-    with pytest.warns(UserWarning, match=r"x: converted 1 colour images to grey \(2 of 3 images are grey\)"):
+    with pytest.warns(UserWarning, match=r"x: converted 1 colour image to grey \(2 of 3 images are grey\)"):
         assert common_shape([np.zeros((4, 5)), np.zeros((4, 5, 2)), np.zeros((4, 5, 3))], "x") == (4, 5, 1)
     with pytest.raises(ValueError, match=r"x have different sizes: 4x5 \(2 images\), 6x6 \(1 image\)"):
         common_shape([np.zeros((4, 5)), np.zeros((4, 5)), np.zeros((6, 6))], "x")

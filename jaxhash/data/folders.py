@@ -10,7 +10,7 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from ..images import alpha_note, common_shape, conform_images, decode_image
+from ..images import alpha_note, channels_note, common_shape, conform_images, decode_image
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation", "query", "database")
@@ -105,8 +105,8 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
     :class:`~jaxhash.images.MixedSizesError` (``mixed_sizes="refuse"``) or are resized to the most
     common size with one note (``mixed_sizes="most common"``, for models that resize every image
     anyway); either way each file is decoded once.
-    ``channels`` = 1 or 3 converts every image; without it a folder mixing grey and colour images
-    is converted to the channel count of the majority, with one note.
+    ``channels`` = 1 or 3 converts every image (one note says how many were converted); without it
+    a folder mixing grey and colour images is converted to the channel count of the majority, with one note.
 
     Returns ``{split: ImageSet}``; class ids are the sorted class-folder names, shared by splits.
     """
@@ -133,9 +133,11 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
     if skipped:
         shown = ", ".join(skipped[:10]) + (f", ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
         warnings.warn(f"skipped {len(skipped)} unreadable or non-image files in {root}: {shown}", stacklevel=2)
-    note = alpha_note(decoded.get("alpha", 0), f"images in {root}")
-    if note:
-        warnings.warn(note, stacklevel=2)
+    n_images = sum(len(recs) for recs in records.values())
+    for note in (alpha_note(decoded.get("alpha", 0), f"images in {root}"),
+                 channels_note(f"images in {root}", decoded.get("converted", 0), n_images, channels) if channels else None):
+        if note:
+            warnings.warn(note, stacklevel=2)
     if not records:
         raise ValueError(f"no readable images found in {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     images = [img for recs in records.values() for _, _, img in recs]
