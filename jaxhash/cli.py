@@ -725,8 +725,8 @@ def use_compilation_cache() -> Path | None:
     The folder is ``$JAXHASH_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxhash/xla`` (``~/.cache/...``);
     ``JAXHASH_CACHE_DIR=off`` turns it off, and a ``JAX_COMPILATION_CACHE_DIR`` set by the user
     wins. A damaged entry is never fatal: ``main`` removes an entry that no longer decompresses, with a
-    one-line note, and the program is compiled and written again (while warnings are shown; one that
-    decompresses but does not load is left, and the note says to delete the folder). Returns the
+    one-line note, and the program is compiled and written again (silently where warnings are
+    ignored; one that decompresses but does not load is left, and the note says to delete the folder). Returns the
     folder, or None when off or not writable.
     """
     chosen = os.environ.get("JAXHASH_CACHE_DIR")
@@ -789,6 +789,16 @@ def _remove_damaged_cache_entries(cache: Path, message: str, repaired: set | Non
             f"run until that folder is deleted (or the cache turned off: JAXHASH_CACHE_DIR=off)")
 
 
+def _ignored(category, message: str, module: str) -> bool:
+    """Whether Python's warning filters (``-W``, ``PYTHONWARNINGS``) ignore this warning: the first
+    filter that matches decides, as in :func:`warnings.warn`."""
+    for action, text, kind, where, lineno in warnings.filters:
+        if (text is None or text.match(message)) and issubclass(category, kind) and (where is None or where.match(module)) \
+                and not lineno:
+            return action == "ignore"
+    return warnings.defaultaction == "ignore"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cache = use_compilation_cache()
@@ -802,18 +812,22 @@ def main(argv=None) -> int:
         return formatwarning(message, category, filename, lineno, line)
 
     repaired: set[str] = set()
+    # Repaired even where warnings are ignored (PYTHONWARNINGS=ignore), then silently: else every run recompiles.
+    quiet_repair = _ignored(UserWarning, "Error reading persistent compilation cache entry", "jax._src.compiler")
 
     def repair_cache(message, category, filename, lineno, file=None, line=None):
         if cache is not None and _DAMAGED_CACHE_ENTRY.match(str(message)):
             note = _remove_damaged_cache_entries(cache, str(message), repaired)
-            if note is None:
-                return None  # that program's damage was removed and told earlier in this run
+            if note is None or quiet_repair:
+                return None  # told earlier in this run, or warnings are ignored: repaired without a word
             message, filename = note, __file__
         return showwarning(message, category, filename, lineno, file, line)
 
     warnings.formatwarning, warnings.showwarning = one_line, repair_cache
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("default", message=_DAMAGED_CACHE_ENTRY.pattern, category=UserWarning)
+            return args.func(args)
     except (OSError, ValueError, TypeError, ImportError, FloatingPointError, MemoryError) as err:
         if os.environ.get("JAXHASH_DEBUG"):
             raise

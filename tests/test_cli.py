@@ -320,6 +320,13 @@ def test_searches_compile_once_into_the_cache_folder_and_survive_a_damaged_cache
     rewritten = {p.name: p.read_bytes() for p in cache.rglob("*-cache")}
     assert set(rewritten) == {p.name for p in entries if p.name.endswith("-cache")}
     assert b"damaged" not in rewritten.values()
+    for entry in cache.rglob("*-cache"):
+        entry.write_bytes(b"damaged")
+    env["PYTHONWARNINGS"] = "ignore"  # warnings hidden: repaired all the same, and silently
+    quiet = jaxhash_cli(*search)
+    assert quiet.stdout == first and quiet.stderr == ""
+    assert b"damaged" not in {p.read_bytes() for p in cache.rglob("*-cache")}
+    del env["PYTHONWARNINGS"]
     env["JAXHASH_CACHE_DIR"] = "off"
     assert jaxhash_cli(*search).stdout == first
 
