@@ -1,5 +1,5 @@
 """Progress bars for long work: tqdm, throttled when stderr is not a terminal (logs, CI), and there shown
-only for work that lasts over 5 seconds.
+only for work that lasts over 5 seconds, ending on its own line.
 
 Set ``JAXHASH_PROGRESS=0`` to switch them off.
 """
@@ -17,4 +17,7 @@ def progress(iterable=None, **kwargs):
     if not sys.stderr.isatty():
         kwargs.setdefault("mininterval", 15.0)
         kwargs.setdefault("delay", 5.0)  # work done sooner leaves no bar in a log (its first state, then a clear)
+        # A bar that was shown ends on its last state and a newline: cleared, it left a carriage return that glued the
+        # next printed line (a result row) to it in a log of stdout and stderr together.
+        kwargs["leave"] = True
     return tqdm(iterable, **kwargs)

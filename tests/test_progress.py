@@ -23,3 +23,16 @@ def test_a_log_gets_no_bar_for_short_work_and_a_throttled_one_for_long_work(monk
     for _ in progress(range(3), desc="off", delay=0.0, file=log):
         pass
     assert log.getvalue() == ""
+
+
+def test_a_bar_shown_in_a_log_ends_on_its_last_state_and_its_own_line(monkeypatch):
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    monkeypatch.delenv("JAXHASH_PROGRESS", raising=False)
+    bar = progress(total=2, desc="training", unit="epoch", leave=False, delay=0.0, file=log)  # as train.ProgressBar asks
+    bar.update(1)
+    bar.update(1)  # throttled: not shown when it happens
+    bar.close()
+    print("vae   0.2680", file=log)  # a result row printed next, in the same log
+    lines = log.getvalue().split("\n")
+    assert "2/2" in lines[-3] and lines[-2] == "vae   0.2680"  # before: the bar's 1/2 and a carriage return, then the row
