@@ -93,11 +93,12 @@ class TrainingCheckpointer:
         self._manager.close()
 
 
-def _differences(there, here) -> str:
-    if not isinstance(there, dict):
-        return f"{there!r} there, {here!r} here"
+def _differences(there, here, path: str = "") -> str:
+    """What differs between two runs, by the innermost fields (``config.epochs: 200 there, 70 here``)."""
+    if not (isinstance(there, dict) and isinstance(here, dict)):
+        return f"{path + ': ' if path else ''}{there!r} there, {here!r} here"
     keys = [k for k in dict.fromkeys([*there, *here]) if there.get(k) != here.get(k)]
-    return "; ".join(f"{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in keys)
+    return "; ".join(_differences(there.get(k), here.get(k), f"{path}.{k}" if path else str(k)) for k in keys)
 
 
 class Checkpoints:

@@ -44,8 +44,19 @@ def test_refuses_to_overwrite_or_to_load_another_run(key, tmp_path):
     ck.close()
     with pytest.raises(FileExistsError, match="resume"):
         Checkpoints(tmp_path / "ck", run={"width": 4}).restore(state, resume=False)
-    with pytest.raises(CheckpointMismatchError, match="another architecture"):
+    with pytest.raises(CheckpointMismatchError, match="another architecture or data \\(width: 4 there, 8 here\\)"):
         Checkpoints(tmp_path / "ck", run={"width": 8}).restore(make_state(key, 8), resume=True)
+
+
+def test_a_refused_resume_names_the_innermost_fields_that_differ(key, tmp_path):
+    state = make_state(key)
+    run = {"config": {"epochs": 200, "batch_size": 64, "width": 4}, "seed": 0}
+    ck = Checkpoints(tmp_path / "ck", run=run)
+    ck(EpochEnd("train", 0, 3, {}, state, 0.0))
+    ck.close()
+    other = {"config": {"epochs": 70, "batch_size": 64, "width": 4}, "seed": 0, "data": "digits"}
+    with pytest.raises(CheckpointMismatchError, match=r"\(config\.epochs: 200 there, 70 here; data: None there, 'digits' here\)"):
+        Checkpoints(tmp_path / "ck", run=other).restore(state, resume=True)
 
 
 def test_a_template_of_other_shapes_is_refused(key, tmp_path):
