@@ -61,16 +61,19 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True, protocol_default: str | None = "1k",
-                   protocol_help: str = "") -> None:
+                   protocol_help: str = "", protocol: bool = True) -> None:
     p.add_argument("--data", required=required, metavar="NAME|PATH",
                    help="data set name or path: mnist, fashion-mnist, cifar10, cifar100, digits, tfds:NAME, an image folder "
                         "(class/*.jpg or train|test/class/*.jpg) or such a folder as .tar.gz")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder holding the named data sets (DIR/mnist/, DIR/cifar10-jpg.tar.gz, ...); default $JAXHASH_DATA")
-    p.add_argument("--protocol", default=protocol_default, metavar="P",
-                   help=protocol_help or "retrieval protocol: 1k (1,000 queries, 100 per class, the rest is the database), "
-                                          "official (test split as queries), or a query count such as 500 (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the protocol's query draw and of the hashers (default: %(default)s)")
+    if protocol:
+        p.add_argument("--protocol", default=protocol_default, metavar="P",
+                       help=protocol_help or "retrieval protocol: 1k (1,000 queries, 100 per class, the rest is the database), "
+                                              "official (test split as queries), or a query count such as 500 (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help=("seed of the protocol's query draw and of the hashers" if protocol else "seed of the models, "
+                         "reductions and clusterings") + " (default: %(default)s)")
     p.add_argument("--image-size", type=_image_size, default=None, metavar="SIZE",
                    help="resize every image to SIZE or HEIGHTxWIDTH pixels on loading (needed for folders of mixed sizes)")
 
@@ -192,6 +195,9 @@ def cmd_fit(args) -> int:
     from .data import dataset_part  # noqa: PLC0415
     from .hashers import make_hasher  # noqa: PLC0415
 
+    if args.resume and args.checkpoint_dir is None:
+        raise ValueError("--resume continues from checkpoints: give the folder the interrupted run saved them in, "
+                         "--checkpoint-dir DIR --resume")
     hasher = make_hasher(args.method, n_bits=args.bits, seed=args.seed, **_hasher_options(args.method, args))
     if args.image_size is None:
         args.image_size = hasher.input_size()  # a folder of mixed sizes is loaded at the model's input size
@@ -249,7 +255,7 @@ def cmd_index(args) -> int:
         MultiIndexHashIndex(hasher.n_bits, substrings=args.substrings)  # an impossible split is refused before encoding
     if args.type == "partitioned" and not hasattr(hasher, "predict_proba"):
         raise ValueError(f"a partitioned index files images under the class the model predicts, and {hasher.method} "
-                         "predicts no classes: use cnn-softmax or cnn-hash, or drop --partitioned")
+                         "predicts no classes: use cnn-softmax or cnn-hash, or build a flat index (no --partitioned or --type partitioned)")
     shape = hasher.input_shape_
     if args.folder:
         sets = load_image_folder(args.folder, image_size=shape[:2], channels=shape[2])
@@ -339,7 +345,7 @@ def cmd_search(args) -> int:
     if args.top_classes is not None and not isinstance(index, PartitionedIndex):
         raise ValueError("--top-classes needs a partitioned index: build it with  jaxhash index --partitioned")
     if args.rerank is not None and index.features is None:
-        raise ValueError("this index keeps no features to re-rank by: build it with a cnn-hash or cnn-softmax model")
+        raise ValueError("this index keeps no features to re-rank by: build it with a cnn-hash, cnn-softmax, vae, sparse-ae or ae model")
     if args.shard:
         if isinstance(index, (PartitionedIndex, MultiIndexHashIndex)):  # the library's reason names its classes
             built_as = "--partitioned" if isinstance(index, PartitionedIndex) else "--type mih"
@@ -455,19 +461,32 @@ def _cluster_features(name: str, images, args):
         options = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
                                      "architecture": args.architecture}.items() if v is not None}
         hasher = make_hasher(name, n_bits=latent, seed=args.seed, preset=preset, latent_dim=latent, **options)
-        hasher.fit(images)
+        with warnings.catch_warnings():  # its codes (ITQ of the latent space) go unused here, and so does their note
+            warnings.filterwarnings("ignore", message=r"only \d+ of the \d+ principal directions")
+            hasher.fit(images)
         if args.save_model:
             hasher.save(Path(args.save_model) / name)
         features = hasher.latents(images)
     elif Path(name).is_dir():
         hasher = load_hasher(name)
         if not hasattr(hasher, "latents"):
-            raise ValueError(f"{name} holds a {hasher.method!r} model, which has no latent space: use a vae or sparse-ae "
-                             "model (jaxhash fit --method vae)")
+            raise ValueError(f"{name} holds a model of method {hasher.method!r}, which has no latent space: use a vae, "
+                             "sparse-ae or ae model (jaxhash fit --method vae)")
         features = hasher.latents(images)
     else:
         raise ValueError(_unknown_feature_message(name))
     return features, time.perf_counter() - t0
+
+
+def _models_input_size(features) -> tuple[int, int] | None:
+    """The ``(H, W)`` of the saved models in ``--features`` when every feature is one and they share it (a photo
+    folder of mixed sizes is then read at it, as  jaxhash index --folder  does), else None."""
+    from .hashers import load_hasher  # noqa: PLC0415
+
+    if any(name in ("pixels", "pca", *AUTOENCODERS) or not Path(name).is_dir() for name in features):
+        return None
+    sizes = {tuple(getattr(load_hasher(name), "input_shape_", None) or ())[:2] for name in features}
+    return next(iter(sizes)) if len(sizes) == 1 and () not in sizes else None
 
 
 def _unknown_feature_message(name: str) -> str:
@@ -508,16 +527,24 @@ def cmd_cluster(args) -> int:
     from .data import dataset_part  # noqa: PLC0415
 
     _check_cluster_names(args)
+    if args.image_size is None:
+        args.image_size = _models_input_size(args.features)
     dataset = _load_dataset(args)
     if args.part == "all" and len(dataset.x_test):
         images = np.concatenate([dataset.x_train, dataset.x_test])
         labels = np.concatenate([dataset.y_train, dataset.y_test])
+    elif args.part != "all" and not len(dataset.x_test):
+        raise ValueError(f"{dataset.name} has no train and test splits (a class/*.jpg folder is one set): use --part all")
     else:
         images, labels, _ = dataset_part(dataset, "train" if args.part in ("all", "train") else "query", "official")
     if args.limit is not None and args.limit < len(images):
         keep = np.random.default_rng(args.seed).choice(len(images), args.limit, replace=False)
         images, labels = images[np.sort(keep)], labels[np.sort(keep)]
     k = args.k or len(np.unique(labels))
+    embedded = sorted(set(args.reduce) & {"tsne", "umap"})
+    if embedded and args.dims > len(images) - 2:  # UMAP's spectral start needs dims + 1 < n eigenvectors
+        raise ValueError(f"--dims {args.dims} is too many for {' or '.join(embedded)} of {len(images)} images: use --dims "
+                         f"{max(1, len(images) - 2)} or fewer")
     records, figure = [], []
     print(f"{args.algorithm} into k = {k} clusters of {len(images)} images of {dataset.name} (accuracy: best one-to-one "
           "matching of clusters to classes; seconds include training and reduction)")
@@ -526,12 +553,16 @@ def cmd_cluster(args) -> int:
     key = jax.random.key(args.seed)
     for name in args.features:
         features, feature_seconds = _cluster_features(name, images, args)
+        label = Path(name).name if Path(name).is_dir() else name
         for reduction in args.reduce:
             t0 = time.perf_counter()
             if reduction == "none":
                 points = features
             else:
                 dims = min(args.dims, *features.shape) if reduction == "pca" else args.dims
+                if dims < args.dims:
+                    warnings.warn(f"--reduce pca of {label}: {features.shape[0]} points of {features.shape[1]} values have "
+                                  f"at most {dims} principal components, so {dims} dims, not {args.dims}", stacklevel=1)
                 points = cluster.embed(features, reduction, dims, args.seed,
                                        **({"n_neighbors": min(20, len(features) - 1), "min_dist": 0.0}
                                           if reduction == "umap" else {}))
@@ -546,7 +577,6 @@ def cmd_cluster(args) -> int:
                       "nmi": cluster.normalized_mutual_info(labels, assigned),
                       "ari": cluster.adjusted_rand_index(labels, assigned)}
             seconds = feature_seconds + reduce_seconds + time.perf_counter() - t0
-            label = Path(name).name if Path(name).is_dir() else name
             print(line.format(label, reduction if reduction != "none" else "-", f"{scores['accuracy']:.4f}",
                               f"{scores['nmi']:.4f}", f"{scores['ari']:.4f}", f"{seconds:.1f}"), flush=True)
             records.append({"data": dataset.name, "images": len(images), "k": k, "features": label, "reduction": reduction,
@@ -554,7 +584,10 @@ def cmd_cluster(args) -> int:
                             **scores, "seconds": round(seconds, 2)})
             if args.json:  # after every row: a later failure (or Ctrl-C) keeps the rows already measured
                 _write_json(args.json, records)
-            if args.plot and points.shape[1] >= 2:
+            if args.plot and points.shape[1] < 2:
+                warnings.warn(f"--plot leaves out {label}, {reduction if reduction != 'none' else 'no reduction'}: its points "
+                              "have one dimension", stacklevel=1)
+            elif args.plot:
                 figure.append((f"{label}, {reduction if reduction != 'none' else 'no reduction'} (acc {scores['accuracy']:.3f})",
                                points[:, :2], labels))
     if args.plot:
@@ -648,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--rerank", type=_positive, default=None, metavar="N",
                    help="two-stage search: take the N nearest codes (at least --k), then order them by the Euclidean "
-                        "distance of the CNN features (indexes built with cnn-hash or cnn-softmax)")
+                        "distance of the model's features (indexes built with cnn-hash, cnn-softmax, vae, sparse-ae or ae)")
     p.add_argument("--top-classes", type=_positive, default=None, metavar="C",
                    help="partitioned index: search the partitions of the query's C most probable classes (default 1)")
     p.add_argument("--shard", action="store_true",
@@ -660,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Kovalenko's route: features (pixels, PCA, a variational or sparse autoencoder's latent "
                                    "space), optionally reduced by PCA, t-SNE or UMAP, clustered by k-means or a Gaussian "
                                    "mixture; prints clustering accuracy, NMI and ARI against the true classes.")
-    _add_data_args(p, protocol_default=None)
+    _add_data_args(p, protocol=False)
     p.add_argument("--part", default="all", choices=("all", "train", "test"),
                    help="which images: both splits (default), the training split or the test split")
     p.add_argument("--limit", type=_positive, default=None, metavar="N", help="a random subset of N images")
@@ -839,7 +872,9 @@ def main(argv=None) -> int:
         print(f"jaxhash {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"jaxhash {args.command}: interrupted", file=sys.stderr)
+        saved = getattr(args, "checkpoint_dir", None)
+        print(f"jaxhash {args.command}: interrupted" + (f"; the epochs done are saved in {saved}: the same command with "
+                                                         "--resume continues from the last" if saved else ""), file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning, warnings.showwarning = formatwarning, showwarning

@@ -269,6 +269,8 @@ def embed(x, method: str = "tsne", n_components: int = 2, seed: int = 0, **optio
     x = check_features(x, "points")
     if method == "pca":
         return pca(x, n_components, seed)
+    if method in ("tsne", "umap") and n_components > len(x) - 2:  # UMAP's spectral start needs n_components + 1 < n
+        raise ValueError(f"{method} of {len(x)} points to {n_components} dimensions: use n_components at most {max(1, len(x) - 2)}")
     if method == "tsne":
         try:
             from sklearn.manifold import TSNE  # noqa: PLC0415

@@ -105,7 +105,8 @@ def substring_bounds(n_bits: int, m: int) -> tuple:
         raise ValueError(f"{m} substrings of {n_bits}-bit codes would leave some empty: use at most {n_bits} "
                          f"(about n_bits / log2(database size) is best)")
     if -(-n_bits // m) > MAX_SUBSTRING_BITS:
-        raise ValueError(f"{m} substrings of {n_bits}-bit codes are wider than {MAX_SUBSTRING_BITS} bits: use at least "
+        raise ValueError(f"{m} substring{'s' if m > 1 else ''} of {n_bits}-bit codes {'are' if m > 1 else 'is'} wider than "
+                         f"{MAX_SUBSTRING_BITS} bits: use at least "
                          f"{-(-n_bits // MAX_SUBSTRING_BITS)} (about n_bits / log2(database size) is best)")
     return tuple(int(b) for b in np.arange(m + 1) * n_bits // m)
 

@@ -442,8 +442,10 @@ def test_cluster_refuses_bad_names_before_any_work_speaks_in_options_and_keeps_r
     assert main(["cluster", "--data", "digits", "--reduce", "umap", "--dims", "200", "--algorithm", "gmm"]) == 2
     assert "use --dims at most 128 or --algorithm kmeans" in capsys.readouterr().err
     assert loaded == []  # all three refused before the data was read
-    assert main(["cluster", "--data", "digits", "--features", "pixels", "--reduce", "pca", "--dims", "200", "--algorithm",
-                 "gmm", "--limit", "100"]) == 0  # PCA gives at most the digits' 64 values: a mixture can take them
+    with pytest.warns(UserWarning, match=r"--reduce pca of pixels: 100 points of 64 values have at most 64 principal "
+                                         r"components, so 64 dims, not 200"):
+        assert main(["cluster", "--data", "digits", "--features", "pixels", "--reduce", "pca", "--dims", "200", "--algorithm",
+                     "gmm", "--limit", "100"]) == 0  # PCA gives at most the digits' 64 values: a mixture can take them
     assert capsys.readouterr().out.count("pixels       pca") == 1
     make_folder(tmp_path / "photos", rng)  # 12x12x3: 432 values per image, too many for a full-covariance mixture
     with pytest.warns(UserWarning, match="corrupt.png"):
@@ -464,6 +466,51 @@ def test_cluster_refuses_bad_names_before_any_work_speaks_in_options_and_keeps_r
     out = tmp_path / "rows.json"
     assert main(["cluster", "--data", "digits", "--features", "pixels", "--reduce", "none,pca,umap", "--json", str(out)]) == 130
     assert [r["reduction"] for r in json.loads(out.read_text())] == ["none", "pca"]  # the rows measured before Ctrl-C
+
+
+@pytest.mark.filterwarnings("ignore:.*converted 3 grey images")
+def test_cluster_reads_a_folder_as_its_models_take_it_and_says_what_it_cannot_do(tmp_path, rng, capsys):
+    pytest.importorskip("sklearn")
+    folder = tmp_path / "photos"
+    make_photo_folder(folder, rng)  # 16x16 photos and one of 40x30
+    model = tmp_path / "vae"
+    assert main(["fit", "--data", str(folder), "--method", "sparse-ae", "--preset", "tiny", "--bits", "8", "--epochs", "1",
+                 "--batch-size", "8", "--image-size", "16", "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["cluster", "--data", str(folder), "--features", str(model), "--k", "3"]) == 0  # read at the model's 16x16
+    assert "clusters of 24 images" in capsys.readouterr().out
+    assert main(["cluster", "--data", str(folder), "--features", f"{model},pixels"]) == 2  # pixels: the user chooses the size
+    assert "--image-size 16x16" in capsys.readouterr().err
+    assert main(["cluster", "--data", "digits", "--features", "pixels", "--limit", "50", "--reduce", "tsne", "--dims", "49"]) == 2
+    assert "--dims 49 is too many for tsne of 50 images: use --dims 48 or fewer" in capsys.readouterr().err
+    assert main(["cluster", "--data", str(folder), "--features", str(model), "--part", "test"]) == 2
+    assert "no train and test splits (a class/*.jpg folder is one set): use --part all" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a retrieval protocol means nothing to clustering
+        main(["cluster", "--data", "digits", "--protocol", "1k"])
+    assert "unrecognized arguments: --protocol" in capsys.readouterr().err
+    png = tmp_path / "one.png"
+    with pytest.warns(UserWarning, match="--plot leaves out pixels, pca: its points have one dimension"):
+        assert main(["cluster", "--data", "digits", "--features", "pixels", "--limit", "100", "--reduce", "pca", "--dims", "1",
+                     "--plot", str(png)]) == 0
+    assert not png.exists()
+
+
+def test_fit_resume_needs_the_checkpoint_folder_and_an_interrupted_fit_says_how_to_go_on(tmp_path, rng, capsys, monkeypatch):
+    import jaxhash.cli as cli
+
+    assert main(["fit", "--data", "digits", "--method", "vae", "--preset", "tiny", "--resume", "--out", str(tmp_path / "m")]) == 2
+    assert "--checkpoint-dir DIR --resume" in capsys.readouterr().err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_load_dataset", interrupted)
+    checkpoints = tmp_path / "ckpt"
+    assert main(["fit", "--data", "digits", "--method", "vae", "--checkpoint-dir", str(checkpoints), "--out",
+                 str(tmp_path / "m")]) == 130
+    assert f"interrupted; the epochs done are saved in {checkpoints}: the same command with --resume" in capsys.readouterr().err
+    assert main(["fit", "--data", "digits", "--method", "itq", "--out", str(tmp_path / "m")]) == 130
+    assert capsys.readouterr().err == "jaxhash fit: interrupted\n"
 
 
 def test_cluster_by_n2d_autoencoder_umap_and_mixture_finds_the_digits(tmp_path, capsys):

@@ -71,6 +71,8 @@ def test_bad_input_is_refused_with_the_fix(key, monkeypatch):
         cluster.gaussian_mixture(key, x, 2, covariance="tied")
     with pytest.raises(ValueError, match="unknown embedding"):
         cluster.embed(x, "isomap")
+    with pytest.raises(ValueError, match=f"umap of {len(x)} points to {len(x)} dimensions: use n_components at most {len(x) - 2}"):
+        cluster.embed(x, "umap", len(x))  # before: scipy's "Cannot use scipy.linalg.eigh for sparse A with k >= N"
     monkeypatch.setitem(sys.modules, "umap", None)
     with pytest.raises(ImportError, match=r"pip install 'jaxhash\[cluster\]'"):
         cluster.embed(x, "umap")

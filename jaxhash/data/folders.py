@@ -132,7 +132,8 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
         records.setdefault(split, []).append((rel, cls, image))
     if skipped:
         shown = ", ".join(skipped[:10]) + (f", ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
-        warnings.warn(f"skipped {len(skipped)} unreadable or non-image files in {root}: {shown}", stacklevel=2)
+        files = "an unreadable or non-image file" if len(skipped) == 1 else f"{len(skipped)} unreadable or non-image files"
+        warnings.warn(f"skipped {files} in {root}: {shown}", stacklevel=2)
     n_images = sum(len(recs) for recs in records.values())
     for note in (alpha_note(decoded.get("alpha", 0), f"images in {root}"),
                  channels_note(f"images in {root}", decoded.get("converted", 0), n_images, channels) if channels else None):
