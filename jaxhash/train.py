@@ -267,8 +267,8 @@ class ProgressBar:
     def __init__(self, epochs: int, desc: str, start_epoch: int = 0, disable: bool = False, fmt: str = ".4g"):
         from .progress import progress  # noqa: PLC0415
 
-        self._bar = progress(total=epochs, desc=desc, unit="epoch", disable=disable, leave=False)
-        self._bar.update(start_epoch)
+        # epochs done before a resume are where the bar starts, not work it timed: its rate and ETA stay true
+        self._bar = progress(total=epochs, initial=start_epoch, desc=desc, unit="epoch", disable=disable, leave=False)
         self._fmt = fmt
 
     def __call__(self, end: EpochEnd) -> None:

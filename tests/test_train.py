@@ -227,3 +227,19 @@ def test_data_parallel_training_equals_one_device_training():
     result = subprocess.run([sys.executable, "-c", DATA_PARALLEL_PROGRAM, "4"], capture_output=True, text=True,
                             env=env, cwd=Path(__file__).parent)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_a_resumed_progress_bar_starts_at_the_epochs_done_without_timing_them(monkeypatch):
+    import io
+    import sys
+
+    from jaxhash.train import EpochEnd, ProgressBar
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    monkeypatch.delenv("JAXHASH_PROGRESS", raising=False)
+    bar = ProgressBar(200, "vae", start_epoch=40)
+    assert bar._bar.n == 40 and bar._bar.initial == 40  # tqdm's rate counts from `initial`: 40 epochs in 0 s was 46 epoch/s
+    bar(EpochEnd("vae", 40, 200, {"loss": 1.0}, None, 0.0))
+    assert bar._bar.n == 41
+    bar.close()
