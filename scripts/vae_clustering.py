@@ -25,33 +25,58 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from jaxhash.cli import _image_size, _positive
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="mnist")
-    parser.add_argument("--data-dir", default=None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--data", default="mnist", help="data set name or image folder (class/*.jpg), or its .tar.gz")
+    parser.add_argument("--data-dir", default=None, help="folder holding the named data sets")
+    parser.add_argument("--image-size", type=_image_size, default=None, metavar="SIZE",
+                        help="resize every image to SIZE or HEIGHTxWIDTH (default: a folder of mixed sizes goes to its "
+                             "most common size, with a note)")
     parser.add_argument("--methods", default="vae,sparse-ae,ae", help="latent spaces to cluster: vae, sparse-ae, ae")
     parser.add_argument("--preset", default="cpu", help="of vae and sparse-ae: tiny, cpu, gpu")
     parser.add_argument("--ae-preset", default="n2d", help="of ae: n2d (N2D's 784-500-500-2000-10), tiny, cpu, gpu")
-    parser.add_argument("--umap-dims", type=int, default=10,
+    parser.add_argument("--umap-dims", type=int, choices=range(0, 129), metavar="{0..128}", default=10,
                         help="N2D's step: UMAP of every latent space to this many dims + Gaussian mixture (0: skip)")
-    parser.add_argument("--epochs", type=int, default=None, help="of vae and sparse-ae (default: the preset's)")
-    parser.add_argument("--ae-epochs", type=int, default=None, help="of ae (default: the preset's; n2d: 30)")
-    parser.add_argument("--latent-dim", type=int, default=10)
-    parser.add_argument("--limit", type=int, default=None, help="use a random subset of N images (both splits pooled)")
-    parser.add_argument("--embed-limit", type=int, default=5000, help="points given to t-SNE and drawn (t-SNE is slow)")
+    parser.add_argument("--epochs", type=_positive, default=None, help="of vae and sparse-ae (default: the preset's)")
+    parser.add_argument("--ae-epochs", type=_positive, default=None, help="of ae (default: the preset's; n2d: 30)")
+    parser.add_argument("--batch-size", type=_positive, default=None, help="of every model (default: the presets')")
+    parser.add_argument("--latent-dim", type=_positive, default=10)
+    parser.add_argument("--limit", type=_positive, default=None, help="use a random subset of N images (both splits pooled)")
+    parser.add_argument("--embed-limit", type=_positive, default=5000, help="points given to t-SNE and drawn (t-SNE is slow)")
     parser.add_argument("--reductions", default="pca,tsne,umap", help="2-D, of each latent space, drawn side by side")
     parser.add_argument("--algorithm", default="kmeans", choices=("kmeans", "gmm"))
-    parser.add_argument("--m", type=int, default=8, help="nearest images shown per query")
+    parser.add_argument("--m", type=_positive, default=8, help="nearest images shown per query")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/vae_clustering")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - {"vae", "sparse-ae", "ae"})
+    if unknown or not methods:
+        parser.error(f"--methods takes vae, sparse-ae and ae, got {args.methods!r}")
+    reductions = [r.strip() for r in args.reductions.split(",") if r.strip()]
+    if set(reductions) - {"pca", "tsne", "umap"}:
+        parser.error(f"--reductions takes pca, tsne and umap, got {args.reductions!r}")
+    warnings.formatwarning = lambda message, *rest, **kw: f"note: {message}\n"  # jaxhash's notes, one line each
+    try:
+        run(args, methods, reductions)
+    except (ValueError, OSError, ImportError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
 
+
+def run(args, methods: list[str], reductions: list[str]) -> None:
     import jax
 
     import jaxhash
@@ -61,7 +86,8 @@ def main():
     from jaxhash.plots import GridCell, draw_result_grid, draw_scatter_panels
     from jaxhash.search import euclidean_knn
 
-    dataset = load_dataset(args.data, data_dir=args.data_dir, progress=False)
+    dataset = load_dataset(args.data, data_dir=args.data_dir, progress=False, image_size=args.image_size,
+                           mixed_sizes="most common")
     images = np.concatenate([dataset.x_train, dataset.x_test]) if len(dataset.x_test) else dataset.x_train
     labels = np.concatenate([dataset.y_train, dataset.y_test]) if len(dataset.x_test) else dataset.y_train
     rng = np.random.default_rng(args.seed)
@@ -69,12 +95,12 @@ def main():
         keep = np.sort(rng.choice(len(images), args.limit, replace=False))
         images, labels = images[keep], labels[keep]
     k = len(np.unique(labels))
+    n_embed = min(args.embed_limit, len(images))
+    if n_embed < max(k, 4) and reductions:
+        raise ValueError(f"--embed-limit {args.embed_limit} leaves too few points to embed and cluster into {k} clusters: "
+                         f"use at least {max(k, 4)}, or --reductions ''")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - {"vae", "sparse-ae", "ae"})
-    if unknown or not methods:
-        parser.error(f"--methods takes vae, sparse-ae and ae, got {args.methods!r}")
     print(f"{dataset.name}: {len(images)} images {'x'.join(map(str, images.shape[1:]))}, k = {k}; preset {args.preset} "
           f"(ae: {args.ae_preset}), latent {args.latent_dim}; jax {jax.__version__} on {jax.default_backend()}")
 
@@ -98,7 +124,8 @@ def main():
     print("clustering (accuracy: best one-to-one matching of clusters to classes)")
     score("pixels", "-", pixels, 0.0)
     t0 = time.perf_counter()
-    score("pixels", "pca50", cluster.pca(pixels, min(50, pixels.shape[1]), args.seed), time.perf_counter() - t0)
+    pca_dims = min(50, *pixels.shape)
+    score("pixels", f"pca{pca_dims}", cluster.pca(pixels, pca_dims, args.seed), time.perf_counter() - t0)
 
     try:
         cluster.require_umap()
@@ -108,7 +135,7 @@ def main():
     clusters = {}
     for method in methods:
         epochs = args.ae_epochs if method == "ae" else args.epochs
-        options = {"epochs": epochs} if epochs else {}
+        options = {name: value for name, value in (("epochs", epochs), ("batch_size", args.batch_size)) if value}
         preset = args.ae_preset if method == "ae" else args.preset
         hasher = jaxhash.make_hasher(method, n_bits=args.latent_dim, latent_dim=args.latent_dim, preset=preset,
                                      seed=args.seed, **options)
@@ -117,7 +144,9 @@ def main():
         latents[method] = hasher.latents(images)
         models[method] = hasher
         train_seconds = time.perf_counter() - t0
-        print(f"{method} (preset {preset}): trained in {train_seconds:.1f}s ({hasher.history_[-1]})")
+        last = {k: v for k, v in hasher.history_[-1].items() if k not in ("stage", "epoch")}
+        print(f"{method} (preset {preset}): trained in {train_seconds:.1f}s (last epoch: "
+              + ", ".join(f"{k} {v:.4g}" for k, v in last.items()) + ")")
         clusters[method] = score(method, "-", latents[method], train_seconds)
         if args.umap_dims and umap_missing is None:  # N2D's step, on every point
             t0 = time.perf_counter()
@@ -127,12 +156,11 @@ def main():
             print(f"  {method} umap{args.umap_dims}: skipped ({umap_missing})")
 
     # 2-D reductions of each latent space on a subset (t-SNE is quadratic-ish): the paper's comparison.
-    n_embed = min(args.embed_limit, len(images))
     names = {"vae": "VAE", "sparse-ae": "sparse AE", "ae": f"AE ({args.ae_preset})"}
     figures = []
     for method in methods:
         panels = []
-        for reduction in args.reductions.split(","):
+        for reduction in reductions:
             t0 = time.perf_counter()
             try:
                 points = cluster.embed(latents[method][:n_embed], reduction, 2, args.seed)

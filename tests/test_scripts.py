@@ -83,6 +83,18 @@ def test_vae_clustering_script_scores_and_draws(tmp_path):
                                                               "reconstructions.png", "nearest.png"}
 
 
+def test_vae_clustering_script_refuses_bad_values_in_one_line_before_training(tmp_path):
+    script = [sys.executable, str(REPO / "scripts" / "vae_clustering.py"), "--data", "digits", "--out", str(tmp_path / "fig")]
+    for bad, said in ((["--reductions", "pca,lda"], "--reductions takes pca, tsne and umap"),
+                      (["--m", "0"], "argument --m: expected a positive integer"),
+                      (["--embed-limit", "3"], "--embed-limit 3 leaves too few points to embed and cluster "
+                                                  "into 10 clusters: use at least 10")):
+        result = subprocess.run(script + bad, capture_output=True, text=True, cwd=tmp_path,
+                                env={**os.environ, "JAXHASH_PROGRESS": "0"})
+        assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert result.stdout == ""  # nothing trained or scored first
+
+
 def test_bench_serve_script_measures_latency_over_http(tmp_path):
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
