@@ -76,31 +76,43 @@ def draw_result_grid(path, rows: Sequence[tuple[GridCell, Sequence[GridCell]]]) 
     return path
 
 
-def draw_scatter_panels(path, panels: Sequence[tuple[str, np.ndarray, np.ndarray]], class_names=None, point_size: float = 2.0) -> Path:
-    """Side-by-side 2-D scatter plots as one PNG (matplotlib, the ``plots`` extra).
+def draw_scatter_panels(path, panels: Sequence[tuple[str, np.ndarray, np.ndarray]], class_names=None,
+                        point_size: float | None = None, columns: int = 3) -> Path:
+    """2-D scatter plots side by side, ``columns`` to a row, as one PNG (matplotlib, the ``plots`` extra).
 
     ``panels``: ``(title, points (n, 2) float, colours (n,) int labels)`` each, e.g. PCA and t-SNE
-    of a latent space coloured by true class, or by cluster.
+    of a latent space coloured by true class, or by cluster. Label ``i`` has the same colour in
+    every panel; with ``class_names`` (up to 20) a legend beside the panels names them. Points are
+    larger when there are fewer of them (``point_size`` fixes it).
     """
     try:
         import matplotlib  # noqa: PLC0415
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
+        from matplotlib.lines import Line2D  # noqa: PLC0415
     except ImportError:
         raise ImportError("scatter plots need matplotlib: pip install 'jaxhash[plots]'") from None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
-    for ax, (title, points, colours) in zip(axes[0], panels):
+    n_colours = max([int(np.max(np.asarray(c), initial=0)) + 1 for _, _, c in panels] + [len(class_names or ())])
+    cmap = plt.get_cmap("tab10" if n_colours <= 10 else "tab20")
+    columns = max(1, min(columns, len(panels)))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, points, colours) in zip(axes.flat, panels):
         points = np.asarray(points)
-        scatter = ax.scatter(points[:, 0], points[:, 1], c=np.asarray(colours), s=point_size, cmap="tab10" if
-                             int(np.max(colours, initial=0)) < 10 else "tab20", linewidths=0, rasterized=True)
+        size = point_size or float(np.clip(3000 / max(len(points), 1), 2.0, 24.0))
+        ax.scatter(points[:, 0], points[:, 1], c=np.asarray(colours), s=size, cmap=cmap, vmin=-0.5, vmax=cmap.N - 0.5,
+                   linewidths=0, rasterized=True)
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     if class_names is not None and len(class_names) <= 20:
-        handles = scatter.legend_elements()[0]
-        fig.legend(handles, [str(c) for c in class_names][: len(handles)], loc="center right", fontsize=8, markerscale=1.5)
-        fig.subplots_adjust(right=0.9)
+        handles = [Line2D([], [], marker="o", linestyle="", color=cmap(i % cmap.N), markersize=6) for i in range(len(class_names))]
+        fig.legend(handles, [str(c) for c in class_names], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                   frameon=False)
+    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
