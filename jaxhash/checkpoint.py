@@ -93,12 +93,17 @@ class TrainingCheckpointer:
         self._manager.close()
 
 
+_ABSENT = object()
+
+
 def _differences(there, here, path: str = "") -> str:
     """What differs between two runs, by the innermost fields (``config.epochs: 200 there, 70 here``)."""
     if not (isinstance(there, dict) and isinstance(here, dict)):
-        return f"{path + ': ' if path else ''}{there!r} there, {here!r} here"
-    keys = [k for k in dict.fromkeys([*there, *here]) if there.get(k) != here.get(k)]
-    return "; ".join(_differences(there.get(k), here.get(k), f"{path}.{k}" if path else str(k)) for k in keys)
+        said = ["absent" if value is _ABSENT else repr(value) for value in (there, here)]
+        return f"{path + ': ' if path else ''}{said[0]} there, {said[1]} here"
+    keys = [k for k in dict.fromkeys([*there, *here]) if there.get(k, _ABSENT) != here.get(k, _ABSENT)]
+    return "; ".join(_differences(there.get(k, _ABSENT), here.get(k, _ABSENT), f"{path}.{k}" if path else str(k))
+                     for k in keys)
 
 
 class Checkpoints:

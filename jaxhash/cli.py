@@ -302,7 +302,9 @@ def cmd_index(args) -> int:
 
 # -- search ---------------------------------------------------------------------------------------
 
-def _read_queries(paths, shape):
+def _read_queries(paths, shape, thumbnails: list | None = None):
+    """The query images at the model's input ``shape``, and their names; with ``thumbnails`` (a list), each
+    query's own picture fitted to a result-grid cell is appended there too, from the same bytes."""
     from .images import alpha_note, decode_image  # noqa: PLC0415
 
     queries, names, problems, decoded = [], [], [], {}
@@ -318,6 +320,10 @@ def _read_queries(paths, shape):
         try:
             queries.append(decode_image(data, shape[:2], shape[2], counts=decoded))
             names.append(q)
+            if thumbnails is not None:
+                from .plots import fit_to_cell  # noqa: PLC0415
+
+                thumbnails.append(fit_to_cell(decode_image(data)))
         except (OSError, ValueError, SyntaxError) as err:
             reason = str(err) if isinstance(err, ValueError) and "pixels" in str(err) else "not a readable image"
             problems.append(f"{q}: {reason}")
@@ -352,7 +358,8 @@ def cmd_search(args) -> int:
             raise ValueError(f"--shard splits a flat index over devices, and {args.index} was built with {built_as}: drop "
                              f"--shard, or rebuild the index with  jaxhash index  without {built_as}")
         index.shard()
-    queries, names = _read_queries(args.queries, hasher.input_shape_)
+    thumbnails = [] if args.grid is not None else None  # the queries as the grid draws them: their own shape
+    queries, names = _read_queries(args.queries, hasher.input_shape_, thumbnails)
     encoded = hasher.encode_details(np.stack(queries))
     options = {}
     if isinstance(index, PartitionedIndex):
@@ -396,25 +403,14 @@ def cmd_search(args) -> int:
         from .plots import GridCell, draw_result_grid  # noqa: PLC0415
 
         rows = []
-        for query, name, res in zip(queries, names, results):
-            head = GridCell(_as_shown(name, query), Path(name).name, res["class"], None)
+        for query, name, res in zip(thumbnails, names, results):
+            head = GridCell(query, Path(name).name, res["class"], None)
             cells = [GridCell(entries.images[by_id[h["id"]]], f"#{h['rank']} d={h['distance']:.4g}", h["class"] or _short(h["path"]),
                               h.get("same_class")) for h in res["results"]]
             rows.append((head, cells))
         draw_result_grid(args.grid, rows)
         print(f"wrote {args.grid}")
     return 0
-
-
-def _as_shown(path: str, model_input):
-    """A query image at its own size for the result grid (its results are shown at theirs), or the
-    model's input if the file can no longer be read."""
-    from .images import decode_image  # noqa: PLC0415
-
-    try:
-        return decode_image(Path(path).read_bytes())
-    except (OSError, ValueError, SyntaxError):
-        return model_input
 
 
 def _query_class(name: str, class_names) -> str | None:
@@ -436,10 +432,11 @@ def _short(path: str | None) -> str | None:
 AUTOENCODERS = ("vae", "sparse-ae", "ae")
 
 
-def _cluster_features(name: str, images, args):
-    """``(features (n, dim), seconds)`` of ``images`` by ``name``: pixels, pca, vae, sparse-ae, ae or a saved model folder."""
+def _cluster_features(name: str, images, args, saved: dict):
+    """``(features (n, dim), seconds)`` of ``images`` by ``name``: pixels, pca, vae, sparse-ae, ae or a saved model
+    folder (loaded in ``saved``, by name)."""
     from . import cluster  # noqa: PLC0415
-    from .hashers import load_hasher, make_hasher  # noqa: PLC0415
+    from .hashers import make_hasher  # noqa: PLC0415
     from .images import to_features  # noqa: PLC0415
 
     t0 = time.perf_counter()
@@ -467,8 +464,8 @@ def _cluster_features(name: str, images, args):
         if args.save_model:
             hasher.save(Path(args.save_model) / name)
         features = hasher.latents(images)
-    elif Path(name).is_dir():
-        hasher = load_hasher(name)
+    elif name in saved:
+        hasher = saved[name]
         if not hasattr(hasher, "latents"):
             raise ValueError(f"{name} holds a model of method {hasher.method!r}, which has no latent space: use a vae, "
                              "sparse-ae or ae model (jaxhash fit --method vae)")
@@ -478,14 +475,12 @@ def _cluster_features(name: str, images, args):
     return features, time.perf_counter() - t0
 
 
-def _models_input_size(features) -> tuple[int, int] | None:
-    """The ``(H, W)`` of the saved models in ``--features`` when every feature is one and they share it (a photo
+def _models_input_size(features, saved: dict) -> tuple[int, int] | None:
+    """The ``(H, W)`` of the ``saved`` models when every one of ``features`` is one and they share it (a photo
     folder of mixed sizes is then read at it, as  jaxhash index --folder  does), else None."""
-    from .hashers import load_hasher  # noqa: PLC0415
-
-    if any(name in ("pixels", "pca", *AUTOENCODERS) or not Path(name).is_dir() for name in features):
+    if len(saved) < len(features):
         return None
-    sizes = {tuple(getattr(load_hasher(name), "input_shape_", None) or ())[:2] for name in features}
+    sizes = {tuple(getattr(model, "input_shape_", None) or ())[:2] for model in saved.values()}
     return next(iter(sizes)) if len(sizes) == 1 and () not in sizes else None
 
 
@@ -519,16 +514,29 @@ def _check_cluster_points(points, name: str, reduction: str, algorithm: str) -> 
                          f"(--reduce pca or umap, --dims at most {MAX_FULL_COVARIANCE_DIM}) or use --algorithm kmeans")
 
 
+def _check_cluster_dims(dims: int, reduction: str, n: int, n_features: int | None = None, label: str = "") -> None:
+    """--dims against what t-SNE or UMAP can make of ``n`` images (of ``n_features`` values, once known)."""
+    from .cluster import max_embed_dims  # noqa: PLC0415
+
+    most = max_embed_dims(reduction, n, n_features)
+    if dims > most:
+        what = f"{reduction} of {n} images" + (f" of {n_features} {label} values" if n_features is not None else "")
+        raise ValueError(f"--dims {dims} is too many for {what}: " + (f"use --dims {most} or fewer" if most >= 1 else
+                                                                      f"it needs at least {dims + n - most} images"))
+
+
 def cmd_cluster(args) -> int:
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
     from . import cluster  # noqa: PLC0415
     from .data import dataset_part  # noqa: PLC0415
+    from .hashers import load_hasher  # noqa: PLC0415
 
     _check_cluster_names(args)
+    saved = {name: load_hasher(name) for name in args.features if name not in ("pixels", "pca", *AUTOENCODERS)}
     if args.image_size is None:
-        args.image_size = _models_input_size(args.features)
+        args.image_size = _models_input_size(args.features, saved)
     dataset = _load_dataset(args)
     if args.part == "all" and len(dataset.x_test):
         images = np.concatenate([dataset.x_train, dataset.x_test])
@@ -541,10 +549,8 @@ def cmd_cluster(args) -> int:
         keep = np.random.default_rng(args.seed).choice(len(images), args.limit, replace=False)
         images, labels = images[np.sort(keep)], labels[np.sort(keep)]
     k = args.k or len(np.unique(labels))
-    embedded = sorted(set(args.reduce) & {"tsne", "umap"})
-    if embedded and args.dims > len(images) - 2:  # UMAP's spectral start needs dims + 1 < n eigenvectors
-        raise ValueError(f"--dims {args.dims} is too many for {' or '.join(embedded)} of {len(images)} images: use --dims "
-                         f"{max(1, len(images) - 2)} or fewer")
+    for reduction in sorted(set(args.reduce) & {"tsne", "umap"}):  # before any training; PCA is capped, with a note
+        _check_cluster_dims(args.dims, reduction, len(images))
     records, figure = [], []
     print(f"{args.algorithm} into k = {k} clusters of {len(images)} images of {dataset.name} (accuracy: best one-to-one "
           "matching of clusters to classes; seconds include training and reduction)")
@@ -552,13 +558,15 @@ def cmd_cluster(args) -> int:
     print(line.format("features", "reduction", "accuracy", "NMI", "ARI", "seconds"), flush=True)
     key = jax.random.key(args.seed)
     for name in args.features:
-        features, feature_seconds = _cluster_features(name, images, args)
+        features, feature_seconds = _cluster_features(name, images, args, saved)
         label = Path(name).name if Path(name).is_dir() else name
         for reduction in args.reduce:
             t0 = time.perf_counter()
             if reduction == "none":
                 points = features
             else:
+                if reduction != "pca":
+                    _check_cluster_dims(args.dims, reduction, len(features), features.shape[1], label)
                 dims = min(args.dims, *features.shape) if reduction == "pca" else args.dims
                 if dims < args.dims:
                     warnings.warn(f"--reduce pca of {label}: {features.shape[0]} points of {features.shape[1]} values have "
@@ -823,13 +831,14 @@ def _remove_damaged_cache_entries(cache: Path, message: str, repaired: set | Non
 
 
 def _ignored(category, message: str, module: str) -> bool:
-    """Whether Python's warning filters (``-W``, ``PYTHONWARNINGS``) ignore this warning: the first
-    filter that matches decides, as in :func:`warnings.warn`."""
-    for action, text, kind, where, lineno in warnings.filters:
-        if (text is None or text.match(message)) and issubclass(category, kind) and (where is None or where.match(module)) \
-                and not lineno:
-            return action == "ignore"
-    return warnings.defaultaction == "ignore"
+    """Whether Python's warning filters (``-W``, ``PYTHONWARNINGS``) ignore this warning from ``module``,
+    asked of :mod:`warnings` itself (a filter that turns it into an error does not ignore it)."""
+    with warnings.catch_warnings(record=True) as shown:
+        try:
+            warnings.warn_explicit(message, category, module.replace(".", "/") + ".py", 0, module=module, registry={})
+        except category:
+            return False
+    return not shown
 
 
 def main(argv=None) -> int:
@@ -846,7 +855,8 @@ def main(argv=None) -> int:
 
     repaired: set[str] = set()
     # Repaired even where warnings are ignored (PYTHONWARNINGS=ignore), then silently: else every run recompiles.
-    quiet_repair = _ignored(UserWarning, "Error reading persistent compilation cache entry", "jax._src.compiler")
+    quiet_repair = _ignored(UserWarning, "Error reading persistent compilation cache entry for 'jit_f': "
+                                         "ValueError: damaged", "jax._src.compiler")
 
     def repair_cache(message, category, filename, lineno, file=None, line=None):
         if cache is not None and _DAMAGED_CACHE_ENTRY.match(str(message)):
@@ -859,7 +869,8 @@ def main(argv=None) -> int:
     warnings.formatwarning, warnings.showwarning = one_line, repair_cache
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("default", message=_DAMAGED_CACHE_ENTRY.pattern, category=UserWarning)
+            if cache is not None:
+                warnings.filterwarnings("default", message=_DAMAGED_CACHE_ENTRY.pattern, category=UserWarning)
             return args.func(args)
     except (OSError, ValueError, TypeError, ImportError, FloatingPointError, MemoryError) as err:
         if os.environ.get("JAXHASH_DEBUG"):
@@ -873,6 +884,7 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         saved = getattr(args, "checkpoint_dir", None)
+        saved = saved if saved and Path(saved).is_dir() and any(Path(saved).iterdir()) else None  # an epoch was saved
         print(f"jaxhash {args.command}: interrupted" + (f"; the epochs done are saved in {saved}: the same command with "
                                                          "--resume continues from the last" if saved else ""), file=sys.stderr)
         return 130

@@ -28,7 +28,7 @@ from .checks import check_features, check_positive_int
 from .search import squared_distances
 
 __all__ = ["KMeansResult", "GaussianMixture", "kmeans", "gaussian_mixture", "pca", "embed", "clustering_accuracy",
-           "normalized_mutual_info", "adjusted_rand_index", "EMBEDDINGS"]
+           "normalized_mutual_info", "adjusted_rand_index", "EMBEDDINGS", "max_embed_dims"]
 
 EMBEDDINGS = ("pca", "tsne", "umap")
 # Above this many dimensions a full-covariance mixture is refused: its E and M steps hold
@@ -260,6 +260,15 @@ def require_umap():
     return umap
 
 
+def max_embed_dims(method: str, n: int, n_features: int | None = None) -> int:
+    """The most dimensions ``method`` ("pca", "tsne", "umap") makes of ``n`` points of ``n_features`` values
+    (None: not known yet): PCA and t-SNE (which starts from PCA) at most min(n, n_features); UMAP n - 2, as
+    its spectral start needs one more eigenvector than dimensions, fewer than the points. Below 1: too few points."""
+    if method == "umap":
+        return n - 2
+    return min(n, n_features) if n_features is not None else n
+
+
 def embed(x, method: str = "tsne", n_components: int = 2, seed: int = 0, **options) -> np.ndarray:
     """A low-dimensional ``(n, n_components)`` float32 embedding by ``"pca"``, ``"tsne"``
     (scikit-learn's TSNE, Barnes-Hut up to 3 dimensions) or ``"umap"`` (umap-learn).
@@ -269,8 +278,10 @@ def embed(x, method: str = "tsne", n_components: int = 2, seed: int = 0, **optio
     x = check_features(x, "points")
     if method == "pca":
         return pca(x, n_components, seed)
-    if method in ("tsne", "umap") and n_components > len(x) - 2:  # UMAP's spectral start needs n_components + 1 < n
-        raise ValueError(f"{method} of {len(x)} points to {n_components} dimensions: use n_components at most {max(1, len(x) - 2)}")
+    most = max_embed_dims(method, len(x), x.shape[1])
+    if n_components > most:
+        raise ValueError(f"{method} of {len(x)} points of {x.shape[1]} values cannot have {n_components} dimensions: "
+                         + (f"use n_components at most {most}" if most >= 1 else "it needs more points"))
     if method == "tsne":
         try:
             from sklearn.manifold import TSNE  # noqa: PLC0415

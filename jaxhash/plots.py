@@ -9,7 +9,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-__all__ = ["GridCell", "draw_result_grid", "draw_scatter_panels"]
+__all__ = ["GridCell", "draw_result_grid", "draw_scatter_panels", "fit_to_cell"]
 
 CELL = 96
 CAPTION = 26  # two lines of Pillow's default font
@@ -27,15 +27,26 @@ class GridCell(NamedTuple):
     correct: bool | None = None
 
 
-def _to_pil(image: np.ndarray) -> Image.Image:
-    """A ``CELL`` x ``CELL`` picture of ``image``, its shape kept (white margins): shrunk with a
-    Lanczos filter, enlarged pixel by pixel (small images stay sharp)."""
+def _picture(image: np.ndarray, size: int) -> Image.Image:
+    """``image`` as an RGB picture fitted in ``size`` x ``size``, its shape kept: shrunk with a Lanczos
+    filter, enlarged pixel by pixel (small images stay sharp)."""
     image = np.asarray(image, np.uint8)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     picture = Image.fromarray(image).convert("RGB")
-    shrinking = max(picture.size) > CELL
-    picture = ImageOps.contain(picture, (CELL, CELL), Image.LANCZOS if shrinking else Image.NEAREST)
+    return ImageOps.contain(picture, (size, size), Image.LANCZOS if max(picture.size) > size else Image.NEAREST)
+
+
+def fit_to_cell(image: np.ndarray) -> np.ndarray:
+    """``(h, w, 3)`` uint8: ``image`` shrunk to fit a grid cell, or as it is when it fits (a query
+    photo is kept this small until the grid is drawn)."""
+    image = np.asarray(image, np.uint8)
+    return np.asarray(_picture(image, CELL)) if max(image.shape[:2]) > CELL else image
+
+
+def _to_pil(image: np.ndarray) -> Image.Image:
+    """A ``CELL`` x ``CELL`` picture of ``image``, its shape kept (white margins)."""
+    picture = _picture(image, CELL)
     cell = Image.new("RGB", (CELL, CELL), "white")
     cell.paste(picture, ((CELL - picture.width) // 2, (CELL - picture.height) // 2))
     return cell
@@ -76,6 +87,20 @@ def draw_result_grid(path, rows: Sequence[tuple[GridCell, Sequence[GridCell]]]) 
     return path
 
 
+_NO_LABEL = (0.75, 0.75, 0.75, 1.0)  # label -1: an unlabelled image
+
+
+def _label_colours(n: int) -> np.ndarray:
+    """``(n, 4)`` RGBA, one distinct colour per label: matplotlib's tab10 or tab20 up to 20 labels, past
+    that ``n`` colours spread along its turbo map."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    if n <= 20:
+        listed = np.asarray(plt.get_cmap("tab10" if n <= 10 else "tab20").colors)[: max(n, 1)]  # RGB
+        return np.concatenate([listed, np.ones((len(listed), 1))], axis=1)
+    return plt.get_cmap("turbo")(np.linspace(0.0, 1.0, n))
+
+
 def draw_scatter_panels(path, panels: Sequence[tuple[str, np.ndarray, np.ndarray]], class_names=None,
                         point_size: float | None = None, columns: int = 3) -> Path:
     """2-D scatter plots side by side, ``columns`` to a row, as one PNG (matplotlib, the ``plots`` extra).
@@ -94,7 +119,7 @@ def draw_scatter_panels(path, panels: Sequence[tuple[str, np.ndarray, np.ndarray
     except ImportError:
         raise ImportError("scatter plots need matplotlib: pip install 'jaxhash[plots]'") from None
     n_colours = max([int(np.max(np.asarray(c), initial=0)) + 1 for _, _, c in panels] + [len(class_names or ())])
-    cmap = plt.get_cmap("tab10" if n_colours <= 10 else "tab20")
+    palette = _label_colours(n_colours)
     columns = max(1, min(columns, len(panels)))
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * rows), squeeze=False)
@@ -103,13 +128,14 @@ def draw_scatter_panels(path, panels: Sequence[tuple[str, np.ndarray, np.ndarray
     for ax, (title, points, colours) in zip(axes.flat, panels):
         points = np.asarray(points)
         size = point_size or float(np.clip(3000 / max(len(points), 1), 2.0, 24.0))
-        ax.scatter(points[:, 0], points[:, 1], c=np.asarray(colours), s=size, cmap=cmap, vmin=-0.5, vmax=cmap.N - 0.5,
-                   linewidths=0, rasterized=True)
+        colours = np.asarray(colours, np.int64)
+        rgba = np.where((colours >= 0)[:, None], palette[np.clip(colours, 0, None)], _NO_LABEL)
+        ax.scatter(points[:, 0], points[:, 1], c=rgba, s=size, linewidths=0, rasterized=True)
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     if class_names is not None and len(class_names) <= 20:
-        handles = [Line2D([], [], marker="o", linestyle="", color=cmap(i % cmap.N), markersize=6) for i in range(len(class_names))]
+        handles = [Line2D([], [], marker="o", linestyle="", color=palette[i], markersize=6) for i in range(len(class_names))]
         fig.legend(handles, [str(c) for c in class_names], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                    frameon=False)
     fig.tight_layout()

@@ -19,5 +19,6 @@ def progress(iterable=None, **kwargs):
         kwargs.setdefault("delay", 5.0)  # work done sooner leaves no bar in a log (its first state, then a clear)
         # A bar that was shown ends on its last state and a newline: cleared, it left a carriage return that glued the
         # next printed line (a result row) to it in a log of stdout and stderr together.
-        kwargs["leave"] = True
+        if "ipykernel" not in sys.modules:  # a notebook's widget bar is cleared as the caller asks
+            kwargs["leave"] = True
     return tqdm(iterable, **kwargs)

@@ -33,6 +33,13 @@ import numpy as np
 from jaxhash.cli import _image_size, _positive
 
 
+def _umap_dims(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else -1
+    if not 0 <= value <= 128:  # a Gaussian mixture of full covariances is drawn on them
+        raise argparse.ArgumentTypeError(f"expected 0 (skip) to 128, got {text!r}")
+    return value
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
 
@@ -47,7 +54,7 @@ def main():
     parser.add_argument("--methods", default="vae,sparse-ae,ae", help="latent spaces to cluster: vae, sparse-ae, ae")
     parser.add_argument("--preset", default="cpu", help="of vae and sparse-ae: tiny, cpu, gpu")
     parser.add_argument("--ae-preset", default="n2d", help="of ae: n2d (N2D's 784-500-500-2000-10), tiny, cpu, gpu")
-    parser.add_argument("--umap-dims", type=int, choices=range(0, 129), metavar="{0..128}", default=10,
+    parser.add_argument("--umap-dims", type=_umap_dims, metavar="0..128", default=10,
                         help="N2D's step: UMAP of every latent space to this many dims + Gaussian mixture (0: skip)")
     parser.add_argument("--epochs", type=_positive, default=None, help="of vae and sparse-ae (default: the preset's)")
     parser.add_argument("--ae-epochs", type=_positive, default=None, help="of ae (default: the preset's; n2d: 30)")
@@ -70,6 +77,8 @@ def main():
     if set(reductions) - {"pca", "tsne", "umap"}:
         parser.error(f"--reductions takes pca, tsne and umap, got {args.reductions!r}")
     warnings.formatwarning = lambda message, *rest, **kw: f"note: {message}\n"  # jaxhash's notes, one line each
+    # the hashers' codes (ITQ of each latent space) go unused here, and so does their note about bits
+    warnings.filterwarnings("ignore", message=r"only \d+ of the \d+ principal directions")
     try:
         run(args, methods, reductions)
     except (ValueError, OSError, ImportError) as err:
@@ -99,6 +108,9 @@ def run(args, methods: list[str], reductions: list[str]) -> None:
     if n_embed < max(k, 4) and reductions:
         raise ValueError(f"--embed-limit {args.embed_limit} leaves too few points to embed and cluster into {k} clusters: "
                          f"use at least {max(k, 4)}, or --reductions ''")
+    if args.umap_dims > cluster.max_embed_dims("umap", len(images)):
+        raise ValueError(f"--umap-dims {args.umap_dims} is too many for UMAP of {len(images)} images: use at most "
+                         f"{max(0, cluster.max_embed_dims('umap', len(images)))} (0 skips it)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{dataset.name}: {len(images)} images {'x'.join(map(str, images.shape[1:]))}, k = {k}; preset {args.preset} "
@@ -184,18 +196,18 @@ def run(args, methods: list[str], reductions: list[str]) -> None:
     shown_method = "vae" if "vae" in methods else methods[0]
     hasher = models[shown_method]
     model = hasher._model()
-    shown = images[rng.choice(len(images), 10, replace=False)]
+    shown = images[rng.choice(len(images), min(10, len(images)), replace=False)]
     recon = vae.reconstruct(model, hasher.params_, shown)
     cell = lambda img, caption: GridCell(img, caption)  # noqa: E731
     rows = [(cell(a, "original"), [cell(b, "reconstructed")]) for a, b in zip(shown[:6], recon[:6])]
     if shown_method == "vae":  # only a VAE has a prior to sample from
-        samples = vae.generate(model, hasher.params_, jax.random.fold_in(key, 1), 10)
-        rows.append((cell(samples[0], "sample"), [cell(s, "sample") for s in samples[1:6]]))
+        samples = vae.generate(model, hasher.params_, jax.random.fold_in(key, 1), 6)
+        rows.append((cell(samples[0], "sample"), [cell(s, "sample") for s in samples[1:]]))
     figures.append(draw_result_grid(out / "reconstructions.png", rows))
 
     # The M most similar images: nearest latent means (Euclidean), the query itself left out.
-    queries = rng.choice(len(images), 6, replace=False)
-    dist, pos = euclidean_knn(latents[shown_method][queries], latents[shown_method], args.m + 1)
+    queries = rng.choice(len(images), min(6, len(images)), replace=False)
+    dist, pos = euclidean_knn(latents[shown_method][queries], latents[shown_method], min(args.m + 1, len(images)))
     rows, same = [], []
     names = dataset.class_names
     for q, d_row, p_row in zip(queries, dist, pos):

@@ -55,8 +55,10 @@ def test_a_refused_resume_names_the_innermost_fields_that_differ(key, tmp_path):
     ck(EpochEnd("train", 0, 3, {}, state, 0.0))
     ck.close()
     other = {"config": {"epochs": 70, "batch_size": 64, "width": 4}, "seed": 0, "data": "digits"}
-    with pytest.raises(CheckpointMismatchError, match=r"\(config\.epochs: 200 there, 70 here; data: None there, 'digits' here\)"):
+    with pytest.raises(CheckpointMismatchError, match=r"\(config\.epochs: 200 there, 70 here; data: absent there, 'digits' here\)"):
         Checkpoints(tmp_path / "ck", run=other).restore(state, resume=True)
+    with pytest.raises(CheckpointMismatchError, match=r"\(seed: 0 there, None here\)"):  # None is a value, not an absence
+        Checkpoints(tmp_path / "ck", run={**run, "seed": None}).restore(state, resume=True)
 
 
 def test_a_template_of_other_shapes_is_refused(key, tmp_path):

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -481,8 +482,11 @@ def test_cluster_reads_a_folder_as_its_models_take_it_and_says_what_it_cannot_do
     assert "clusters of 24 images" in capsys.readouterr().out
     assert main(["cluster", "--data", str(folder), "--features", f"{model},pixels"]) == 2  # pixels: the user chooses the size
     assert "--image-size 16x16" in capsys.readouterr().err
-    assert main(["cluster", "--data", "digits", "--features", "pixels", "--limit", "50", "--reduce", "tsne", "--dims", "49"]) == 2
-    assert "--dims 49 is too many for tsne of 50 images: use --dims 48 or fewer" in capsys.readouterr().err
+    assert main(["cluster", "--data", "digits", "--features", "pixels", "--limit", "50", "--reduce", "umap", "--dims", "49"]) == 2
+    assert "--dims 49 is too many for umap of 50 images: use --dims 48 or fewer" in capsys.readouterr().err
+    assert main(["cluster", "--data", "digits", "--features", "pca", "--pca-dims", "5", "--limit", "100", "--reduce", "tsne",
+                 "--dims", "8"]) == 2  # t-SNE starts from PCA: at most as many dims as the features have
+    assert "--dims 8 is too many for tsne of 100 images of 5 pca values: use --dims 5 or fewer" in capsys.readouterr().err
     assert main(["cluster", "--data", str(folder), "--features", str(model), "--part", "test"]) == 2
     assert "no train and test splits (a class/*.jpg folder is one set): use --part all" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a retrieval protocol means nothing to clustering
@@ -493,6 +497,20 @@ def test_cluster_reads_a_folder_as_its_models_take_it_and_says_what_it_cannot_do
         assert main(["cluster", "--data", "digits", "--features", "pixels", "--limit", "100", "--reduce", "pca", "--dims", "1",
                      "--plot", str(png)]) == 0
     assert not png.exists()
+
+
+def test_the_cache_repair_asks_pythons_own_filters_whether_a_warning_is_ignored():
+    from jaxhash.cli import _ignored
+
+    message, module = "Error reading persistent compilation cache entry for 'jit_f': ValueError: x", "jax._src.compiler"
+    for setting, ignored in ((("ignore",), True), (("default",), False), (("error",), False),
+                             (("ignore", "Error reading persistent compilation cache entry for"), True),
+                             (("ignore", "", UserWarning, "jax"), True), (("ignore", "", UserWarning, "numpy"), False),
+                             (("ignore", "", DeprecationWarning), False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.filterwarnings(*setting)
+            assert _ignored(UserWarning, message, module) is ignored, setting
 
 
 def test_fit_resume_needs_the_checkpoint_folder_and_an_interrupted_fit_says_how_to_go_on(tmp_path, rng, capsys, monkeypatch):
@@ -506,8 +524,11 @@ def test_fit_resume_needs_the_checkpoint_folder_and_an_interrupted_fit_says_how_
 
     monkeypatch.setattr(cli, "_load_dataset", interrupted)
     checkpoints = tmp_path / "ckpt"
-    assert main(["fit", "--data", "digits", "--method", "vae", "--checkpoint-dir", str(checkpoints), "--out",
-                 str(tmp_path / "m")]) == 130
+    fit = ["fit", "--data", "digits", "--method", "vae", "--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "m")]
+    assert main(fit) == 130
+    assert capsys.readouterr().err == "jaxhash fit: interrupted\n"  # stopped before any epoch was saved
+    (checkpoints / "0").mkdir(parents=True)  # an epoch's checkpoint
+    assert main(fit) == 130
     assert f"interrupted; the epochs done are saved in {checkpoints}: the same command with --resume" in capsys.readouterr().err
     assert main(["fit", "--data", "digits", "--method", "itq", "--out", str(tmp_path / "m")]) == 130
     assert capsys.readouterr().err == "jaxhash fit: interrupted\n"

@@ -71,8 +71,12 @@ def test_bad_input_is_refused_with_the_fix(key, monkeypatch):
         cluster.gaussian_mixture(key, x, 2, covariance="tied")
     with pytest.raises(ValueError, match="unknown embedding"):
         cluster.embed(x, "isomap")
-    with pytest.raises(ValueError, match=f"umap of {len(x)} points to {len(x)} dimensions: use n_components at most {len(x) - 2}"):
+    with pytest.raises(ValueError, match="umap of 20 points of 3 values cannot have 20 dimensions: use n_components at most 18"):
         cluster.embed(x, "umap", len(x))  # before: scipy's "Cannot use scipy.linalg.eigh for sparse A with k >= N"
+    with pytest.raises(ValueError, match="tsne of 20 points of 3 values cannot have 4 dimensions: use n_components at most 3"):
+        cluster.embed(x, "tsne", 4)  # t-SNE starts from PCA; before: scikit-learn's own error
+    with pytest.raises(ValueError, match="umap of 2 points of 3 values cannot have 1 dimensions: it needs more points"):
+        cluster.embed(x[:2], "umap", 1)
     monkeypatch.setitem(sys.modules, "umap", None)
     with pytest.raises(ImportError, match=r"pip install 'jaxhash\[cluster\]'"):
         cluster.embed(x, "umap")

@@ -26,3 +26,14 @@ def test_scatter_panels_wrap_into_rows_and_name_the_classes_beside_them(tmp_path
     with Image.open(one_row) as a, Image.open(two_rows) as b, Image.open(named) as c:
         assert b.size[0] == pytest.approx(a.size[0], rel=0.05) and b.size[1] > 1.8 * a.size[1]
         assert c.size[0] > a.size[0] + 20 and c.size[1] == pytest.approx(a.size[1], rel=0.05)  # the legend is beside
+
+
+def test_every_label_has_its_own_colour_past_twenty_and_unlabelled_points_are_grey(tmp_path, rng):
+    pytest.importorskip("matplotlib")
+    from jaxhash.plots import _label_colours
+
+    for n in (3, 10, 20, 100):  # 100: CIFAR-100, or k-means into 100 clusters (labels past 19 shared one colour)
+        assert len({tuple(c) for c in _label_colours(n)}) == n
+    labels = np.repeat(np.arange(-1, 40), 5)
+    path = draw_scatter_panels(tmp_path / "many.png", [("k = 40", rng.normal(size=(len(labels), 2)), labels)])
+    assert path.stat().st_size > 5_000
