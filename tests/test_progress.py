@@ -36,3 +36,12 @@ def test_a_bar_shown_in_a_log_ends_on_its_last_state_and_its_own_line(monkeypatc
     print("vae   0.2680", file=log)  # a result row printed next, in the same log
     lines = log.getvalue().split("\n")
     assert "2/2" in lines[-3] and lines[-2] == "vae   0.2680"  # before: the bar's 1/2 and a carriage return, then the row
+
+
+def test_a_notebook_bar_is_cleared_as_its_caller_asks(monkeypatch):
+    log = io.StringIO()  # a notebook's stderr is not a terminal either
+    monkeypatch.setattr(sys, "stderr", log)
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # as inside Jupyter
+    assert progress(total=2, leave=False, file=log).leave is False
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    assert progress(total=2, leave=False, file=log).leave is True  # a log keeps the bar's last state on its own line
