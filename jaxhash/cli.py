@@ -124,11 +124,16 @@ def cmd_benchmark(args) -> int:
     from .checks import check_n_bits  # noqa: PLC0415
 
     metric_names = _csv(args.metric)
-    for m in metric_names:
-        metrics.parse_metric(m)
     for bits in args.bits:
         check_n_bits(bits)
+    for m in metric_names:
+        kind, value = metrics.parse_metric(m)
+        if kind == "pr" and value > min(args.bits):
+            raise ValueError(f"--metric {m} asks for a Hamming radius of {value}, more than the {min(args.bits)} bits of the "
+                             f"shortest code: use pr@{min(args.bits)} or less")
     methods = _csv(args.methods)
+    if not methods:
+        raise ValueError("--methods names no method: give at least one, e.g. --methods lsh,itq")
     options = {m: _hasher_options(m, args, single_method=len(methods) == 1) for m in methods}  # fail early on a bad name
     dataset, split = _load_split(args)
     n_features = 1
@@ -144,20 +149,23 @@ def cmd_benchmark(args) -> int:
             t0 = time.perf_counter()
             try:
                 hasher.fit(split.db_x, split.db_y)
+                t1 = time.perf_counter()
+                cq, cd = hasher.encode(split.query_x), hasher.encode(split.db_x)
             except ValueError as err:
                 print(f"  {method} @ {bits} bits skipped: {err}", file=sys.stderr)
                 continue
-            t1 = time.perf_counter()
-            cq, cd = hasher.encode(split.query_x), hasher.encode(split.db_x)
-            t2 = time.perf_counter()
+            except MemoryError:  # the rows measured so far are still printed
+                print(f"  {method} @ {bits} bits skipped: out of memory (use fewer --bits or a smaller data set)", file=sys.stderr)
+                continue
+            encode_seconds = time.perf_counter() - t1
             for name in metric_names:
+                t2 = time.perf_counter()
                 value = metrics.evaluate(name, cq, split.query_y, cd, split.db_y, n_bits=bits)
-                t3 = time.perf_counter()
                 records.append({"data": dataset.name, "protocol": args.protocol, "method": method, "bits": bits,
                                 "metric": name, "value": round(value, 6), "fit_seconds": round(t1 - t0, 3),
-                                "encode_seconds": round(t2 - t1, 3), "eval_seconds": round(t3 - t2, 3), "seed": args.seed})
+                                "encode_seconds": round(encode_seconds, 3), "eval_seconds": round(time.perf_counter() - t2, 3),
+                                "seed": args.seed})
                 table.setdefault((method, name), {})[bits] = value
-                t2 = t3
             print(f"  {method:>6} {bits:>4} bits: " + ", ".join(f"{n}={table[(method, n)][bits]:.4f}" for n in metric_names)
                   + f"  (fit {t1 - t0:.1f}s)", flush=True)
     if not records:

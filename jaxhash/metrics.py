@@ -199,7 +199,10 @@ def parse_metric(name: str) -> tuple[str, int | None]:
     if not m or (m.group(1) != "map" and m.group(2) == "all"):
         raise ValueError(f"unknown metric {name!r}; use map@all, map@R, p@K or pr@RADIUS (e.g. map@5000, p@100, pr@2)")
     kind = {"prec": "p"}.get(m.group(1), m.group(1))
-    return kind, None if m.group(2) == "all" else int(m.group(2))
+    value = None if m.group(2) == "all" else int(m.group(2))
+    if value == 0 and kind != "pr":
+        raise ValueError(f"metric {name!r} looks at the top 0 results: use {kind}@1 or more (radius 0 is pr@0)")
+    return kind, value
 
 
 def evaluate(name: str, query_codes, query_labels, database_codes, database_labels, n_bits: int) -> float:

@@ -272,7 +272,7 @@ class ProgressBar:
         self._fmt = fmt
 
     def __call__(self, end: EpochEnd) -> None:
-        self._bar.set_postfix({k: format(v, self._fmt) for k, v in end.metrics.items()})
+        self._bar.set_postfix({k: format(v, self._fmt) for k, v in end.metrics.items()}, refresh=False)  # update draws it, throttled
         self._bar.update(1)
 
     def close(self) -> None:

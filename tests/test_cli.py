@@ -30,6 +30,12 @@ def test_benchmark_table_and_json(tmp_path, capsys):
     assert {r["method"] for r in records} == {"lsh", "itq"} and {r["bits"] for r in records} == {8, 16}
     for r in records:
         assert 0.0 <= r["value"] <= 1.0 and r["fit_seconds"] >= 0 and r["metric"] in ("map@all", "p@10")
+    for first, second in zip(records[::2], records[1::2]):  # one model, two metrics: encoded once, timed once
+        assert first["encode_seconds"] == second["encode_seconds"]
+    assert main(["benchmark", "--data", "nowhere", "--bits", "8,16", "--metric", "map@all,pr@12"]) == 2  # before the data
+    assert "--metric pr@12 asks for a Hamming radius of 12, more than the 8 bits of the shortest code" in capsys.readouterr().err
+    assert main(["benchmark", "--data", "nowhere", "--methods", ","]) == 2
+    assert "--methods names no method" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="for the model's input shape"):  # 8x8 grey digits into the tiny preset's 16x16x3
         assert main(["benchmark", "--data", "digits", "--protocol", "200", "--methods", "lsh,cnn-softmax", "--preset", "tiny",
                      "--epochs", "1", "--bits", "16", "--json", str(out)]) == 0

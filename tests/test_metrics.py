@@ -72,6 +72,10 @@ def test_parse_and_evaluate():
     assert parse_metric("pr@2") == ("pr", 2)
     with pytest.raises(ValueError, match="unknown metric"):
         parse_metric("ndcg@10")
+    assert parse_metric("pr@0") == ("pr", 0)  # exact matches
+    for zero in ("p@0", "map@0"):
+        with pytest.raises(ValueError, match=f"metric '{zero}' looks at the top 0 results"):
+            parse_metric(zero)
     q, db = codes_at_distances([0, 1, 2, 3])
     assert evaluate("p@2", q, [1], db, np.array([1, 0, 1, 0]), n_bits=8) == pytest.approx(0.5)
 
