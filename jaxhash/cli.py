@@ -174,7 +174,7 @@ def cmd_benchmark(args) -> int:
     print(_format_table(table, methods, args.bits, metric_names))
     if args.json:
         _write_json(args.json, records)
-        print(f"\nwrote {len(records)} records to {args.json}")
+        print(f"\nwrote {len(records)} record{'s' if len(records) != 1 else ''} to {args.json}")
     return 0
 
 

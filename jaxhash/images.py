@@ -248,4 +248,5 @@ def conversion_note(counts: dict, shape: Sequence[int]) -> str | None:
         what.append(f"resized {counts['resized']} to {shape[0]}x{shape[1]}")
     if not what:
         return None
-    return f"{' and '.join(what)} of {counts['images']} images for the model's input shape {tuple(shape)}"
+    images = f"{counts['images']} image{'s' if counts['images'] != 1 else ''}"
+    return f"{images}: {' and '.join(what)} for the model's input shape {tuple(shape)}"

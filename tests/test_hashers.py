@@ -52,7 +52,7 @@ def test_encode_converts_other_sizes_and_channels_with_one_note(images, rng):
     grey_large = [rng.integers(0, 256, (12, 10)).astype(np.uint8) for _ in range(7)]
     with pytest.warns(UserWarning) as caught:
         codes = itq.encode(grey_large + [images[0]], batch_size=3)  # three batches, one note
-    assert [str(w.message) for w in caught] == ["converted 7 to RGB and resized 7 to 6x5 of 8 images for the model's input shape (6, 5, 3)"]
+    assert [str(w.message) for w in caught] == ["8 images: converted 7 to RGB and resized 7 to 6x5 for the model's input shape (6, 5, 3)"]
     assert codes.shape == (8, 1)
     np.testing.assert_array_equal(codes[-1], itq.encode(images[:1])[0])
 

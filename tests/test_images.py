@@ -49,7 +49,7 @@ def test_decode_counts_the_images_whose_transparency_it_drops(rng):
 def test_conform_converts_channels_and_sizes_with_one_note(rng):
     mixed = [rng.integers(0, 256, (8, 8, 3)).astype(np.uint8), rng.integers(0, 256, (8, 8)).astype(np.uint8),
              rng.integers(0, 256, (16, 12, 4)).astype(np.uint8)]
-    with pytest.warns(UserWarning, match=r"converted 2 to RGB and resized 1 to 8x8 of 3 images") as caught:
+    with pytest.warns(UserWarning, match=r"3 images: converted 2 to RGB and resized 1 to 8x8 for") as caught:
         out = conform_images(mixed, (8, 8, 3))
     assert len(caught) == 1 and out.shape == (3, 8, 8, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[0], mixed[0])
@@ -72,7 +72,7 @@ def test_conform_is_a_no_op_on_the_right_shape_and_counts_silently(rng):
         counts = {}
         conform_images(batch[..., 0].repeat(2, axis=1), (5, 5, 1), counts)  # (4, 10, 5) grey
     assert counts == {"images": 4, "converted": 0, "resized": 4}
-    assert conversion_note(counts, (5, 5, 1)) == "resized 4 to 5x5 of 4 images for the model's input shape (5, 5, 1)"
+    assert conversion_note(counts, (5, 5, 1)) == "4 images: resized 4 to 5x5 for the model's input shape (5, 5, 1)"
     assert conversion_note({"images": 4}, (5, 5, 1)) is None
 
 

@@ -119,7 +119,7 @@ def test_bad_input_is_refused_clearly(data, rng):
 def test_photos_of_other_sizes_and_grey_ones_are_converted_with_one_note(joint, rng):
     photos = [rng.integers(0, 256, (40, 30, 3)).astype(np.uint8), rng.integers(0, 256, (12, 12)).astype(np.uint8),
               rng.integers(0, 256, (20, 20, 4)).astype(np.uint8)]
-    with pytest.warns(UserWarning, match="converted 2 to RGB and resized 2 to 12x12 of 3 images"):
+    with pytest.warns(UserWarning, match="3 images: converted 2 to RGB and resized 2 to 12x12 for"):
         assert joint.encode(photos).shape == (3, 1)
 
 
