@@ -158,6 +158,9 @@ def cmd_benchmark(args) -> int:
                 print(f"  {method} @ {bits} bits skipped: out of memory (use fewer --bits or a smaller data set)", file=sys.stderr)
                 continue
             encode_seconds = time.perf_counter() - t1
+            note = _same_code_note(hasher, cd, bits)
+            if note:
+                print(f"  note: {note}", file=sys.stderr)
             for name in metric_names:
                 t2 = time.perf_counter()
                 value = metrics.evaluate(name, cq, split.query_y, cd, split.db_y, n_bits=bits)
@@ -176,6 +179,17 @@ def cmd_benchmark(args) -> int:
         _write_json(args.json, records)
         print(f"\nwrote {len(records)} record{'s' if len(records) != 1 else ''} to {args.json}")
     return 0
+
+
+def _same_code_note(hasher, codes, bits: int | None = None) -> str | None:
+    """A note when every one of (more than one) ``codes`` is the same: such a model tells no images apart."""
+    import numpy as np  # noqa: PLC0415
+
+    if len(codes) < 2 or np.any(codes != codes[0]):
+        return None
+    at = f" at {bits} bits" if bits is not None else ""
+    return (f"{hasher.method}{at} gives all {len(codes)} images the same code, so it tells none of them apart: its training "
+            "has not learned this data (try more --epochs, another --preset or another method)")
 
 
 def _format_table(table, methods, bits_list, metric_names) -> str:
@@ -282,6 +296,9 @@ def cmd_index(args) -> int:
             source = DatasetSource(spec, args.data_dir and str(Path(args.data_dir).resolve()), part, args.protocol,
                                    args.seed, args.image_size)
     encoded = hasher.encode_details(images, progress=True)
+    note = _same_code_note(hasher, encoded["codes"])
+    if note:
+        warnings.warn(note, stacklevel=2)
     features = encoded.get("features")  # kept for two-stage search (--rerank) when the model has them
     options = {"source": source, "model": ModelRef.of(hasher, args.model),
                "feature_dim": None if features is None else features.shape[1]}

@@ -550,6 +550,18 @@ def test_cluster_by_n2d_autoencoder_umap_and_mixture_finds_the_digits(tmp_path, 
     assert record["accuracy"] > 0.9, record  # .94 here; k-means on the pixels .79, UMAP of the pixels + GMM .88
 
 
+def test_a_model_that_gives_every_image_one_code_is_named(capsys, monkeypatch):
+    pytest.importorskip("sklearn")
+    from jaxhash.baselines import LSH
+
+    monkeypatch.setattr(LSH, "encode", lambda self, x, **kw: np.zeros((len(x), 1), np.uint32))  # a collapsed model
+    assert main(["benchmark", "--data", "digits", "--protocol", "200", "--methods", "lsh", "--bits", "8"]) == 0
+    assert "note: lsh at 8 bits gives all 1597 images the same code, so it tells none of them apart" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["benchmark", "--data", "digits", "--protocol", "200", "--methods", "lsh", "--bits", "8"]) == 0
+    assert "same code" not in capsys.readouterr().err
+
+
 def test_benchmark_tables_keep_their_columns_aligned_for_long_method_names():
     table = {("cnn-hash-frozen", "map@all"): {64: 0.75}, ("itq", "map@all"): {64: 0.14, 32: 0.13}}
     lines = _format_table(table, ["cnn-hash-frozen", "itq"], [32, 64], ["map@all"]).splitlines()
