@@ -47,6 +47,33 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def _positive_list(text: str) -> list[int]:
+    return [_positive(part) for part in _csv(text)] or [_positive(text)]
+
+
+def run_script(main) -> None:
+    """Run a script's ``main``: a bad value, a missing file or a missing extra ends it with one line and
+    exit status 2, as the commands do, instead of a traceback (``JAXHASH_DEBUG=1`` keeps the traceback)."""
+    try:
+        main()
+    except (ValueError, OSError, ImportError, MemoryError) as err:
+        if os.environ.get("JAXHASH_DEBUG"):
+            raise
+        message = f"{err.strerror}: {err.filename}" if isinstance(err, OSError) and err.filename and err.strerror else err
+        print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def _image_size(text: str) -> tuple[int, int]:
     parts = text.lower().replace("*", "x").split("x")
     try:

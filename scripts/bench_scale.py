@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from jaxhash.cli import _positive, _positive_list, run_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -332,28 +333,32 @@ def part_pca(args, records):
         print(f"pca  ITQ on 1,000 x 12,288 ({route} route): {seconds:.1f}s, peak memory {peak_gb:.2f} GB", flush=True)
 
 
+PARTS = ("faiss", "mih", "sharded", "cold", "pca", "device")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", default="1000000,10000000", help="database sizes (default: %(default)s)")
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--faiss-n", type=int, default=1_000_000, help="database codes of the faiss part")
-    parser.add_argument("--device-n", default="10000000,100000000", help="database sizes of the device part")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--parts", default="faiss,mih,sharded,cold,pca")
+    parser.add_argument("--n", type=_positive_list, default=[1_000_000, 10_000_000], help="database sizes (default: 1000000,10000000)")
+    parser.add_argument("--queries", type=_positive, default=1000)
+    parser.add_argument("--faiss-n", type=_positive, default=1_000_000, help="database codes of the faiss part")
+    parser.add_argument("--device-n", type=_positive_list, default=[10_000_000, 100_000_000],
+                        help="database sizes of the device part (default: 10000000,100000000)")
+    parser.add_argument("--repeats", type=_positive, default=3)
+    parser.add_argument("--parts", default="faiss,mih,sharded,cold,pca", help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--data-dir", default=None, help="folder with mnist/ (the real codes of the mih part)")
     parser.add_argument("--pca-before", action="store_true", help="also time the covariance route (minutes, GBs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    args.n = [int(v) for v in args.n.split(",")]
-    args.device_n = [int(v) for v in args.device_n.split(",")]
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    if not parts or set(parts) - set(PARTS):
+        parser.error(f"--parts takes {', '.join(PARTS)} (comma-separated), got {args.parts!r}")
     import jax
 
     print(f"jax {jax.__version__} on {jax.default_backend()} ({os.cpu_count()} cpus); "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '(none: the best instruction set of this processor)')}", flush=True)
     rng = np.random.default_rng(args.seed)
     records: list[dict] = []
-    parts = args.parts.split(",")
     if "faiss" in parts:
         part_faiss(args, records)
     if "mih" in parts:
@@ -373,4 +378,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,16 +19,17 @@ import statistics
 import time
 
 import numpy as np
+from jaxhash.cli import _positive, run_script
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1_000_000, help="database codes")
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--n", type=_positive, default=1_000_000, help="database codes")
+    parser.add_argument("--queries", type=_positive, default=1000)
+    parser.add_argument("--k", type=_positive, default=100)
     parser.add_argument("--bits", default="64,128,256")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each, interleaved")
-    parser.add_argument("--threads", type=int, default=2, help="faiss.omp_set_num_threads")
+    parser.add_argument("--repeats", type=_positive, default=5, help="timed runs of each, interleaved")
+    parser.add_argument("--threads", type=_positive, default=2, help="faiss.omp_set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the records here too")
     args = parser.parse_args()
@@ -89,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

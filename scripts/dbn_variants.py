@@ -12,6 +12,7 @@ import time
 import jaxhash
 from jaxhash.data import load_dataset, retrieval_split, to_features
 from jaxhash.metrics import evaluate
+from jaxhash.cli import _positive, run_script
 
 VARIANTS = {
     "cpu-small": {},
@@ -25,20 +26,24 @@ def main():
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--protocol", default="1k")
-    parser.add_argument("--bits", type=int, default=32)
+    parser.add_argument("--bits", type=_positive, default=32)
     parser.add_argument("--metric", default="map@5000")
-    parser.add_argument("--only", default=None, help="comma-separated variant numbers (0-based) to run")
+    parser.add_argument("--only", default=None, help="comma-separated variant numbers (0-based) to run: "
+                        + ", ".join(f"{i} {name}" for i, name in enumerate(VARIANTS)))
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    chosen = list(VARIANTS.items())
+    if args.only:
+        picked = [part.strip() for part in args.only.split(",")]
+        if not all(part.isdigit() and int(part) < len(chosen) for part in picked):
+            parser.error(f"--only takes variant numbers from 0 to {len(chosen) - 1}, got {args.only!r}")
+        chosen = [chosen[int(i)] for i in picked]
     split = retrieval_split(load_dataset(args.data, data_dir=args.data_dir), args.protocol, seed=0)
     xq, xd = to_features(split.query_x), to_features(split.db_x)
     itq = jaxhash.ITQ(n_bits=args.bits, seed=0).fit(xd)
     base = evaluate(args.metric, itq.encode(xq), split.query_y, itq.encode(xd), split.db_y, n_bits=args.bits)
     print(f"{args.data} {args.protocol}, {args.bits} bits, {args.metric}: ITQ {base:.4f}", flush=True)
     records = [{"variant": "itq", "value": base}]
-    chosen = list(VARIANTS.items())
-    if args.only:
-        chosen = [chosen[int(i)] for i in args.only.split(",")]
     for name, overrides in chosen:
         t0 = time.perf_counter()
         h = jaxhash.SemanticHasher(n_bits=args.bits, seed=0, preset="cpu-small", progress=False, **overrides).fit(xd)
@@ -53,4 +58,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

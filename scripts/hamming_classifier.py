@@ -19,6 +19,7 @@ import numpy as np
 import jaxhash
 from jaxhash import hamming_net as hn
 from jaxhash.data import load_dataset, retrieval_split, to_features
+from jaxhash.cli import _positive, _positive_list, run_script
 
 
 def knn_vote(index_labels, ids, distances, n_classes):
@@ -37,8 +38,8 @@ def main():
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--protocol", default="1k")
     parser.add_argument("--methods", default="itq,lsh")
-    parser.add_argument("--bits", type=int, default=64)
-    parser.add_argument("--k", default="1,10,50", help="neighbours for the k-NN vote")
+    parser.add_argument("--bits", type=_positive, default=64)
+    parser.add_argument("--k", type=_positive_list, default=[1, 10, 50], help="neighbours for the k-NN vote (comma-separated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -61,7 +62,7 @@ def main():
         index = jaxhash.HashIndex(args.bits)
         index.add(cd)
         line = f"  {method:>5}: Hamming network (class majority prototypes + Maxnet) {hamming_acc:.4f} ({int(tie.sum())} ties)"
-        for k in (int(v) for v in args.k.split(",")):
+        for k in args.k:
             d, ids = index.search(cq, k)
             acc = float(np.mean(knn_vote(split.db_y, ids, d, n_classes) == split.query_y))
             row[f"knn{k}_accuracy"] = acc
@@ -74,4 +75,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxhash import hamming_net as hn
 from jaxhash.data.letters import add_flip_noise, load_cyrillic_letters
+from jaxhash.cli import _positive, _unit_interval, run_script
 
 IMAGE, PART = (15, 15), (5, 5)
 
@@ -37,9 +38,10 @@ def decision(names, winner) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--noise", default="0,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4", help="flip probabilities")
-    parser.add_argument("--trials", type=int, default=1000, help="noisy letters per noise level")
-    parser.add_argument("--threshold", type=float, default=0.8, help="recognition threshold (the paper: 0.80-0.85)")
+    parser.add_argument("--noise", type=lambda text: [_unit_interval(v) for v in text.split(",")],
+                        default="0,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4", help="flip probabilities, from 0 to 1 (comma-separated)")
+    parser.add_argument("--trials", type=_positive, default=1000, help="noisy letters per noise level")
+    parser.add_argument("--threshold", type=_unit_interval, default=0.8, help="recognition threshold (the paper: 0.80-0.85)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/hamming_letters", help="folder for the PNG figures")
     parser.add_argument("--json", default=None)
@@ -73,7 +75,7 @@ def main():
     # 3. Accuracy against noise.
     records = []
     print(f"\n{'p':>5} {'classic':>8} {'ties':>5} {'two-stage':>10} {'not rec.':>9} {'ties':>5} {'classic ties solved':>20} {'tie-only 2-stage':>17}")
-    for p in (float(v) for v in args.noise.split(",")):
+    for p in args.noise:
         truth = rng.integers(0, len(names), args.trials)
         inputs = add_flip_noise(rng, flat[truth], p)
         c = np.asarray(hn.classify_batch(net, inputs).winner)
@@ -136,7 +138,7 @@ def draw_figures(out: Path, names, images, noisy, records, threshold):
     ax.plot(p, [r["two_stage_not_recognised"] / r["trials"] for r in records], "x:", color="gray", label="two-stage: not recognised")
     ax2 = ax.twinx()
     ax2.bar(p, [r["classic_ties"] for r in records], width=0.015, alpha=0.3, color="red", label="classic ties")
-    ax2.set_ylabel("classic ties per 1,000")
+    ax2.set_ylabel(f"classic ties per {records[0]['trials']:,}")
     ax.set_xlabel("pixel flip probability p")
     ax.set_ylabel("accuracy / fraction")
     ax.set_ylim(0, 1.02)
@@ -148,4 +150,4 @@ def draw_figures(out: Path, names, images, noisy, records, threshold):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from jaxhash.cli import _positive, run_script
 
 
 def unpack(source: Path, work: Path) -> Path:
@@ -75,12 +76,12 @@ def precision_at_10(results) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="a folder or .tar.gz of class/*.jpg photos")
-    parser.add_argument("--queries", type=int, default=10, help="held-out photos per class (default: %(default)s)")
+    parser.add_argument("--queries", type=_positive, default=10, help="held-out photos per class (default: %(default)s)")
     parser.add_argument("--method", default="cnn-hash", help="the neural method (default: %(default)s)")
     parser.add_argument("--preset", default="cpu", help="its preset (default: %(default)s)")
-    parser.add_argument("--bits", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    parser.add_argument("--pixel-size", type=int, default=32, help="image size for ITQ on pixels (default: %(default)s)")
+    parser.add_argument("--bits", type=_positive, default=64)
+    parser.add_argument("--epochs", type=_positive, default=None, help="override the preset's epochs")
+    parser.add_argument("--pixel-size", type=_positive, default=32, help="image size for ITQ on pixels (default: %(default)s)")
     parser.add_argument("--mixed", action="store_true", help="upscale some, save some as PNG, make some grey")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
@@ -109,4 +110,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from jaxhash.cli import _positive, run_script
 
 
 def main():
@@ -32,15 +33,17 @@ def main():
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--protocol", default="1k")
     parser.add_argument("--preset", default="paper", help="paper (the published CIFAR-10 setting), cpu-small, tiny")
-    parser.add_argument("--bits", type=int, default=256)
+    parser.add_argument("--bits", type=_positive, default=256)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="train on the first N database images only")
+    parser.add_argument("--limit", type=_positive, default=None, help="train on the first N database images only")
     parser.add_argument("--checkpoint-dir", default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--metric", default="map@1000")
     parser.add_argument("--out", default="results/semantic_hashing")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.resume and args.checkpoint_dir is None:
+        parser.error("--resume continues from checkpoints: give the folder they are in, --checkpoint-dir DIR --resume")
 
     import jax
 
@@ -160,4 +163,4 @@ def to_flat(image):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

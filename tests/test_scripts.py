@@ -112,3 +112,18 @@ def test_bench_serve_script_measures_latency_over_http(tmp_path):
     record = json.loads(out.read_text())
     assert record["failed"] == 0 and record["codes"] == 5000 and record["p99_ms"] >= record["p50_ms"] > 0
     assert record["build_images_per_s"] > 0 and "index build: 80 images" in stdout
+
+
+@pytest.mark.parametrize("script, bad, said", [
+    ("hamming_letters.py", ["--trials", "0"], "argument --trials: expected a positive integer"),
+    ("hamming_letters.py", ["--noise", "0,1.5"], "argument --noise: expected a number from 0 to 1, got '1.5'"),
+    ("dbn_variants.py", ["--only", "5"], "--only takes variant numbers from 0 to 2"),
+    ("bench_scale.py", ["--parts", "mih,foo"], "--parts takes faiss, mih, sharded, cold, pca, device"),
+    ("semantic_hashing.py", ["--resume"], "--checkpoint-dir DIR --resume"),
+    ("photo_folder.py", ["no-such-folder"], "No such file or directory: no-such-folder"),
+    ("hamming_classifier.py", ["--data", "no-such-set"], "'no-such-set' is neither a known data set"),
+])
+def test_scripts_refuse_bad_values_in_one_line(tmp_path, script, bad, said):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / script), *bad], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "JAXHASH_PROGRESS": "0"})
+    assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
