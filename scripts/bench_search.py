@@ -19,7 +19,7 @@ import statistics
 import time
 
 import numpy as np
-from jaxhash.cli import _positive, run_script
+from jaxhash.cli import _positive, _positive_list, run_script
 
 
 def main() -> None:
@@ -27,12 +27,17 @@ def main() -> None:
     parser.add_argument("--n", type=_positive, default=1_000_000, help="database codes")
     parser.add_argument("--queries", type=_positive, default=1000)
     parser.add_argument("--k", type=_positive, default=100)
-    parser.add_argument("--bits", default="64,128,256")
+    parser.add_argument("--bits", type=_positive_list, default=[64, 128, 256], help="comma-separated multiples of 32")
     parser.add_argument("--repeats", type=_positive, default=5, help="timed runs of each, interleaved")
     parser.add_argument("--threads", type=_positive, default=2, help="faiss.omp_set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the records here too")
     args = parser.parse_args()
+    if any(bits % 32 for bits in args.bits):
+        parser.error(f"--bits takes multiples of 32 (random codes of whole words), got {args.bits}")
+    if args.k > args.n:  # FAISS pads the rows beyond n with -1, jaxhash returns n: compare n
+        print(f"k = {args.k} is more than the {args.n:,} codes: k = {args.n} compared")
+        args.k = args.n
 
     try:
         import faiss
@@ -49,7 +54,7 @@ def main() -> None:
           f"with {args.threads} threads; n={args.n:,}, queries={args.queries:,}, k={args.k}, repeats={args.repeats}; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS') or '(none: the best instruction set of this processor)'}")
     records = []
-    for bits in (int(b) for b in args.bits.split(",")):
+    for bits in args.bits:
         words = -(-bits // 32)
         db = rng.integers(0, 2**32, size=(args.n, words), dtype=np.uint64).astype(np.uint32)
         queries = rng.integers(0, 2**32, size=(args.queries, words), dtype=np.uint64).astype(np.uint32)
