@@ -41,6 +41,14 @@ def split_folder(root: Path, work: Path, per_class: int, seed: int, mixed: bool)
     train, queries = work / "train", work / "queries"
     n_train = 0
     classes = sorted(p for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise ValueError(f"{root} holds {len(classes)} class folder{'s' if len(classes) != 1 else ''}: it needs one sub-folder "
+                         "of photos per class, two classes or more")
+    fewest = min(classes, key=lambda c: sum(f.is_file() for f in c.iterdir()))
+    n_fewest = sum(f.is_file() for f in fewest.iterdir())
+    if n_fewest < per_class + 2:
+        raise ValueError(f"class {fewest.name} has {n_fewest} photos: --queries {per_class} must leave at least 2 of each class "
+                         f"to train on" + (f"; use --queries {n_fewest - 2} or fewer" if n_fewest > 2 else ""))
     for c in classes:
         files = sorted(f for f in c.iterdir() if f.is_file())
         held = set(rng.choice(len(files), min(per_class, len(files) - 1), replace=False).tolist())

@@ -121,6 +121,7 @@ def test_bench_serve_script_measures_latency_over_http(tmp_path):
     ("bench_scale.py", ["--parts", "mih,foo"], "--parts takes faiss, mih, sharded, cold, pca, device"),
     ("semantic_hashing.py", ["--resume"], "--checkpoint-dir DIR --resume"),
     ("photo_folder.py", ["no-such-folder"], "No such file or directory: no-such-folder"),
+    ("photo_folder.py", [".", "--queries", "5"], "holds 0 class folders: it needs one sub-folder of photos per class"),
     ("hamming_classifier.py", ["--data", "no-such-set"], "'no-such-set' is neither a known data set"),
 ])
 def test_scripts_refuse_bad_values_in_one_line(tmp_path, script, bad, said):
