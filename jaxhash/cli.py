@@ -47,6 +47,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer (a random seed), got {text!r}")
+    return value
+
+
 def _unit_interval(text: str) -> float:
     try:
         value = float(text)
@@ -98,7 +108,7 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True, protocol_d
         p.add_argument("--protocol", default=protocol_default, metavar="P",
                        help=protocol_help or "retrieval protocol: 1k (1,000 queries, 100 per class, the rest is the database), "
                                               "official (test split as queries), or a query count such as 500 (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=_seed, default=0,
                    help=("seed of the protocol's query draw and of the hashers" if protocol else "seed of the models, "
                          "reductions and clusterings") + " (default: %(default)s)")
     p.add_argument("--image-size", type=_image_size, default=None, metavar="SIZE",

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from jaxhash.cli import _positive, _positive_list, run_script
+from jaxhash.cli import _positive, _positive_list, _seed, run_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -347,7 +347,7 @@ def main() -> None:
     parser.add_argument("--parts", default="faiss,mih,sharded,cold,pca", help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--data-dir", default=None, help="folder with mnist/ (the real codes of the mih part)")
     parser.add_argument("--pca-before", action="store_true", help="also time the covariance route (minutes, GBs)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     parts = [part.strip() for part in args.parts.split(",") if part.strip()]

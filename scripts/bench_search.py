@@ -19,7 +19,7 @@ import statistics
 import time
 
 import numpy as np
-from jaxhash.cli import _positive, _positive_list, run_script
+from jaxhash.cli import _positive, _positive_list, _seed, run_script
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--bits", type=_positive_list, default=[64, 128, 256], help="comma-separated multiples of 32")
     parser.add_argument("--repeats", type=_positive, default=5, help="timed runs of each, interleaved")
     parser.add_argument("--threads", type=_positive, default=2, help="faiss.omp_set_num_threads")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--json", default=None, help="write the records here too")
     args = parser.parse_args()
     if any(bits % 32 for bits in args.bits):

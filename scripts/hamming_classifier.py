@@ -19,7 +19,7 @@ import numpy as np
 import jaxhash
 from jaxhash import hamming_net as hn
 from jaxhash.data import load_dataset, retrieval_split, to_features
-from jaxhash.cli import _positive, _positive_list, run_script
+from jaxhash.cli import _positive, _positive_list, _seed, run_script
 
 
 def knn_vote(index_labels, ids, distances, n_classes):
@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--methods", default="itq,lsh")
     parser.add_argument("--bits", type=_positive, default=64)
     parser.add_argument("--k", type=_positive_list, default=[1, 10, 50], help="neighbours for the k-NN vote (comma-separated)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 

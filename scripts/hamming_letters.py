@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxhash import hamming_net as hn
 from jaxhash.data.letters import add_flip_noise, load_cyrillic_letters
-from jaxhash.cli import _positive, _unit_interval, run_script
+from jaxhash.cli import _positive, _seed, _unit_interval, run_script
 
 IMAGE, PART = (15, 15), (5, 5)
 
@@ -42,7 +42,7 @@ def main():
                         default="0,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4", help="flip probabilities, from 0 to 1 (comma-separated)")
     parser.add_argument("--trials", type=_positive, default=1000, help="noisy letters per noise level")
     parser.add_argument("--threshold", type=_unit_interval, default=0.8, help="recognition threshold (the paper: 0.80-0.85)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--out", default="results/hamming_letters", help="folder for the PNG figures")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

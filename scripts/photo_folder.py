@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from jaxhash.cli import _positive, run_script
+from jaxhash.cli import _positive, _seed, run_script
 
 
 def unpack(source: Path, work: Path) -> Path:
@@ -91,7 +91,7 @@ def main():
     parser.add_argument("--epochs", type=_positive, default=None, help="override the preset's epochs")
     parser.add_argument("--pixel-size", type=_positive, default=32, help="image size for ITQ on pixels (default: %(default)s)")
     parser.add_argument("--mixed", action="store_true", help="upscale some, save some as PNG, make some grey")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     record = {"folder": args.folder, "method": args.method, "preset": args.preset, "bits": args.bits, "mixed": args.mixed}

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from jaxhash.cli import _positive, run_script
+from jaxhash.cli import _positive, _seed, run_script
 
 
 def main():
@@ -34,7 +34,7 @@ def main():
     parser.add_argument("--protocol", default="1k")
     parser.add_argument("--preset", default="paper", help="paper (the published CIFAR-10 setting), cpu-small, tiny")
     parser.add_argument("--bits", type=_positive, default=256)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--limit", type=_positive, default=None, help="train on the first N database images only")
     parser.add_argument("--checkpoint-dir", default=None)
     parser.add_argument("--resume", action="store_true")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxhash.cli import _image_size, _positive
+from jaxhash.cli import _image_size, _positive, _seed
 
 
 def _umap_dims(text: str) -> int:
@@ -65,7 +65,7 @@ def main():
     parser.add_argument("--reductions", default="pca,tsne,umap", help="2-D, of each latent space, drawn side by side")
     parser.add_argument("--algorithm", default="kmeans", choices=("kmeans", "gmm"))
     parser.add_argument("--m", type=_positive, default=8, help="nearest images shown per query")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--out", default="results/vae_clustering")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

@@ -36,6 +36,9 @@ def test_benchmark_table_and_json(tmp_path, capsys):
     assert "--metric pr@12 asks for a Hamming radius of 12, more than the 8 bits of the shortest code" in capsys.readouterr().err
     assert main(["benchmark", "--data", "nowhere", "--methods", ","]) == 2
     assert "--methods names no method" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--data", "digits", "--seed", "-1"])
+    assert "argument --seed: expected a non-negative integer" in capsys.readouterr().err  # was NumPy's, naming no option
     with pytest.warns(UserWarning, match="for the model's input shape"):  # 8x8 grey digits into the tiny preset's 16x16x3
         assert main(["benchmark", "--data", "digits", "--protocol", "200", "--methods", "lsh,cnn-softmax", "--preset", "tiny",
                      "--epochs", "1", "--bits", "16", "--json", str(out)]) == 0
