@@ -263,7 +263,7 @@ def part_sharded(args, records):
         record["ratio_sharded_over_one"] = record["sharded_seconds"] / record["one_device_seconds"]
         records.append(record)
         print(f"sharded n={n:>10,} k=100 over {record['devices']} CPU devices: one device {record['one_device_seconds']:.3f}s, "
-              f"sharded {record['sharded_seconds']:.3f}s (ratio {record['ratio_sharded_over_one']:.2f}; identical: "
+              f"sharded {record['sharded_seconds']:.3f}s (sharded/one device {record['ratio_sharded_over_one']:.2f}; identical: "
               f"{record['identical']})", flush=True)
 
 
