@@ -19,6 +19,6 @@ def progress(iterable=None, **kwargs):
         kwargs.setdefault("delay", 5.0)  # work done sooner leaves no bar in a log (its first state, then a clear)
         # A bar that was shown ends on its last state and a newline: cleared, it left a carriage return that glued the
         # next printed line (a result row) to it in a log of stdout and stderr together.
-        if "ipykernel" not in sys.modules:  # a notebook's widget bar is cleared as the caller asks
+        if all(cls.__module__ != "tqdm.notebook" for cls in tqdm.__mro__):  # a notebook's widget bar is cleared as asked
             kwargs["leave"] = True
     return tqdm(iterable, **kwargs)

@@ -41,7 +41,15 @@ def test_a_bar_shown_in_a_log_ends_on_its_last_state_and_its_own_line(monkeypatc
 def test_a_notebook_bar_is_cleared_as_its_caller_asks(monkeypatch):
     log = io.StringIO()  # a notebook's stderr is not a terminal either
     monkeypatch.setattr(sys, "stderr", log)
-    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # as inside Jupyter
+    import tqdm.auto
+    from tqdm.std import tqdm as plain
+
+    class NotebookBar(plain):  # what tqdm.auto picks inside Jupyter (the widget bar)
+        pass
+
+    NotebookBar.__module__ = "tqdm.notebook"
+    monkeypatch.setattr(tqdm.auto, "tqdm", NotebookBar)
     assert progress(total=2, leave=False, file=log).leave is False
-    monkeypatch.delitem(sys.modules, "ipykernel")
+    monkeypatch.setattr(tqdm.auto, "tqdm", plain)
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # merely imported (by another test, a library): not a notebook
     assert progress(total=2, leave=False, file=log).leave is True  # a log keeps the bar's last state on its own line
