@@ -49,9 +49,10 @@ def _pca(x: np.ndarray, n_components: int, seed: int = 0, *, bits: bool = True) 
         spanned = int(np.sum(values[order] > max(values[order[0]], 0.0) * _NO_VARIANCE))
         if bits and spanned < n_components:
             noise = "the other bit is" if n_components - spanned == 1 else f"the other {n_components - spanned} bits are"
-            # fewer samples than values: more samples add directions; else the values themselves vary in no more
-            # (constant pixels, unused latent units)
-            fix = "or more (and more varied) samples" if n <= dim else f"as the {dim} values vary in no more directions"
+            # n samples span at most n - 1 directions: there more samples add some; below that, the samples vary
+            # in no more (constant pixels, unused latent units, repeated samples)
+            fix = ("or more (and more varied) samples" if spanned >= n - 1 else
+                   f"as the {n} samples vary in no more directions (constant values, or samples much alike)")
             warnings.warn(f"only {spanned} of the {n_components} principal directions of the {n} training samples have "
                           f"variance: {noise} rounding noise; use at most {spanned} bit{'s' if spanned != 1 else ''}, {fix}",
                           stacklevel=3)

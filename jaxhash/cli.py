@@ -71,16 +71,29 @@ def _positive_list(text: str) -> list[int]:
     return [_positive(part) for part in _csv(text)] or [_positive(text)]
 
 
+# What ends a command or a script with one line (exit status 2) rather than a traceback.
+USER_ERRORS = (OSError, ValueError, TypeError, ImportError, FloatingPointError, MemoryError)
+
+
+def _error_message(err: BaseException) -> str:
+    """The one line a command or script prints for one of :data:`USER_ERRORS`."""
+    message = str(err) or type(err).__name__
+    if isinstance(err, MemoryError):
+        return f"out of memory ({message}): use smaller inputs, fewer bits or a smaller --k"
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.strerror}: {err.filename}"  # the system's words, without the errno prefix
+    return message
+
+
 def run_script(main) -> None:
     """Run a script's ``main``: a bad value, a missing file or a missing extra ends it with one line and
     exit status 2, as the commands do, instead of a traceback (``JAXHASH_DEBUG=1`` keeps the traceback)."""
     try:
         main()
-    except (ValueError, OSError, ImportError, MemoryError) as err:
+    except USER_ERRORS as err:
         if os.environ.get("JAXHASH_DEBUG"):
             raise
-        message = f"{err.strerror}: {err.filename}" if isinstance(err, OSError) and err.filename and err.strerror else err
-        print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).name}: error: {_error_message(err)}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -155,6 +168,8 @@ def _load_split(args):
 # -- benchmark ------------------------------------------------------------------------------------
 
 def cmd_benchmark(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
     from . import metrics  # noqa: PLC0415
     from .hashers import make_hasher  # noqa: PLC0415
 
@@ -176,7 +191,10 @@ def cmd_benchmark(args) -> int:
     n_features = 1
     for s in split.db_x.shape[1:]:
         n_features *= int(s)
-    print(f"{dataset.name}, protocol {args.protocol}: {len(split.query_x)} queries, {len(split.db_x)} database/training images "
+    asked = str(args.protocol).lower().replace("k", "000")
+    drawn = (f" ({asked} asked: the same number from each of the {len(np.unique(split.query_y))} classes)"
+             if asked.isdigit() and int(asked) != len(split.query_x) else "")
+    print(f"{dataset.name}, protocol {args.protocol}: {len(split.query_x)} queries{drawn}, {len(split.db_x)} database/training images "
           f"of shape {tuple(split.db_x.shape[1:])} ({n_features} values)", flush=True)
     records = []
     table: dict[tuple[str, str], dict[int, float]] = {}
@@ -188,24 +206,29 @@ def cmd_benchmark(args) -> int:
                 hasher.fit(split.db_x, split.db_y)
                 t1 = time.perf_counter()
                 cq, cd = hasher.encode(split.query_x), hasher.encode(split.db_x)
+                encode_seconds = time.perf_counter() - t1
+                note = _same_code_note(hasher, cd, bits)
+                if note:
+                    print(f"  note: {note}", file=sys.stderr)
+                cell = []
+                for name in metric_names:
+                    t2 = time.perf_counter()
+                    value = metrics.evaluate(name, cq, split.query_y, cd, split.db_y, n_bits=bits)
+                    cell.append({"data": dataset.name, "protocol": args.protocol, "method": method, "bits": bits,
+                                 "metric": name, "value": round(value, 6), "fit_seconds": round(t1 - t0, 3),
+                                 "encode_seconds": round(encode_seconds, 3), "eval_seconds": round(time.perf_counter() - t2, 3),
+                                 "seed": args.seed})
             except ValueError as err:
                 print(f"  {method} @ {bits} bits skipped: {err}", file=sys.stderr)
                 continue
-            except MemoryError:  # the rows measured so far are still printed
-                print(f"  {method} @ {bits} bits skipped: out of memory (use fewer --bits or a smaller data set)", file=sys.stderr)
+            except Exception as err:  # noqa: BLE001 - out of host or accelerator memory: the rows measured so far are kept
+                if not _out_of_memory(err):
+                    raise
+                print(f"  {method} @ {bits} bits skipped: out of memory (use shorter codes or a smaller data set)", file=sys.stderr)
                 continue
-            encode_seconds = time.perf_counter() - t1
-            note = _same_code_note(hasher, cd, bits)
-            if note:
-                print(f"  note: {note}", file=sys.stderr)
-            for name in metric_names:
-                t2 = time.perf_counter()
-                value = metrics.evaluate(name, cq, split.query_y, cd, split.db_y, n_bits=bits)
-                records.append({"data": dataset.name, "protocol": args.protocol, "method": method, "bits": bits,
-                                "metric": name, "value": round(value, 6), "fit_seconds": round(t1 - t0, 3),
-                                "encode_seconds": round(encode_seconds, 3), "eval_seconds": round(time.perf_counter() - t2, 3),
-                                "seed": args.seed})
-                table.setdefault((method, name), {})[bits] = value
+            records.extend(cell)
+            for record in cell:
+                table.setdefault((method, record["metric"]), {})[bits] = record["value"]
             print(f"  {method:>6} {bits:>4} bits: " + ", ".join(f"{n}={table[(method, n)][bits]:.4f}" for n in metric_names)
                   + f"  (fit {t1 - t0:.1f}s)", flush=True)
     if not records:
@@ -218,15 +241,23 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
-def _same_code_note(hasher, codes, bits: int | None = None) -> str | None:
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is running out of host memory or of an accelerator's (XLA's RESOURCE_EXHAUSTED)."""
+    return isinstance(err, MemoryError) or (type(err).__name__ == "JaxRuntimeError" and "RESOURCE_EXHAUSTED" in str(err))
+
+
+def _same_code_note(hasher, codes, bits: int | None = None, command: str = "benchmark") -> str | None:
     """A note when every one of (more than one) ``codes`` is the same: such a model tells no images apart."""
     import numpy as np  # noqa: PLC0415
 
     if len(codes) < 2 or np.any(codes != codes[0]):
         return None
     at = f" at {bits} bits" if bits is not None else ""
-    return (f"{hasher.method}{at} gives all {len(codes)} images the same code, so it tells none of them apart: its training "
-            "has not learned this data (try more --epochs, another --preset or another method)")
+    said = f"{hasher.method}{at} gives all {len(codes)} images the same code, so it tells none of them apart"
+    if not hasattr(hasher, "preset"):
+        return f"{said}: use another method or code length"
+    where = "" if command == "benchmark" else " (jaxhash fit)"
+    return f"{said}: its training has not learned this data; train it again{where} with more --epochs or another --preset"
 
 
 def _format_table(table, methods, bits_list, metric_names) -> str:
@@ -333,7 +364,7 @@ def cmd_index(args) -> int:
             source = DatasetSource(spec, args.data_dir and str(Path(args.data_dir).resolve()), part, args.protocol,
                                    args.seed, args.image_size)
     encoded = hasher.encode_details(images, progress=True)
-    note = _same_code_note(hasher, encoded["codes"])
+    note = _same_code_note(hasher, encoded["codes"], command="index")
     if note:
         warnings.warn(note, stacklevel=2)
     features = encoded.get("features")  # kept for two-stage search (--rerank) when the model has them
@@ -934,15 +965,10 @@ def main(argv=None) -> int:
             if cache is not None:
                 warnings.filterwarnings("default", message=_DAMAGED_CACHE_ENTRY.pattern, category=UserWarning)
             return args.func(args)
-    except (OSError, ValueError, TypeError, ImportError, FloatingPointError, MemoryError) as err:
+    except USER_ERRORS as err:
         if os.environ.get("JAXHASH_DEBUG"):
             raise
-        message = str(err) or type(err).__name__
-        if isinstance(err, MemoryError):
-            message = f"out of memory ({message}): use smaller inputs, fewer bits or a smaller --k"
-        elif isinstance(err, OSError) and err.filename is not None and err.strerror:
-            message = f"{err.strerror}: {err.filename}"  # the system's words, without the errno prefix
-        print(f"jaxhash {args.command}: error: {message}", file=sys.stderr)
+        print(f"jaxhash {args.command}: error: {_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         saved = getattr(args, "checkpoint_dir", None)

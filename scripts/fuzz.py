@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxhash.cli import _seed
+
 CLEAR_ERRORS = (ValueError, TypeError, OSError, EOFError)
 OUTCOMES = ("tries", "clear", "traceback", "wrong", "executed")
 
@@ -511,7 +513,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tries", type=int, default=2000, help="mutations per category (default: %(default)s)")
     parser.add_argument("--only", default=None, help=f"comma-separated categories: {', '.join(CATEGORIES)}")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--json", default=None, help="write the counts and up to 3 examples per bad outcome here")
     args = parser.parse_args(argv)
     os.environ.setdefault("JAXHASH_PROGRESS", "0")

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxhash import hamming_net as hn
 from jaxhash.data.letters import add_flip_noise, load_cyrillic_letters
-from jaxhash.cli import _positive, _seed, _unit_interval, run_script
+from jaxhash.cli import _csv, _positive, _seed, _unit_interval, run_script
 
 IMAGE, PART = (15, 15), (5, 5)
 
@@ -38,7 +38,7 @@ def decision(names, winner) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--noise", type=lambda text: [_unit_interval(v) for v in text.split(",")],
+    parser.add_argument("--noise", type=lambda text: [_unit_interval(v) for v in _csv(text)] or [_unit_interval(text)],
                         default="0,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4", help="flip probabilities, from 0 to 1 (comma-separated)")
     parser.add_argument("--trials", type=_positive, default=1000, help="noisy letters per noise level")
     parser.add_argument("--threshold", type=_unit_interval, default=0.8, help="recognition threshold (the paper: 0.80-0.85)")

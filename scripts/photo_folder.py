@@ -30,19 +30,25 @@ def unpack(source: Path, work: Path) -> Path:
     if source.is_dir():
         return source
     target = work / "unpacked"
-    with tarfile.open(source) as tar:
-        tar.extractall(target, filter="data")
-    return target
+    try:
+        with tarfile.open(source) as tar:
+            tar.extractall(target, filter="data")
+    except tarfile.TarError:
+        raise ValueError(f"{source} is neither a folder nor a readable .tar.gz of photos") from None
+    # an archive of one top folder (photos/class/*.jpg) holds its classes one level down
+    inside = [p for p in target.iterdir()]
+    return inside[0] if len(inside) == 1 and inside[0].is_dir() and any(p.is_dir() for p in inside[0].iterdir()) else target
 
 
-def split_folder(root: Path, work: Path, per_class: int, seed: int, mixed: bool):
-    """Copy ``root``'s class folders into ``work/train`` and ``work/queries`` (``per_class`` each)."""
+def split_folder(root: Path, work: Path, per_class: int, seed: int, mixed: bool, named: str):
+    """Copy ``root``'s class folders into ``work/train`` and ``work/queries`` (``per_class`` each); ``named``: the
+    folder or archive as the user gave it, for messages."""
     rng = np.random.default_rng(seed)
     train, queries = work / "train", work / "queries"
     n_train = 0
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
-        raise ValueError(f"{root} holds {len(classes)} class folder{'s' if len(classes) != 1 else ''}: it needs one sub-folder "
+        raise ValueError(f"{named} holds {len(classes)} class folder{'s' if len(classes) != 1 else ''}: it needs one sub-folder "
                          "of photos per class, two classes or more")
     fewest = min(classes, key=lambda c: sum(f.is_file() for f in c.iterdir()))
     n_fewest = sum(f.is_file() for f in fewest.iterdir())
@@ -97,7 +103,8 @@ def main():
     record = {"folder": args.folder, "method": args.method, "preset": args.preset, "bits": args.bits, "mixed": args.mixed}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        train, queries, n_classes, n_train = split_folder(unpack(Path(args.folder), work), work, args.queries, args.seed, args.mixed)
+        train, queries, n_classes, n_train = split_folder(unpack(Path(args.folder), work), work, args.queries, args.seed, args.mixed,
+                                                            args.folder)
         query_files = sorted(str(p) for p in queries.rglob("*") if p.is_file())
         record.update(classes=n_classes, training_photos=n_train, queries=len(query_files))
         print(f"{n_classes} classes: {n_train} photos to fit and index, {len(query_files)} held-out queries", flush=True)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxhash.cli import _seed, run_script
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,7 +46,7 @@ def main():
     parser.add_argument("--figure-bits", type=int, default=64, help="code length of the other figures (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N queries and N*5 database images (smoke runs)")
     parser.add_argument("--skip-table", action="store_true", help="only the figures, not the comparison table")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--out", default="results/supervised_hashing", help="folder for the PNG figures")
     parser.add_argument("--json", default=None, help="write every figure's numbers here")
     args = parser.parse_args()
@@ -233,4 +235,4 @@ def draw_neighbours(path, qx, qy, dx, dy, q_codes, d_codes, class_names, bits, r
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-
+from jaxhash.cli import _seed, run_script
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="mnist")
@@ -29,7 +29,7 @@ def main():
                                                       "vae, sparse-ae: cpu; ae-umap: n2d; dbn-ae: cpu-small)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--shortlist", type=int, default=1000, help="Hamming short-list re-ranked in the latent space")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -80,4 +80,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -144,10 +144,12 @@ def test_wide_features_take_the_gram_matrix_or_a_randomised_decomposition(rng, m
         baselines._pca(np.repeat(x[:3], 4, axis=0), 8)  # the Gram route cannot divide by no variance
     monkeypatch.undo()
     with pytest.warns(UserWarning, match="only 2 of the 8 principal directions of the 12 training samples have variance: "
-                                         "the other 6 bits are rounding noise; use at most 2 bits, or more"):
+                                         "the other 6 bits are rounding noise; use at most 2 bits, as the 12 samples vary"):
         ITQ(n_bits=8).fit(np.repeat(x[:3], 4, axis=0))  # the covariance route: fitted, and said
+    with pytest.warns(UserWarning, match="use at most 4 bits, or more"):
+        ITQ(n_bits=8).fit(x[:5])  # 5 samples span 4 directions: more samples would add some
     flat = np.concatenate([x[:, :6], np.zeros((len(x), 4), np.float32)], axis=1)  # 600 samples, 4 of 10 values constant
-    with pytest.warns(UserWarning, match="use at most 6 bits, as the 10 values vary in no more directions"):
+    with pytest.warns(UserWarning, match=r"use at most 6 bits, as the 600 samples vary in no more directions \(constant"):
         ITQ(n_bits=8).fit(flat)  # more samples would not help: the note does not ask for them
     with warnings.catch_warnings():
         warnings.simplefilter("error")

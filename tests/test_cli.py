@@ -559,10 +559,13 @@ def test_a_model_that_gives_every_image_one_code_is_named(capsys, monkeypatch):
 
     monkeypatch.setattr(LSH, "encode", lambda self, x, **kw: np.zeros((len(x), 1), np.uint32))  # a collapsed model
     assert main(["benchmark", "--data", "digits", "--protocol", "200", "--methods", "lsh", "--bits", "8"]) == 0
-    assert "note: lsh at 8 bits gives all 1597 images the same code, so it tells none of them apart" in capsys.readouterr().err
+    assert ("note: lsh at 8 bits gives all 1597 images the same code, so it tells none of them apart: use another method or "
+            "code length") in capsys.readouterr().err  # lsh has no training to lengthen
     monkeypatch.undo()
-    assert main(["benchmark", "--data", "digits", "--protocol", "200", "--methods", "lsh", "--bits", "8"]) == 0
-    assert "same code" not in capsys.readouterr().err
+    assert main(["benchmark", "--data", "digits", "--protocol", "15", "--methods", "lsh", "--bits", "8"]) == 0
+    printed = capsys.readouterr()
+    assert "same code" not in printed.err
+    assert "protocol 15: 10 queries (15 asked: the same number from each of the 10 classes)" in printed.out
 
 
 def test_benchmark_tables_keep_their_columns_aligned_for_long_method_names():

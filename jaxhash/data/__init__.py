@@ -360,9 +360,6 @@ def retrieval_split(dataset: Dataset, protocol: str = "1k", seed: int = 0, shuff
     if per_class == 0:
         raise ValueError(f"{n_queries} quer{'y' if n_queries == 1 else 'ies'} cannot cover {len(classes)} classes: use a protocol "
                          f"of at least {len(classes)} queries")
-    if per_class * len(classes) != n_queries:
-        warnings.warn(f"protocol {protocol}: {per_class} quer{'y' if per_class == 1 else 'ies'} from each of the {len(classes)} classes, {per_class * len(classes)} "
-                      f"in all (the same number from every class)", stacklevel=2)
     rng = np.random.default_rng(seed)
     picked = []
     for c in classes:
