@@ -114,3 +114,28 @@ def test_refit_preset_alias_small_data_and_old_checkpoints(reference, data, tmp_
     (tmp_path / "old" / "7").mkdir(parents=True)  # jaxhash 0.1 kept every stage's steps in one folder
     with pytest.raises(CheckpointMismatchError, match="jaxhash 0.1"):
         jaxhash.SemanticHasher(checkpoint_dir=tmp_path / "old", resume=True, **SMALL).fit(data[0])
+
+
+def test_a_small_training_set_gets_more_epochs_of_the_cpu_small_preset_with_one_note(monkeypatch):
+    preset = semantic.PRESETS["cpu-small"][1]
+    assert dbn.fit_schedule_to_data(preset, 69_000) == preset  # MNIST's database keeps the preset's 8 and 12 epochs
+    small = dbn.fit_schedule_to_data(preset, 797)
+    assert (small.rbm_epochs, small.finetune_epochs) == (314, 314)  # 250,000 images seen per stage
+    assert dbn.fit_schedule_to_data(preset, 797, rbm_epochs_given=True).rbm_epochs == 8  # what was asked for stays
+    assert dbn.fit_schedule_to_data(semantic.PRESETS["paper"][1], 797) == semantic.PRESETS["paper"][1]  # the published setting
+
+    class Trained(Exception):
+        pass
+
+    def capture(key, data, sizes, schedule, **kwargs):
+        raise Trained(schedule)
+
+    monkeypatch.setattr(dbn, "train_dbn", capture)
+    x = np.random.default_rng(0).random((797, 16), dtype=np.float32)
+    with pytest.warns(UserWarning, match=r"dbn-ae: 797 training images, so 314 epochs per RBM and 314 of fine-tuning \(the "
+                                         r"preset's minimum of 250,000 images seen per stage"), pytest.raises(Trained) as trained:
+        jaxhash.SemanticHasher(n_bits=8, preset="cpu-small", progress=False).fit(x)
+    assert trained.value.args[0].rbm_epochs == 314
+    with pytest.raises(Trained) as trained:
+        jaxhash.SemanticHasher(n_bits=8, preset="cpu-small", progress=False, rbm_epochs=8, finetune_epochs=12).fit(x)
+    assert trained.value.args[0] == preset._replace(rbm_epochs=8, finetune_epochs=12)  # given: no note, no change
