@@ -17,7 +17,12 @@ import numpy as np
 
 from .hashers import Hasher, register
 
-__all__ = ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH"]
+__all__ = ["LSH", "PCAH", "ITQ", "SH", "SpH", "KMH", "RoundingNoiseBits"]
+
+
+class RoundingNoiseBits(UserWarning):
+    """The note that more bits were asked of principal directions than the samples give variance to: the
+    rest are rounding noise. Callers that use the directions but not the bits filter it by this class."""
 
 
 # Up to this many dimensions the principal directions come from the covariance matrix, as in the
@@ -55,7 +60,7 @@ def _pca(x: np.ndarray, n_components: int, seed: int = 0, *, bits: bool = True) 
                    f"as the {n} samples vary in no more directions (constant values, or samples much alike)")
             warnings.warn(f"only {spanned} of the {n_components} principal directions of the {n} training samples have "
                           f"variance: {noise} rounding noise; use at most {spanned} bit{'s' if spanned != 1 else ''}, {fix}",
-                          stacklevel=3)
+                          RoundingNoiseBits, stacklevel=3)
         return mean.astype(np.float32), vectors[:, order].astype(np.float32)
     mean = mean.astype(np.float32)
     centred = centred.astype(np.float32, copy=False)

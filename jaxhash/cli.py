@@ -171,6 +171,7 @@ def cmd_benchmark(args) -> int:
     import numpy as np  # noqa: PLC0415
 
     from . import metrics  # noqa: PLC0415
+    from .data import _parse_protocol  # noqa: PLC0415
     from .hashers import make_hasher  # noqa: PLC0415
 
     from .checks import check_n_bits  # noqa: PLC0415
@@ -191,9 +192,9 @@ def cmd_benchmark(args) -> int:
     n_features = 1
     for s in split.db_x.shape[1:]:
         n_features *= int(s)
-    asked = str(args.protocol).lower().replace("k", "000")
+    asked = _parse_protocol(args.protocol)  # None: the official split
     drawn = (f" ({asked} asked: the same number from each of the {len(np.unique(split.query_y))} classes)"
-             if asked.isdigit() and int(asked) != len(split.query_x) else "")
+             if asked is not None and asked != len(split.query_x) else "")
     print(f"{dataset.name}, protocol {args.protocol}: {len(split.query_x)} queries{drawn}, {len(split.db_x)} database/training images "
           f"of shape {tuple(split.db_x.shape[1:])} ({n_features} values)", flush=True)
     records = []
@@ -529,6 +530,7 @@ def _cluster_features(name: str, images, args, saved: dict):
     """``(features (n, dim), seconds)`` of ``images`` by ``name``: pixels, pca, vae, sparse-ae, ae or a saved model
     folder (loaded in ``saved``, by name)."""
     from . import cluster  # noqa: PLC0415
+    from .baselines import RoundingNoiseBits  # noqa: PLC0415
     from .hashers import make_hasher  # noqa: PLC0415
     from .images import to_features  # noqa: PLC0415
 
@@ -552,7 +554,7 @@ def _cluster_features(name: str, images, args, saved: dict):
                                      "architecture": args.architecture}.items() if v is not None}
         hasher = make_hasher(name, n_bits=latent, seed=args.seed, preset=preset, latent_dim=latent, **options)
         with warnings.catch_warnings():  # its codes (ITQ of the latent space) go unused here, and so does their note
-            warnings.filterwarnings("ignore", message=r"only \d+ of the \d+ principal directions")
+            warnings.simplefilter("ignore", RoundingNoiseBits)
             hasher.fit(images)
         if args.save_model:
             hasher.save(Path(args.save_model) / name)
@@ -652,7 +654,7 @@ def cmd_cluster(args) -> int:
     key = jax.random.key(args.seed)
     for name in args.features:
         features, feature_seconds = _cluster_features(name, images, args, saved)
-        label = Path(name).name if Path(name).is_dir() else name
+        label = Path(name).name if name in saved else name
         for reduction in args.reduce:
             t0 = time.perf_counter()
             if reduction == "none":

@@ -30,13 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxhash.cli import _image_size, _positive, _seed
+from jaxhash.cli import _image_size, _positive, _seed, run_script
 
 
 def _umap_dims(text: str) -> int:
+    from jaxhash.cluster import MAX_FULL_COVARIANCE_DIM  # a Gaussian mixture of full covariances is drawn on them
+
     value = int(text) if text.strip().isdigit() else -1
-    if not 0 <= value <= 128:  # a Gaussian mixture of full covariances is drawn on them
-        raise argparse.ArgumentTypeError(f"expected 0 (skip) to 128, got {text!r}")
+    if not 0 <= value <= MAX_FULL_COVARIANCE_DIM:
+        raise argparse.ArgumentTypeError(f"expected 0 (skip) to {MAX_FULL_COVARIANCE_DIM}, got {text!r}")
     return value
 
 
@@ -73,16 +75,16 @@ def main():
     unknown = sorted(set(methods) - {"vae", "sparse-ae", "ae"})
     if unknown or not methods:
         parser.error(f"--methods takes vae, sparse-ae and ae, got {args.methods!r}")
+    from jaxhash.baselines import RoundingNoiseBits
+    from jaxhash.cluster import EMBEDDINGS
+
     reductions = [r.strip() for r in args.reductions.split(",") if r.strip()]
-    if set(reductions) - {"pca", "tsne", "umap"}:
-        parser.error(f"--reductions takes pca, tsne and umap, got {args.reductions!r}")
+    if set(reductions) - set(EMBEDDINGS):
+        parser.error(f"--reductions takes {', '.join(EMBEDDINGS[:-1])} and {EMBEDDINGS[-1]}, got {args.reductions!r}")
     warnings.formatwarning = lambda message, *rest, **kw: f"note: {message}\n"  # jaxhash's notes, one line each
     # the hashers' codes (ITQ of each latent space) go unused here, and so does their note about bits
-    warnings.filterwarnings("ignore", message=r"only \d+ of the \d+ principal directions")
-    try:
-        run(args, methods, reductions)
-    except (ValueError, OSError, ImportError) as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    warnings.simplefilter("ignore", RoundingNoiseBits)
+    run(args, methods, reductions)
 
 
 def run(args, methods: list[str], reductions: list[str]) -> None:
@@ -225,4 +227,4 @@ def run(args, methods: list[str], reductions: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
