@@ -110,6 +110,20 @@ def _image_size(text: str) -> tuple[int, int]:
     return size
 
 
+def _output_file(text: str) -> str:
+    """An argparse type for a file written after the work (``--json``): refused at once if it cannot be, rather
+    than after a long run. Missing folders on the way are created when it is written, as for ``--out``."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: give a file name, e.g. {path / 'results.json'}")
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: no permission to write in {existing}")
+    return text
+
+
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True, protocol_default: str | None = "1k",
                    protocol_help: str = "", protocol: bool = True) -> None:
     p.add_argument("--data", required=required, metavar="NAME|PATH",
@@ -152,10 +166,26 @@ def _hasher_options(method: str, args, single_method: bool = True) -> dict:
     return {k: v for k, v in wanted.items() if v is not None and k in accepted}
 
 
-def _load_dataset(args, mixed_sizes: str = "refuse"):
+def _load_dataset(args, mixed_sizes: str = "refuse", resized: dict | None = None):
     from .data import load_dataset  # noqa: PLC0415
 
-    return load_dataset(args.data, data_dir=args.data_dir, image_size=args.image_size, mixed_sizes=mixed_sizes)
+    return load_dataset(args.data, data_dir=args.data_dir, image_size=args.image_size, mixed_sizes=mixed_sizes,
+                        resized=resized)
+
+
+def _load_at_model_size(args, model_size, mixed_sizes: str = "refuse"):
+    """The data set of ``args``, at the model's input ``(H, W)`` unless ``--image-size`` chose one: a folder of
+    mixed sizes is then read at the model's size, and a data set of another size is resized with one note."""
+    if args.image_size is not None or model_size is None:
+        return _load_dataset(args, mixed_sizes)
+    args.image_size = tuple(model_size)
+    resized = {}
+    dataset = _load_dataset(args, mixed_sizes, resized)
+    if resized:
+        h, w, _ = resized["from"]
+        warnings.warn(f"the images of {args.data} are {h}x{w}: resized to the model's input size "
+                      f"{model_size[0]}x{model_size[1]}", stacklevel=3)
+    return dataset
 
 
 def _load_split(args):
@@ -237,7 +267,7 @@ def cmd_benchmark(args) -> int:
     print()
     print(_format_table(table, methods, args.bits, metric_names))
     if args.json:
-        _write_json(args.json, records)
+        write_json(args.json, records)
         print(f"\nwrote {len(records)} record{'s' if len(records) != 1 else ''} to {args.json}")
     return 0
 
@@ -274,10 +304,17 @@ def _format_table(table, methods, bits_list, metric_names) -> str:
     return "\n".join(lines).rstrip()
 
 
-def _write_json(path, records) -> None:
+def write_json(path, records) -> None:
+    """Write ``records`` as indented JSON, atomically (a crash keeps the previous file); NumPy numbers are written
+    as the Python numbers they hold."""
     from .atomic import atomic_write  # noqa: PLC0415
 
-    atomic_write(path, [(json.dumps(records, indent=2) + "\n").encode()])
+    def plain(value):
+        if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+            return value.item()
+        raise TypeError(f"{type(value).__name__} cannot be written as JSON")
+
+    atomic_write(path, [(json.dumps(records, indent=2, default=plain) + "\n").encode()])
 
 
 # -- fit ------------------------------------------------------------------------------------------
@@ -290,11 +327,9 @@ def cmd_fit(args) -> int:
         raise ValueError("--resume continues from checkpoints: give the folder the interrupted run saved them in, "
                          "--checkpoint-dir DIR --resume")
     hasher = make_hasher(args.method, n_bits=args.bits, seed=args.seed, **_hasher_options(args.method, args))
-    if args.image_size is None:
-        args.image_size = hasher.input_size()  # a folder of mixed sizes is loaded at the model's input size
     # an image model resizes every image anyway: mixed sizes go to the most common, with one note. A pixel hasher's
     # features depend on the size: the user chooses it (the error says how)
-    dataset = _load_dataset(args, "most common" if hasher.consumes == "images" else "refuse")
+    dataset = _load_at_model_size(args, hasher.input_size(), "most common" if hasher.consumes == "images" else "refuse")
     part = "train" if args.protocol is None else "database"
     images, labels, _ = dataset_part(dataset, part, args.protocol, args.seed)
     if part == "train":
@@ -353,9 +388,7 @@ def cmd_index(args) -> int:
         images = np.concatenate([s.images for s in sets.values()])
         source = FolderSource(str(Path(args.folder).resolve()), tuple(p for s in sets.values() for p in s.paths))
     else:
-        if args.image_size is None:
-            args.image_size = tuple(shape[:2])  # a folder of mixed sizes is loaded at the model's size
-        dataset = _load_dataset(args)
+        dataset = _load_at_model_size(args, shape[:2])
         part = "train" if args.protocol is None else "database"
         images, _, paths = dataset_part(dataset, part, args.protocol, args.seed)
         if paths is not None and dataset.root is not None:  # files: the index points at them directly
@@ -492,7 +525,7 @@ def cmd_search(args) -> int:
                   + (f"  [{cls}]" if cls else "") + (f"  {path}" if path else ""))
         results.append({"query": name, "class": query_class, "measure": measure, "results": hits})
     if args.json:
-        _write_json(args.json, results)
+        write_json(args.json, results)
     if want_images:
         from .plots import GridCell, draw_result_grid  # noqa: PLC0415
 
@@ -630,9 +663,7 @@ def cmd_cluster(args) -> int:
 
     _check_cluster_names(args)
     saved = {name: load_hasher(name) for name in args.features if name not in ("pixels", "pca", *AUTOENCODERS)}
-    if args.image_size is None:
-        args.image_size = _models_input_size(args.features, saved)
-    dataset = _load_dataset(args)
+    dataset = _load_at_model_size(args, _models_input_size(args.features, saved))
     if args.part == "all" and len(dataset.x_test):
         images = np.concatenate([dataset.x_train, dataset.x_test])
         labels = np.concatenate([dataset.y_train, dataset.y_test])
@@ -686,7 +717,7 @@ def cmd_cluster(args) -> int:
                             "dims": None if reduction == "none" else int(points.shape[1]), "algorithm": args.algorithm,
                             **scores, "seconds": round(seconds, 2)})
             if args.json:  # after every row: a later failure (or Ctrl-C) keeps the rows already measured
-                _write_json(args.json, records)
+                write_json(args.json, records)
             if args.plot and points.shape[1] < 2:
                 warnings.warn(f"--plot leaves out {label}, {reduction if reduction != 'none' else 'no reduction'}: its points "
                               "have one dimension", stacklevel=1)
@@ -718,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="map@all", metavar="M1,M2",
                    help="comma-separated: map@all, map@R (mAP of the top R), p@K (precision of the top K), "
                         "pr@RADIUS (precision within a Hamming radius) (default: %(default)s)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write one record per (method, bits, metric) cell here")
+    p.add_argument("--json", default=None, type=_output_file, metavar="FILE", help="also write one record per (method, bits, metric) cell here")
     p.add_argument("--preset", default=None, help=preset_help)
     p.add_argument("--epochs", type=_positive, default=None,
                    help="neural methods in --methods: override the preset's epochs (the classic methods ignore it)")
@@ -781,7 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default=None, metavar="PNG",
                    help="draw each query beside its results, labelled with rank, distance and class (green: same class "
                         "as the query, red: another class)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--json", default=None, type=_output_file, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--rerank", type=_positive, default=None, metavar="N",
                    help="two-stage search: take the N nearest codes (at least --k), then order them by the Euclidean "
                         "distance of the model's features (indexes built with cnn-hash, cnn-softmax, vae, sparse-ae or ae)")
@@ -819,7 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=_positive, default=None, help="autoencoders: latent size (default: the preset's)")
     p.add_argument("--save-model", default=None, metavar="DIR", help="save the trained autoencoders under DIR/vae, DIR/sparse-ae, DIR/ae")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw every reduction's first two dimensions, by true class")
-    p.add_argument("--json", default=None, metavar="FILE",
+    p.add_argument("--json", default=None, type=_output_file, metavar="FILE",
                    help="also write one record per row here (rewritten after every row: a later failure keeps the rows measured)")
     p.set_defaults(func=cmd_cluster)
 

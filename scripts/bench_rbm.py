@@ -13,11 +13,11 @@ BernoulliRBM updates with persistent chains; jaxhash runs plain CD-1 here.)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 
+from jaxhash.cli import _output_file, write_json
 
 
 def main():
@@ -30,7 +30,7 @@ def main():
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quality-epochs", type=int, default=5)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, type=_output_file)
     args = parser.parse_args()
 
     import jax
@@ -90,8 +90,7 @@ def main():
     print(f"one epoch: jaxhash {mj:.2f}s ({gflop / mj:.0f} GFLOP/s), sklearn {ms:.2f}s (medians of {args.repeats})")
     print(f"reconstruction error (mean squared, per pixel) after {args.quality_epochs} epochs: jaxhash {err_jax:.4f}, sklearn {err_sk:.4f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=2)
+        write_json(args.json, record)
     print(f"ratio sklearn/jaxhash: {ms / mj:.2f}")
 
 

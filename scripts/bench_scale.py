@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from jaxhash.cli import _positive, _positive_list, _seed, run_script
+from jaxhash.cli import _output_file, _positive, _positive_list, _seed, run_script, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -348,7 +348,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="folder with mnist/ (the real codes of the mih part)")
     parser.add_argument("--pca-before", action="store_true", help="also time the covariance route (minutes, GBs)")
     parser.add_argument("--seed", type=_seed, default=0)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, type=_output_file)
     args = parser.parse_args()
     parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     if not parts or set(parts) - set(PARTS):
@@ -374,7 +374,7 @@ def main() -> None:
     for record in records:
         record.setdefault("xla_flags", os.environ.get("XLA_FLAGS", ""))
     if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=2, default=float) + "\n")
+        write_json(args.json, records)
 
 
 if __name__ == "__main__":

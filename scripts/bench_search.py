@@ -12,14 +12,13 @@ with the ratio FAISS time / jaxhash time (> 1: jaxhash is faster).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 
 import numpy as np
-from jaxhash.cli import _positive, _positive_list, _seed, run_script
+from jaxhash.cli import _output_file, _positive, _positive_list, _seed, run_script, write_json
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=_positive, default=5, help="timed runs of each, interleaved")
     parser.add_argument("--threads", type=_positive, default=2, help="faiss.omp_set_num_threads")
     parser.add_argument("--seed", type=_seed, default=0)
-    parser.add_argument("--json", default=None, help="write the records here too")
+    parser.add_argument("--json", default=None, type=_output_file, help="write the records here too")
     args = parser.parse_args()
     if any(bits % 32 for bits in args.bits):
         parser.error(f"--bits takes multiples of 32 (random codes of whole words), got {args.bits}")
@@ -90,8 +89,7 @@ def main() -> None:
               f"  ({record['layout']}; first call {first:.2f}s; distances equal: {same_distances}, ids equal: {same_ids})",
               flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=2)
+        write_json(args.json, records)
 
 
 if __name__ == "__main__":

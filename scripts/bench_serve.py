@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from jaxhash.cli import _output_file, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--bits", type=int, default=64)
     parser.add_argument("--preset", default="cpu", help="of the cnn-softmax model trained when no --model is given")
-    parser.add_argument("--json", default=None, help="write the figures here too")
+    parser.add_argument("--json", default=None, type=_output_file, help="write the figures here too")
     args = parser.parse_args()
 
     import httpx
@@ -185,7 +185,7 @@ def main() -> None:
               "p99_ms": p99, "failed": len(failures), "queries_per_s": len(latencies) / wall, "build_images_per_s": build_rate,
               "search_ms": 1000 * per_query, "codes_per_s": index.ntotal / per_query, "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import jaxhash
 from jaxhash.data import load_dataset, retrieval_split, to_features
 from jaxhash.metrics import evaluate
-from jaxhash.cli import _positive, run_script
+from jaxhash.cli import _output_file, _positive, run_script, write_json
 
 VARIANTS = {
     "cpu-small": {},
@@ -30,7 +29,7 @@ def main():
     parser.add_argument("--metric", default="map@5000")
     parser.add_argument("--only", default=None, help="comma-separated variant numbers (0-based) to run: "
                         + ", ".join(f"{i} {name}" for i, name in enumerate(VARIANTS)))
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, type=_output_file)
     args = parser.parse_args()
     chosen = list(VARIANTS.items())
     if args.only:
@@ -53,8 +52,7 @@ def main():
                         "value": value, "seconds": round(seconds, 1), "vs_itq_percent": round(100 * (value / base - 1), 1)})
         print(f"  dbn-ae {name}: {value:.4f} ({100 * (value / base - 1):+.1f}% vs ITQ, {seconds:.0f}s)", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=2)
+        write_json(args.json, records)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxhash.cli import _seed
+from jaxhash.cli import _output_file, _seed, write_json
 
 CLEAR_ERRORS = (ValueError, TypeError, OSError, EOFError)
 OUTCOMES = ("tries", "clear", "traceback", "wrong", "executed")
@@ -514,7 +514,7 @@ def main(argv=None):
     parser.add_argument("--tries", type=int, default=2000, help="mutations per category (default: %(default)s)")
     parser.add_argument("--only", default=None, help=f"comma-separated categories: {', '.join(CATEGORIES)}")
     parser.add_argument("--seed", type=_seed, default=0)
-    parser.add_argument("--json", default=None, help="write the counts and up to 3 examples per bad outcome here")
+    parser.add_argument("--json", default=None, type=_output_file, help="write the counts and up to 3 examples per bad outcome here")
     args = parser.parse_args(argv)
     os.environ.setdefault("JAXHASH_PROGRESS", "0")
     tally = Tally()
@@ -534,8 +534,7 @@ def main(argv=None):
         for e in examples:
             print("  " + e.replace("\n", "\n  "))
     if args.json:
-        Path(args.json).write_text(json.dumps({"counts": {k: dict(v) for k, v in tally.counts.items()}, "examples": tally.examples},
-                                              indent=2) + "\n")
+        write_json(args.json, {"counts": {k: dict(v) for k, v in tally.counts.items()}, "examples": tally.examples})
     return 1 if any(c["traceback"] or c["wrong"] or c["executed"] for c in tally.counts.values()) else 0
 
 

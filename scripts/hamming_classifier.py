@@ -11,7 +11,6 @@ the same codes through HashIndex (majority of the k nearest, ties to the nearer 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ import numpy as np
 import jaxhash
 from jaxhash import hamming_net as hn
 from jaxhash.data import load_dataset, retrieval_split, to_features
-from jaxhash.cli import _positive, _positive_list, _seed, run_script
+from jaxhash.cli import _output_file, _positive, _positive_list, _seed, run_script, write_json
 
 
 def knn_vote(index_labels, ids, distances, n_classes):
@@ -41,7 +40,7 @@ def main():
     parser.add_argument("--bits", type=_positive, default=64)
     parser.add_argument("--k", type=_positive_list, default=[1, 10, 50], help="neighbours for the k-NN vote (comma-separated)")
     parser.add_argument("--seed", type=_seed, default=0)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, type=_output_file)
     args = parser.parse_args()
 
     split = retrieval_split(load_dataset(args.data, data_dir=args.data_dir), args.protocol, seed=args.seed)
@@ -70,8 +69,7 @@ def main():
         records.append(row)
         print(line, flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=2)
+        write_json(args.json, records)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ Writes PNGs (prototypes, a noisy input, accuracy vs p) and, with --json, one rec
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from jaxhash import hamming_net as hn
 from jaxhash.data.letters import add_flip_noise, load_cyrillic_letters
-from jaxhash.cli import _csv, _positive, _seed, _unit_interval, run_script
+from jaxhash.cli import _csv, _output_file, _positive, _seed, _unit_interval, run_script, write_json
 
 IMAGE, PART = (15, 15), (5, 5)
 
@@ -44,7 +43,7 @@ def main():
     parser.add_argument("--threshold", type=_unit_interval, default=0.8, help="recognition threshold (the paper: 0.80-0.85)")
     parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--out", default="results/hamming_letters", help="folder for the PNG figures")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, type=_output_file)
     args = parser.parse_args()
 
     names, images = load_cyrillic_letters()
@@ -96,8 +95,7 @@ def main():
               f"{record['classic_ties_resolved_correctly_by_two_stage']:>14} of {record['classic_ties']:<3} {record['two_stage_tie_only_accuracy']:>13.3f}")
 
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+        write_json(args.json, records)
     draw_figures(Path(args.out), names, images, noisy, records, args.threshold)
 
 

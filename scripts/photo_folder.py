@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from jaxhash.cli import _positive, _seed, run_script
+from jaxhash.cli import _output_file, _positive, _seed, run_script, write_json
 
 
 def unpack(source: Path, work: Path) -> Path:
@@ -98,7 +98,7 @@ def main():
     parser.add_argument("--pixel-size", type=_positive, default=32, help="image size for ITQ on pixels (default: %(default)s)")
     parser.add_argument("--mixed", action="store_true", help="upscale some, save some as PNG, make some grey")
     parser.add_argument("--seed", type=_seed, default=0)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, type=_output_file)
     args = parser.parse_args()
     record = {"folder": args.folder, "method": args.method, "preset": args.preset, "bits": args.bits, "mixed": args.mixed}
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +121,7 @@ def main():
             record[name] = {"p10": p10, "fit_seconds": round(fit_seconds, 1), "fit_output": fit_output.strip()}
             print(f"{name}: P@10 {p10:.4f} (fit {fit_seconds:.0f}s; chance {1 / n_classes:.3f})", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":

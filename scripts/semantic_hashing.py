@@ -19,12 +19,11 @@ images against Hamming distance (its closing observation); ``--json`` gets mAP a
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from jaxhash.cli import _positive, _seed, run_script
+from jaxhash.cli import _output_file, _positive, _seed, run_script, write_json
 
 
 def main():
@@ -40,7 +39,7 @@ def main():
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--metric", default="map@1000")
     parser.add_argument("--out", default="results/semantic_hashing")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, type=_output_file)
     args = parser.parse_args()
     if args.resume and args.checkpoint_dir is None:
         parser.error("--resume continues from checkpoints: give the folder they are in, --checkpoint-dir DIR --resume")
@@ -79,7 +78,7 @@ def main():
               "value": round(value, 6), "history": hasher.history_, "backend": jax.default_backend(),
               "stage_seconds": hasher.stage_seconds_}
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.json, record)
     draw(out, hasher, split, xq, cq, cd, dataset)
 
 

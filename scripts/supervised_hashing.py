@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxhash.cli import _seed, run_script
+from jaxhash.cli import _output_file, _seed, run_script, write_json
 
 
 def main():
@@ -48,7 +48,7 @@ def main():
     parser.add_argument("--skip-table", action="store_true", help="only the figures, not the comparison table")
     parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--out", default="results/supervised_hashing", help="folder for the PNG figures")
-    parser.add_argument("--json", default=None, help="write every figure's numbers here")
+    parser.add_argument("--json", default=None, type=_output_file, help="write every figure's numbers here")
     args = parser.parse_args()
 
     import jax
@@ -104,7 +104,7 @@ def main():
     softmax = jaxhash.CNNSoftmaxHasher(n_bits=bits, preset=args.preset, seed=args.seed).fit(dx, dy)
     record["partitioned"] = partitioned(softmax, qx, qy, dx, dy)
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=2, default=float) + "\n")
+        write_json(args.json, record)
         print(f"wrote {args.json}")
     print(f"wrote {out}/training_curve.png, neighbours.png")
 

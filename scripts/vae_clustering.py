@@ -23,14 +23,13 @@ autoencoder), the latent space coloured by cluster, and queries with their M nea
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from jaxhash.cli import _image_size, _positive, _seed, run_script
+from jaxhash.cli import _image_size, _output_file, _positive, _seed, run_script, write_json
 
 
 def _umap_dims(text: str) -> int:
@@ -69,7 +68,7 @@ def main():
     parser.add_argument("--m", type=_positive, default=8, help="nearest images shown per query")
     parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--out", default="results/vae_clustering")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, type=_output_file)
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - {"vae", "sparse-ae", "ae"})
@@ -221,9 +220,8 @@ def run(args, methods: list[str], reductions: list[str]) -> None:
     print(f"M = {args.m} most similar by {shown_method} latent distance: {np.mean(same):.3f} of them share the query's class")
     print("figures: " + ", ".join(str(f) for f in figures))
     if args.json:
-        Path(args.json).write_text(json.dumps({"data": dataset.name, "images": len(images), "records": records,
-                                               "nearest_method": shown_method, "nearest_same_class": float(np.mean(same))},
-                                              indent=2))
+        write_json(args.json, {"data": dataset.name, "images": len(images), "records": records,
+                               "nearest_method": shown_method, "nearest_same_class": float(np.mean(same))})
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ embedding), with ITQ on the pixels as the baseline and the ratio to it.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
-from jaxhash.cli import _seed, run_script
+from jaxhash.cli import _output_file, _seed, run_script, write_json
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="mnist")
@@ -30,11 +30,10 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--shortlist", type=int, default=1000, help="Hamming short-list re-ranked in the latent space")
     parser.add_argument("--seed", type=_seed, default=0)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, type=_output_file)
     args = parser.parse_args()
 
     import jax
-    import numpy as np
 
     import jaxhash
     from jaxhash.data import load_dataset, retrieval_split
@@ -75,8 +74,7 @@ def main():
             shown = "  ".join(f"{key} {record[key]:.4f} ({record['ratio_to_itq'][key]:.2f}x)" for key in record["ratio_to_itq"])
             print(f"{bits:>3} bits  {method:<10} {shown}  fit {fit_seconds:.0f}s", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"data": dataset.name, "protocol": args.protocol, "records": records},
-                                              indent=2, default=float) + "\n")
+        write_json(args.json, {"data": dataset.name, "protocol": args.protocol, "records": records})
 
 
 if __name__ == "__main__":

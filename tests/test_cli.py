@@ -573,3 +573,35 @@ def test_benchmark_tables_keep_their_columns_aligned_for_long_method_names():
     lines = _format_table(table, ["cnn-hash-frozen", "itq"], [32, 64], ["map@all"]).splitlines()
     assert len({len(line) for line in lines}) == 1  # header, rule and rows all end in the same column
     assert lines[2].split() == ["cnn-hash-frozen", "-", "0.7500"] and lines[3].split() == ["itq", "0.1300", "0.1400"]
+
+
+def test_a_data_set_resized_to_the_models_input_size_is_said_once(tmp_path, rng):
+    pytest.importorskip("sklearn")
+    hasher = jaxhash.PCAH(n_bits=16, seed=0).fit(rng.integers(0, 256, (64, 28, 28, 1), dtype=np.uint8))
+    hasher.save(tmp_path / "pcah28")
+    index = ["index", "--model", str(tmp_path / "pcah28"), "--data", "digits"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*index, "--out", str(tmp_path / "d.jhx")]) == 0
+    assert [str(w.message) for w in caught] == ["the images of digits are 8x8: resized to the model's input size 28x28"]
+    with warnings.catch_warnings(record=True) as caught:  # a size the user chose: nothing to say
+        warnings.simplefilter("always")
+        assert main([*index, "--image-size", "28", "--out", str(tmp_path / "e.jhx")]) == 0
+    assert not caught
+    assert jaxhash.read_index(tmp_path / "d.jhx").ntotal == jaxhash.read_index(tmp_path / "e.jhx").ntotal == 1797
+
+
+def test_a_json_file_that_cannot_be_written_is_refused_before_the_work_and_numbers_are_plain(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for target, said in ((tmp_path, "is a folder: give a file name"), (tmp_path / "file" / "r.json", "is a file, not a folder")):
+        with pytest.raises(SystemExit) as stop:
+            main(["benchmark", "--data", "no-such-set", "--methods", "lsh", "--json", str(target)])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert said in err and "no-such-set" not in err  # refused before any data is looked for
+    from jaxhash.cli import write_json
+
+    write_json(tmp_path / "new" / "deeper" / "r.json", {"map": np.float32(0.5), "n": np.int64(3), "rows": [np.uint8(1)]})
+    assert json.loads((tmp_path / "new" / "deeper" / "r.json").read_text()) == {"map": 0.5, "n": 3, "rows": [1]}
+    with pytest.raises(TypeError, match="ndarray cannot be written as JSON"):
+        write_json(tmp_path / "r.json", {"codes": np.zeros(3)})

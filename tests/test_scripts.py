@@ -123,6 +123,8 @@ def test_bench_serve_script_measures_latency_over_http(tmp_path):
     ("photo_folder.py", ["no-such-folder"], "No such file or directory: no-such-folder"),
     ("photo_folder.py", [".", "--queries", "5"], "holds 0 class folders: it needs one sub-folder of photos per class"),
     ("hamming_classifier.py", ["--data", "no-such-set"], "'no-such-set' is neither a known data set"),
+    ("bench_search.py", ["--json", "."], "argument --json: . is a folder: give a file name, e.g. results.json"),
+    ("vae_retrieval.py", ["--json", str(REPO / "README.md" / "r.json")], "README.md is a file, not a folder"),
 ])
 def test_scripts_refuse_bad_values_in_one_line(tmp_path, script, bad, said):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / script), *bad], capture_output=True, text=True, cwd=tmp_path,

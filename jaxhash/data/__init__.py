@@ -284,12 +284,14 @@ def _load_tfds(name: str, data_dir) -> Dataset:
 
 
 def load_dataset(spec: str, data_dir=None, progress: bool = True, image_size: tuple[int, int] | None = None,
-                 mixed_sizes: str = "refuse") -> Dataset:
+                 mixed_sizes: str = "refuse", resized: dict | None = None) -> Dataset:
     """Load a data set by name or path (see the module docstring for where names are looked up).
 
     ``image_size`` = ``(H, W)`` resizes every image. Without it, an image folder of mixed sizes
     raises a :class:`~jaxhash.images.MixedSizesError` naming the sizes (``mixed_sizes="refuse"``)
     or is resized to its most common size with one note (``mixed_sizes="most common"``).
+    ``resized``: a dict that receives ``{"from": (H, W, C)}`` where a data set of one size was resized to
+    ``image_size`` after loading, for callers that chose the size themselves and say so.
     """
     if mixed_sizes not in ("refuse", "most common"):
         raise ValueError(f"mixed_sizes must be 'refuse' or 'most common', got {mixed_sizes!r}")
@@ -312,6 +314,8 @@ def load_dataset(spec: str, data_dir=None, progress: bool = True, image_size: tu
         dataset = _load_path(path, path.name.split(".")[0], progress, image_size, mixed_sizes)
     if image_size is not None and dataset.image_shape[:2] != tuple(image_size):
         shape = tuple(image_size) + (dataset.image_shape[2],)
+        if resized is not None:
+            resized["from"] = tuple(dataset.image_shape)
         dataset = dataset._replace(x_train=conform_images(dataset.x_train, shape, counts={}),
                                    x_test=conform_images(dataset.x_test, shape, counts={}))
     return dataset
