@@ -862,18 +862,36 @@ def build_parser() -> argparse.ArgumentParser:
                                    "state lives in --data-dir. Needs  pip install 'jaxhash[serve]'.")
     p.add_argument("--data-dir", required=True, metavar="DIR", help="folder for the database, models, indexes and images")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; any other needs --token)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--port", type=_port, default=8000, help="port, 1 to 65535 (default: %(default)s)")
     p.add_argument("--allow-root", action="append", default=[], metavar="FOLDER",
                    help="a server folder that index and training jobs may read, with everything below it (repeatable)")
     p.add_argument("--token", default=None, help="a secret every change (train, index, delete) must carry; required off loopback")
     p.add_argument("--database-url", default=None, metavar="URL",
                    help="a SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir)")
-    p.add_argument("--min-images-per-class", type=_positive, default=None,
-                   help="the least images of every class a training folder must have (default: 100, as Hu & Feng ask)")
+    p.add_argument("--min-images-per-class", type=_min_per_class, default=None,
+                   help="the least images of every class a training folder must have, at least 2 (default: 100, as Hu & "
+                        "Feng ask)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="how much the web server logs (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return port
+
+
+def _min_per_class(text: str) -> int:
+    value = _positive(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("expected at least 2: one image of each class is held out for validation")
+    return value
 
 
 def cmd_serve(args) -> int:

@@ -179,6 +179,22 @@ def test_deleting_a_model_in_use_needs_consent(client, saved_model, photos):
     assert client.get("/api/indexes").json() == [] and client.get("/api/models").json() == []
 
 
+def test_deleting_a_model_with_its_indexes_is_all_or_nothing(client, saved_model, photos, monkeypatch):
+    model_id, first = ready_index(client, saved_model, photos, partitioned=False)
+    second = client.post("/api/indexes", json={"name": "second", "model_id": model_id}).json()["id"]
+    store = client.app.state.service.store
+    busy = store.running_jobs_on_index
+    monkeypatch.setattr(store, "running_jobs_on_index", lambda i: [99] if i == second else busy(i))  # the second is being filled
+    refused = client.delete(f"/api/models/{model_id}", params={"with_indexes": "true"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == (f"index {second} is being changed by job 99: delete model {model_id} with its indexes "
+                                        "when it has finished")
+    assert sorted(i["id"] for i in client.get("/api/indexes").json()) == [first, second]  # nothing was deleted
+    assert client.get(f"/api/indexes/{first}").json()["ntotal"] == 36
+    monkeypatch.undo()
+    assert client.delete(f"/api/models/{model_id}", params={"with_indexes": "true"}).json()["deleted_indexes"] == [first, second]
+
+
 def test_a_search_on_an_index_whose_model_files_are_gone_says_so(tmp_path, photos, saved_model):
     svc = Service(tmp_path / "data", allow_roots=[photos.parent])
     model_id, index_id = ready_index(TestClient(create_app(svc)), saved_model, photos, partitioned=False)
@@ -316,6 +332,43 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
     assert main(["serve", "--data-dir", str(tmp_path), "--host", "0.0.0.0"]) == 2
     assert not (tmp_path / "jaxhash.sqlite").exists()
+
+
+def test_serve_checks_its_options_before_starting_anything(tmp_path, capsys):
+    from jaxhash.cli import main
+
+    data = tmp_path / "data"
+    for bad, said in ((["--port", "99999"], "argument --port: expected a port number from 1 to 65535, got '99999'"),
+                      (["--min-images-per-class", "1"], "argument --min-images-per-class: expected at least 2"),
+                      (["--allow-root", str(tmp_path / "nowhere")], "is not a folder (it does not exist)"),
+                      (["--database-url", "notaurl"], "--database-url 'notaurl' is not a database URL")):
+        try:
+            code = main(["serve", "--data-dir", str(data), *bad])
+        except SystemExit as stop:  # argparse's own refusals
+            code = stop.code
+        assert code == 2 and said in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--data-dir", str(tmp_path / "other"), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()  # refused before the data folder was made
+
+
+def test_a_second_server_on_the_same_data_folder_is_refused(tmp_path):
+    from jaxhash.serve.service import DataDirInUseError
+    from jaxhash.serve.store import _without_password
+
+    first = Service(tmp_path / "data", workers=False)
+    try:
+        with pytest.raises(DataDirInUseError, match=f"another jaxhash serve \\(process {os.getpid()}\\) is using"):
+            Service(tmp_path / "data", workers=False)
+    finally:
+        first.stop()
+    Service(tmp_path / "data", workers=False).stop()  # free again once the first has stopped
+    assert _without_password("postgresql://bob:secret@db:5432/x") == "postgresql://bob:***@db:5432/x"
+    assert _without_password("postgresql://bob@db/x") == "postgresql://bob@db/x"
 
 
 def test_training_jobs_queue_and_report_the_summary(client, photos):

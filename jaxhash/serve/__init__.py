@@ -9,6 +9,7 @@ SQLAlchemy): ``pip install 'jaxhash[serve]'``.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 __all__ = ["serve", "is_loopback", "start_server_process", "MissingExtraError"]
 
@@ -37,6 +38,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program listens on before anything is set up (uvicorn would say so only after
+    the server's banner)."""
+    import socket  # noqa: PLC0415
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise OSError(f"cannot listen on {host}:{port} ({err.strerror or err}): another program (another jaxhash "
+                          "serve?) uses that port; stop it, or choose another with --port") from None
+
+
 def serve(data_dir, host: str = "127.0.0.1", port: int = 8000, allow_roots=(), token: str | None = None,
           database_url: str | None = None, min_images_per_class: int | None = None, log_level: str = "info") -> None:
     """Run the server until interrupted. Bound to anything but loopback it needs a ``token``."""
@@ -44,6 +60,10 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 8000, allow_roots=(), t
     if not is_loopback(host) and not token:
         raise ValueError(f"--host {host} lets other machines in: start it with --token SECRET, which every change "
                          "(train, index, delete) must then carry; or bind to 127.0.0.1")
+    for root in allow_roots:
+        if not Path(root).expanduser().is_dir():
+            raise FileNotFoundError(f"--allow-root {root} is not a folder{'' if Path(root).expanduser().exists() else ' (it does not exist)'}")
+    _check_port_free(host, port)
     import uvicorn  # noqa: PLC0415
 
     from .app import create_app  # noqa: PLC0415
@@ -52,8 +72,10 @@ def serve(data_dir, host: str = "127.0.0.1", port: int = 8000, allow_roots=(), t
     service = Service(data_dir, database_url, allow_roots,
                       min_images_per_class=DEFAULT_MIN_IMAGES_PER_CLASS if min_images_per_class is None else min_images_per_class)
     if service.interrupted_at_start:
-        print(f"jaxhash serve: jobs {', '.join(map(str, service.interrupted_at_start))} were interrupted when the server "
-              "stopped; resume them on the page (Jobs) or with POST /api/jobs/ID/resume", flush=True)
+        jobs = service.interrupted_at_start
+        print(f"jaxhash serve: job{'s' if len(jobs) != 1 else ''} {', '.join(map(str, jobs))} "
+              f"{'were' if len(jobs) != 1 else 'was'} interrupted when the server stopped; resume "
+              f"{'them' if len(jobs) != 1 else 'it'} on the page (Jobs) or with POST /api/jobs/ID/resume", flush=True)
     print(f"jaxhash serve: http://{host}:{port}/  (data in {service.data_dir}; API schema at /docs)", flush=True)
     try:
         names = {"localhost", "127.0.0.1", "::1"} if is_loopback(host) else None  # elsewhere the token guards

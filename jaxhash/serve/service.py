@@ -10,6 +10,7 @@ jobs that were running when the last one stopped are marked ``interrupted`` and 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -120,6 +121,34 @@ class QueryBatcher:
             successor.wake.set()
 
 
+class DataDirInUseError(OSError):
+    """Another server holds the data folder."""
+
+
+def _lock_data_dir(data_dir: Path):
+    """Hold ``data_dir/serve.lock`` for this process (an open file with an exclusive ``flock``, released when
+    it is closed or the process ends), so that a second server on the same folder is refused instead of
+    marking the first one's running jobs interrupted and running them again."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # not POSIX: no lock
+        return None
+    handle = open(data_dir / "serve.lock", "a+")  # noqa: SIM115 - held until stop()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise DataDirInUseError(f"another jaxhash serve{f' (process {holder})' if holder else ''} is using {data_dir}: "
+                                "stop it first, or give this one another --data-dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class Service:
     """The image search system over ``data_dir``.
 
@@ -137,7 +166,12 @@ class Service:
         self.data_dir = Path(data_dir).expanduser().resolve()
         for sub in ("images", "models", "indexes", "jobs", "uploads", "thumbnails"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        self.store = Store(database_url) if database_url else Store.in_folder(self.data_dir)
+        self._data_dir_lock = _lock_data_dir(self.data_dir)
+        try:
+            self.store = Store(database_url) if database_url else Store.in_folder(self.data_dir)
+        except BaseException:
+            self._release_data_dir()
+            raise
         self.allow_roots = [Path(r).expanduser().resolve() for r in allow_roots]
         self.limits = limits
         self.min_images_per_class = int(min_images_per_class)
@@ -186,6 +220,12 @@ class Service:
         for thread in self._threads:
             thread.join(timeout)
         self.store.close()
+        self._release_data_dir()
+
+    def _release_data_dir(self) -> None:
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.close()  # closing the file releases its flock
+            self._data_dir_lock = None
 
     def wait_for_job(self, job_id: int, timeout: float = 300.0) -> dict:
         """Block until a job is done, failed or interrupted; returns its record."""
@@ -253,9 +293,14 @@ class Service:
             names = ", ".join(f"{i['id']} ({i['name']})" for i in using)
             raise RequestError(f"model {model_id} is used by index {names}: delete those first, or ask to delete the model "
                                "together with its indexes (with_indexes=true)", 409)
-        for index in using:
-            self.delete_index(index["id"])
-        self.store.delete_model(model_id)
+        with contextlib.ExitStack() as held:  # all or nothing: no index goes while another is still being changed
+            for index in sorted(using, key=lambda i: i["id"]):
+                held.enter_context(self.index_lock(index["id"]))
+            for index in using:
+                self._refuse_while_indexing(index["id"], f"delete model {model_id} with its indexes")
+            for index in using:
+                self.delete_index(index["id"])
+            self.store.delete_model(model_id)
         with self._cache_lock:
             self._hashers.pop(model_id, None)
         self._forget()

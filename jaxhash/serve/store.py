@@ -119,6 +119,16 @@ def _row(row, json_fields=()) -> dict | None:
     return record
 
 
+def _without_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages."""
+    head, sep, tail = url.partition("://")
+    if "@" not in tail.split("/", 1)[0]:
+        return url
+    credentials, host = tail.split("/", 1)[0].rsplit("@", 1), tail[len(tail.split("/", 1)[0]):]
+    user = credentials[0].split(":", 1)[0]
+    return f"{head}{sep}{user}:***@{credentials[1]}{host}" if ":" in credentials[0] else url
+
+
 class Store:
     """The service's database. Thread-safe: every method takes a connection of its own.
 
@@ -131,12 +141,20 @@ class Store:
         import sqlalchemy as sa  # noqa: PLC0415
 
         self.sa = sa
+        shown = _without_password(url)  # as the user gave it, for messages
         if url.startswith(("postgresql://", "postgres://")) and _has_module("psycopg") and not _has_module("psycopg2"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]  # the driver of the postgres extra
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         options = {"connect_args": {"check_same_thread": False, "timeout": 30}} if self.is_sqlite else {"pool_pre_ping": True}
-        self.engine = sa.create_engine(url, **options)
+        try:
+            self.engine = sa.create_engine(url, **options)
+        except sa.exc.ArgumentError:
+            raise ValueError(f"--database-url {shown!r} is not a database URL: give one such as "
+                             "postgresql://USER@HOST/DATABASE or sqlite:////path/to/file.sqlite") from None
+        except ImportError as err:  # the URL names a driver that is not installed
+            raise ImportError(f"--database-url {shown!r} needs a driver that is not installed ({err}): "
+                              "for PostgreSQL, pip install 'jaxhash[postgres]'") from None
         if self.is_sqlite:
             @sa.event.listens_for(self.engine, "connect")
             def _sqlite_settings(dbapi_connection, _record):
@@ -146,7 +164,11 @@ class Store:
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.close()
         (self.meta, self.images, self.models, self.indexes, self.entries, self.jobs, self.curve) = _tables()
-        self.meta.create_all(self.engine)
+        try:
+            self.meta.create_all(self.engine)
+        except sa.exc.OperationalError as err:
+            reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
+            raise ConnectionError(f"cannot open the database {shown}: {reason}") from None
 
     @classmethod
     def in_folder(cls, data_dir) -> "Store":
