@@ -97,8 +97,9 @@ def check_codes(codes, n_bits: int | None = None, name: str = "codes") -> np.nda
         n_words = n_words_for(n_bits)
         if arr.shape[1] != n_words:
             raise ValueError(
-                f"{name} have {arr.shape[1]} words ({arr.shape[1] * WORD_BITS} bits max) but {n_bits}-bit codes "
-                f"need {n_words} words: codes from a hasher with another code length cannot be mixed"
+                f"{name} have {arr.shape[1]} word{'s' if arr.shape[1] != 1 else ''} ({arr.shape[1] * WORD_BITS} bits max) "
+                f"but {n_bits}-bit codes need {n_words} word{'s' if n_words != 1 else ''}: codes from a hasher with another "
+                "code length cannot be mixed"
             )
         spare = n_words * WORD_BITS - n_bits
         if spare and arr.shape[0] and np.any(arr[:, -1] >> np.uint32(WORD_BITS - spare)):

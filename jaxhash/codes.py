@@ -123,13 +123,35 @@ def unpack_bits(codes, n_bits: int):
     return bits.reshape(codes.shape[0], n_words * WORD_BITS)[:, :n_bits].astype(jnp.uint8)
 
 
+def _check_code_pair(a, b, ndim: int) -> None:
+    """Refuse, while tracing, codes that are not packed uint32 words of ``ndim`` dimensions and of one width:
+    XOR would broadcast them into wrong distances instead of failing."""
+    for codes, which in ((a, "first"), (b, "second")):
+        if jnp.ndim(codes) != ndim:
+            raise ValueError(f"the {which} codes must be {'(n_words,)' if ndim == 1 else '(n, n_words)'} packed words, "
+                             f"got shape {jnp.shape(codes)}")
+        dtype = getattr(codes, "dtype", None) or np.asarray(codes).dtype
+        if dtype != np.uint32:
+            raise TypeError(f"the {which} codes must be packed uint32 words, got dtype {dtype}: "
+                            "pack bits with jaxhash.pack_bits, or take codes from a hasher's encode")
+    if jnp.shape(a)[-1] != jnp.shape(b)[-1]:
+        raise ValueError(f"codes of {jnp.shape(a)[-1]} and {jnp.shape(b)[-1]} words cannot be compared: they come from "
+                         "hashers with different code lengths")
+
+
 def hamming_distance(a, b):
-    """Hamming distance between two packed codes ``(n_words,)`` -> int32 scalar."""
+    """Hamming distance between two packed codes ``(n_words,)`` uint32 -> int32 scalar."""
+    _check_code_pair(a, b, 1)
     return jnp.sum(jnp.bitwise_count(jnp.bitwise_xor(a, b)), dtype=jnp.int32)
 
 
-@deferred_jit
 def pairwise_hamming(query_codes, database_codes):
-    """All distances between ``(q, n_words)`` and ``(m, n_words)`` packed codes -> ``(q, m)`` int32."""
+    """All distances between ``(q, n_words)`` and ``(m, n_words)`` uint32 packed codes -> ``(q, m)`` int32."""
+    _check_code_pair(query_codes, database_codes, 2)  # before jit turns int64 into int32
+    return _pairwise_hamming(query_codes, database_codes)
+
+
+@deferred_jit
+def _pairwise_hamming(query_codes, database_codes):
     one_to_all = jax.vmap(hamming_distance, in_axes=(None, 0))
     return jax.vmap(one_to_all, in_axes=(0, None))(query_codes, database_codes)

@@ -170,8 +170,27 @@ def _as_hwc(image) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"an image must be (H, W) or (H, W, C) with C in 1..4, got shape {image.shape}")
     if image.dtype != np.uint8:
-        raise TypeError(f"images must be uint8 (0..255), got dtype {image.dtype}: convert with (x * 255).round().astype(np.uint8)")
+        raise TypeError(f"images must be uint8 (0..255), got dtype {image.dtype}: {_uint8_hint(image)}")
     return image
+
+
+def _uint8_hint(image: np.ndarray) -> str:
+    """How to make uint8 pixels of ``image`` (one or many), judged by its values (the usual advice, x * 255, wraps 0..16 digits)."""
+    if image.dtype == np.bool_:
+        return "convert with x.astype(np.uint8) * 255"
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        return "pass pixel values"
+    values = image.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        return "there are NaN or infinite values: replace them first"
+    lo, hi = float(values.min()), float(values.max())
+    if lo >= 0 and hi <= 1:
+        return "the values are in 0..1: convert with (x * 255).round().astype(np.uint8)"
+    if lo >= 0 and hi <= 255:
+        return (f"the values are {lo:g}..{hi:g}: x.round().astype(np.uint8) keeps them as 0..255 levels; "
+                f"(x * (255 / {hi:g})).round().astype(np.uint8) stretches 0..{hi:g} to 0..255")
+    return (f"the values are {lo:g}..{hi:g}, outside 0..255: rescale, e.g. "
+            "((x - x.min()) * (255 / (x.max() - x.min()))).round().astype(np.uint8)")
 
 
 def _convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -213,6 +232,8 @@ def conform_images(images, shape: Sequence[int], counts: dict | None = None) -> 
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) <= 0:
         raise ValueError(f"target shape must be (H, W, C) with C = 1 or 3, got {shape}")
+    if isinstance(images, np.ndarray) and images.dtype != np.uint8 and images.size:  # the advice judges every value
+        raise TypeError(f"images must be uint8 (0..255), got dtype {images.dtype}: {_uint8_hint(images)}")
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = images[..., None]  # (n, H, W) grey
     tally = {"images": len(images), "converted": 0, "resized": 0}

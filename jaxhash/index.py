@@ -81,6 +81,19 @@ class ModelRef(NamedTuple):
         return f"{self.method} {self.n_bits}-bit model {self.fingerprint[:12]}{where}"
 
 
+def _model_ref(model, n_bits: int) -> ModelRef | None:
+    """``model`` as a :class:`ModelRef` (a fitted hasher is referred to by :meth:`ModelRef.of`), of ``n_bits`` bits."""
+    if model is None:
+        return None
+    if not isinstance(model, ModelRef):
+        if not (hasattr(model, "fingerprint") and hasattr(model, "method")):
+            raise TypeError(f"model must be a fitted hasher or a ModelRef (ModelRef.of(hasher, path)), got {type(model).__name__}")
+        model = ModelRef.of(model)
+    if int(model.n_bits) != n_bits:
+        raise ValueError(f"the {model.describe()} makes {model.n_bits}-bit codes, not the index's {n_bits}")
+    return model
+
+
 class HashIndex:
     """Exact Hamming-distance index over ``n_bits``-bit packed codes (FAISS ``IndexBinaryFlat``-like).
 
@@ -104,7 +117,7 @@ class HashIndex:
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
         self.metadata = dict(metadata or {})
         self.source = source
-        self.model = model
+        self.model = _model_ref(model, self.n_bits)
         self.feature_dim = None if feature_dim is None else check_positive_int(feature_dim, "feature_dim")
         self._codes = np.zeros((0, self.n_words), np.uint32)
         self._ids = np.zeros(0, np.int64)
@@ -152,6 +165,9 @@ class HashIndex:
         Codes of two models are not comparable even at the same code length: searching with the
         wrong one returns wrong neighbours without any other sign.
         """
+        if not (hasattr(hasher, "n_bits") and hasattr(hasher, "fingerprint")):
+            raise TypeError(f"check_model takes the fitted hasher that encodes the queries (e.g. jaxhash.load_hasher(path)), "
+                            f"got {type(hasher).__name__}")
         if int(hasher.n_bits) != self.n_bits:
             raise ModelMismatchError(f"the index holds {self.n_bits}-bit codes but the model makes {hasher.n_bits}-bit codes: "
                                      "use the model the index was built with")
@@ -542,6 +558,9 @@ def _import_faiss():
 
 def write_index(index: HashIndex, path) -> Path:
     """Write ``index`` to ``path`` atomically (see the module docstring for the format)."""
+    if not isinstance(index, HashIndex):
+        raise TypeError(f"write_index writes a HashIndex (or a partitioned or multi-index one), got {type(index).__name__}: "
+                        "add codes to jaxhash.HashIndex(n_bits) first")
     header = json.dumps(
         {
             "format": "jaxhash-index",

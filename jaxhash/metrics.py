@@ -32,9 +32,12 @@ __all__ = [
 ]
 
 
-def _prepare(query_codes, query_labels, database_codes, database_labels):
-    q = check_codes(query_codes, name="query codes")
-    db = check_codes(database_codes, name="database codes")
+def _prepare(query_codes, query_labels, database_codes, database_labels, n_bits: int | None = None):
+    """Checked codes and labels; with ``n_bits`` the codes must be of that length (distances index 0..n_bits)."""
+    if n_bits is not None:
+        n_bits = check_positive_int(n_bits, "n_bits")
+    q = check_codes(query_codes, n_bits=n_bits, name="query codes")
+    db = check_codes(database_codes, n_bits=n_bits, name="database codes")
     check_same_width(q.shape[1], db.shape[1])
     if db.shape[0] == 0:
         raise ValueError("the database is empty: there is nothing to rank")
@@ -157,7 +160,7 @@ def precision_within_radius(query_codes, query_labels, database_codes, database_
     A query with no database item inside the radius counts as precision 0 (the usual convention
     in hash-lookup evaluation: the lookup returned nothing useful).
     """
-    q, ql, db, dl = _prepare(query_codes, query_labels, database_codes, database_labels)
+    q, ql, db, dl = _prepare(query_codes, query_labels, database_codes, database_labels, n_bits)
     radius = check_radius(radius, n_bits)
     all_hist, rel_hist = _histograms(q, ql, db, dl, n_bits)
     retrieved = all_hist[:, : radius + 1].sum(axis=1)
@@ -179,7 +182,7 @@ def precision_recall_curve(query_codes, query_labels, database_codes, database_l
     At radius r: precision = (relevant items within r, summed over queries) / (items within r,
     summed over queries); recall = the same numerator / (all relevant items, summed over queries).
     """
-    q, ql, db, dl = _prepare(query_codes, query_labels, database_codes, database_labels)
+    q, ql, db, dl = _prepare(query_codes, query_labels, database_codes, database_labels, n_bits)
     all_hist, rel_hist = _histograms(q, ql, db, dl, n_bits)
     retrieved = np.cumsum(all_hist.sum(axis=0))
     relevant = np.cumsum(rel_hist.sum(axis=0))

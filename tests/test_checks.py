@@ -41,7 +41,7 @@ def test_check_codes_explains_bad_input():
     assert checks.check_codes(good, n_bits=64).shape == (2, 2)
     with pytest.raises(TypeError, match="pack_bits"):
         checks.check_codes(np.zeros((2, 64), np.uint8))
-    with pytest.raises(ValueError, match="need 1 words"):
+    with pytest.raises(ValueError, match="need 1 word: "):
         checks.check_codes(good, n_bits=32)
     with pytest.raises(ValueError, match="2-D"):
         checks.check_codes(np.zeros(2, np.uint32), n_bits=64)

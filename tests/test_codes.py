@@ -73,3 +73,17 @@ def test_codes_reexports_the_checks():
     from jaxhash import checks, codes
 
     assert codes.check_codes is checks.check_codes and codes.n_words_for is checks.n_words_for
+
+
+def test_distances_refuse_codes_of_two_widths_or_not_packed_words():
+    one_word, two_words = np.zeros((3, 1), np.uint32), np.zeros((3, 2), np.uint32)
+    with pytest.raises(ValueError, match="codes of 1 and 2 words cannot be compared"):
+        pairwise_hamming(one_word, two_words)  # XOR would broadcast them into distances
+    with pytest.raises(ValueError, match="codes of 1 and 2 words cannot be compared"):
+        hamming_distance(one_word[0], two_words[0])
+    with pytest.raises(TypeError, match="packed uint32 words, got dtype int64"):
+        pairwise_hamming(one_word.astype(np.int64), one_word)
+    with pytest.raises(ValueError, match=r"must be \(n, n_words\) packed words, got shape \(1,\)"):
+        pairwise_hamming(one_word[0], one_word)
+    np.testing.assert_array_equal(pairwise_hamming(np.array([[1], [3]], np.uint32), np.array([[0], [7]], np.uint32)),
+                                  [[1, 2], [2, 1]])

@@ -119,3 +119,15 @@ def test_common_shape_can_take_the_most_common_size_with_a_note():
         assert common_shape(images, "x", mixed_sizes="most common") == (4, 5, 1)
     with pytest.raises(ValueError, match="mixed_sizes must be"):
         common_shape(images, "x", mixed_sizes="largest")
+
+
+@pytest.mark.parametrize("values, hint", [
+    (np.arange(17.0), r"the values are 0\.\.16: x\.round\(\)\.astype\(np\.uint8\) keeps them .* \(x \* \(255 / 16\)\)"),
+    (np.linspace(0, 1, 5), r"the values are in 0\.\.1: convert with \(x \* 255\)"),
+    (np.array([-3.0, 300.0]), r"the values are -3\.\.300, outside 0\.\.255: rescale"),
+    (np.array([0.0, np.nan]), "there are NaN or infinite values: replace them first"),
+])
+def test_images_of_another_dtype_get_advice_that_fits_their_values(values, hint):
+    images = np.resize(values, (4, 5, 5, 1))  # every value somewhere in the batch, not only in the first image
+    with pytest.raises(TypeError, match=f"images must be uint8 \\(0..255\\), got dtype float64: {hint}"):
+        conform_images(images, (5, 5, 1))

@@ -290,3 +290,20 @@ def test_multi_index_answers_as_the_flat_index_and_round_trips(filled, tmp_path,
         MultiIndexHashIndex(64, substrings=65)
     with pytest.raises(TypeError, match="shard a flat HashIndex"):
         multi.shard()
+
+
+def test_an_index_takes_a_fitted_hasher_as_its_model_and_refuses_what_is_not_one(tmp_path, rng):
+    features = rng.normal(size=(200, 20)).astype(np.float32)
+    hasher = jaxhash.ITQ(16, seed=0).fit(features)
+    index = HashIndex(16, model=hasher)
+    index.add(hasher.encode(features))
+    write_index(index, tmp_path / "m.jhx")
+    assert read_index(tmp_path / "m.jhx").model == ModelRef.of(hasher)
+    with pytest.raises(ValueError, match="makes 16-bit codes, not the index's 64"):
+        HashIndex(64, model=hasher)
+    with pytest.raises(TypeError, match="model must be a fitted hasher or a ModelRef"):
+        HashIndex(16, model="itq")
+    with pytest.raises(TypeError, match="check_model takes the fitted hasher"):
+        index.check_model("itq")
+    with pytest.raises(TypeError, match="write_index writes a HashIndex"):
+        write_index(np.zeros(3), tmp_path / "x.jhx")

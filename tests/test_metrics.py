@@ -112,3 +112,13 @@ def test_ranking_average_precision_equals_map_of_the_hamming_ranking(rng):
     assert ranking_average_precision(np.full((1, 3), -1), ql[:1], dl) == 0.0  # no results: nothing relevant
     with pytest.raises(ValueError, match="outside the 300 database labels"):
         ranking_average_precision(np.full((1, 3), 300), ql[:1], dl)
+
+
+def test_radius_metrics_check_the_code_length_they_are_given():
+    q, db = codes_at_distances([0, 3, 9, 16], n_bits=16)
+    labels = np.array([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="bits set beyond n_bits=8"):
+        precision_within_radius(q, [0], db, labels, n_bits=8)
+    with pytest.raises(ValueError, match="have 1 word .* but 64-bit codes need 2 words"):
+        precision_recall_curve(q, [0], db, labels, n_bits=64)
+    assert len(precision_recall_curve(q, [0], db, labels, n_bits=16).radius) == 17
