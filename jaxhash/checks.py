@@ -154,3 +154,11 @@ def check_labels(labels, n: int, name: str) -> np.ndarray:
     if labels.ndim not in (1, 2) or labels.shape[0] != n:
         raise ValueError(f"{name} must be (n,) class ids or (n, n_classes) multi-hot with n={n}, got shape {labels.shape}")
     return labels
+
+
+def npz_damage(err: BaseException) -> str:
+    """What went wrong reading a ``.npz`` file, for a message: NumPy's own refusal of pickled data advises
+    loading it unsafely, which jaxhash never does."""
+    if "pickle" in str(err):
+        return "it is not a NumPy archive of plain arrays"
+    return f"{type(err).__name__}: {err}"

@@ -142,6 +142,17 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True, protocol_d
                    help="resize every image to SIZE or HEIGHTxWIDTH pixels on loading (needed for folders of mixed sizes)")
 
 
+def _takes_checkpoints(method: str) -> bool:
+    import inspect  # noqa: PLC0415
+
+    from .hashers import hasher_class  # noqa: PLC0415
+
+    try:
+        return "checkpoint_dir" in inspect.signature(hasher_class(method).__init__).parameters
+    except ValueError:  # an unknown method never started
+        return False
+
+
 def _hasher_options(method: str, args, single_method: bool = True) -> dict:
     """Keyword arguments from the command line that this method's hasher accepts."""
     import inspect  # noqa: PLC0415
@@ -341,8 +352,12 @@ def cmd_fit(args) -> int:
     hasher.save(args.out)
     accuracy = getattr(hasher, "validation_accuracy_", None)
     held_out = f"; validation accuracy {accuracy:.4f} on a held-out split" if accuracy is not None else ""
-    print(f"fitted {args.method} ({args.bits} bits) on the {len(images)} {what} of {dataset.name} "
-          f"({'x'.join(map(str, images.shape[1:]))}) in {time.perf_counter() - t0:.1f}s{held_out}; saved to {args.out}")
+    shape = "x".join(map(str, images.shape[1:]))
+    model_shape = getattr(hasher, "input_shape_", None)
+    if model_shape is not None and tuple(model_shape) != tuple(images.shape[1:]):
+        shape += f", at the model's input {'x'.join(map(str, model_shape))}"
+    print(f"fitted {args.method} ({args.bits} bits) on the {len(images)} {what} of {dataset.name} ({shape}) in "
+          f"{time.perf_counter() - t0:.1f}s{held_out}; saved to {args.out}")
     return 0
 
 
@@ -1024,8 +1039,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         saved = getattr(args, "checkpoint_dir", None)
         saved = saved if saved and Path(saved).is_dir() and any(Path(saved).iterdir()) else None  # an epoch was saved
-        print(f"jaxhash {args.command}: interrupted" + (f"; the epochs done are saved in {saved}: the same command with "
-                                                         "--resume continues from the last" if saved else ""), file=sys.stderr)
+        if saved:
+            hint = f"; the epochs done are saved in {saved}: the same command with --resume continues from the last"
+        elif args.command == "fit" and getattr(args, "checkpoint_dir", None) is None and _takes_checkpoints(args.method):
+            hint = "; nothing was kept: with --checkpoint-dir DIR every epoch is saved, and --resume continues from the last"
+        else:
+            hint = ""
+        print(f"jaxhash {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning, warnings.showwarning = formatwarning, showwarning

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .atomic import current_version, save_versioned
-from .checks import check_features, check_n_bits, check_positive_int, n_words_for
+from .checks import check_features, check_n_bits, check_positive_int, n_words_for, npz_damage
 from .images import as_image_batch, common_shape, conform_images, conversion_note, to_features
 
 __all__ = ["Hasher", "register", "make_hasher", "load_hasher", "hasher_class", "available_methods", "NotFittedError"]
@@ -236,7 +236,10 @@ class Hasher:
                 batch = conform_images(x[start : start + batch_size], self.input_shape_, counts)
                 yield batch if self.consumes == "images" else to_features(batch)
             note = conversion_note(counts, self.input_shape_)
-            if note:
+            kind = (bool(counts.get("converted")), bool(counts.get("resized")))
+            noted = self.__dict__.setdefault("_noted_conversions", set())
+            if note and kind not in noted:  # said once per model: encoding in many calls repeats no note
+                noted.add(kind)
                 warnings.warn(note, stacklevel=3)
             return
         if self.consumes == "images":
@@ -384,7 +387,7 @@ class Hasher:
             raise FileNotFoundError(f"{arrays_file} is missing: re-run  jaxhash fit") from None
         except Exception as err:  # noqa: BLE001 - a damaged zip raises almost anything (NotImplementedError,
             # RuntimeError "encrypted", BadZipFile, zlib.error, ...): whatever it is, the file is damaged
-            raise ValueError(f"{arrays_file} is damaged ({type(err).__name__}: {err}): re-run  jaxhash fit") from None
+            raise ValueError(f"{arrays_file} is damaged ({npz_damage(err)}): re-run  jaxhash fit") from None
         learned = meta.get("learned", {})
         if not isinstance(learned, dict):
             raise ValueError(f"{files / 'hasher.json'} is damaged (bad 'learned' record): re-run  jaxhash fit")

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from . import cnn, nets, train
-from .checks import check_positive_int
+from .checks import check_positive_int, npz_damage
 from .checkpoint import CheckpointMismatchError, fill_template, flatten_tree, network_attributes, take_network_attributes
 from .hashers import Hasher, register
 
@@ -296,7 +296,7 @@ class _CNNBase(Hasher):
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as err:  # noqa: BLE001 - any damage of a zip file
-            raise ValueError(f"{path} is not a readable weights file ({type(err).__name__}: {err})") from None
+            raise ValueError(f"{path} is not a readable weights file ({npz_damage(err)})") from None
         fresh = flatten_tree(model.init(key, jnp.zeros((2, config.image_size, config.image_size, 3)), train=False))
         fits = {k for k, v in fresh.items() if k in arrays and np.shape(arrays[k]) == np.shape(v)}
         if not any("Conv3x3" in k for k in fits):

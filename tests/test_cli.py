@@ -540,7 +540,10 @@ def test_fit_resume_needs_the_checkpoint_folder_and_an_interrupted_fit_says_how_
     assert main(fit) == 130
     assert f"interrupted; the epochs done are saved in {checkpoints}: the same command with --resume" in capsys.readouterr().err
     assert main(["fit", "--data", "digits", "--method", "itq", "--out", str(tmp_path / "m")]) == 130
-    assert capsys.readouterr().err == "jaxhash fit: interrupted\n"
+    assert capsys.readouterr().err == "jaxhash fit: interrupted\n"  # nothing to keep: no epochs
+    assert main(["fit", "--data", "digits", "--method", "vae", "--out", str(tmp_path / "m")]) == 130
+    assert capsys.readouterr().err == ("jaxhash fit: interrupted; nothing was kept: with --checkpoint-dir DIR every epoch is "
+                                       "saved, and --resume continues from the last\n")
 
 
 def test_cluster_by_n2d_autoencoder_umap_and_mixture_finds_the_digits(tmp_path, capsys):

@@ -55,6 +55,12 @@ def test_encode_converts_other_sizes_and_channels_with_one_note(images, rng):
     assert [str(w.message) for w in caught] == ["8 images: converted 7 to RGB and resized 7 to 6x5 for the model's input shape (6, 5, 3)"]
     assert codes.shape == (8, 1)
     np.testing.assert_array_equal(codes[-1], itq.encode(images[:1])[0])
+    with warnings.catch_warnings(record=True) as again:  # the same conversion in a later call: said once per model
+        warnings.simplefilter("always")
+        itq.encode(grey_large)
+    assert not again
+    with pytest.warns(UserWarning, match="3 images: resized 3 to 6x5"):  # another kind is said
+        itq.encode([rng.integers(0, 256, (12, 10, 3)).astype(np.uint8) for _ in range(3)])
 
 
 def test_encode_in_batches_equals_one_batch(images):
@@ -117,6 +123,11 @@ def test_load_errors_say_what_to_do(tmp_path, images):
     meta_file.write_text("{")
     with pytest.raises(ValueError, match="damaged"):
         jaxhash.load_hasher(path)
+    path = jaxhash.ITQ(n_bits=8).fit(images).save(tmp_path / "pickled")
+    with open(current_version(path) / "arrays.npz", "wb") as f:
+        np.save(f, np.array([{"a": 1}], dtype=object), allow_pickle=True)  # what a stranger's file may hold
+    with pytest.raises(ValueError, match=r"arrays.npz is damaged \(it is not a NumPy archive of plain arrays\): re-run"):
+        jaxhash.load_hasher(path)  # not NumPy's advice to unpickle it
 
 
 def test_register_checks_what_a_method_consumes():

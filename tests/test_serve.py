@@ -239,6 +239,8 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_breaks(tmp_path, photos, saved_m
             "truncated": (search((photos / "red" / "000.jpg").read_bytes()[:-400]), 415, "truncated"),
             "too many bytes": (search(b"\xff" * 60_000), 413, "larger than the limit"),
             "too many pixels": (search(_png_of_size(2000, 1000)), 413, "more than the limit"),
+            "a decompression bomb": (search(_png_of_size(14000, 14000, mode="1")), 413,
+                                     "the image has 196,000,000 pixels, more than the limit of 1,000,000"),
             "no query": (client.post("/api/search", data={"index_id": index_id}), 400, "exactly one query"),
             "unknown index": (client.post("/api/search", data={"index_id": 999}, files={"file": ("q.jpg", jpeg_bytes((1, 2, 3)))}),
                               404, "no index 999"),
@@ -286,9 +288,9 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_breaks(tmp_path, photos, saved_m
         (photos.parent / "link").unlink(missing_ok=True)
 
 
-def _png_of_size(width, height) -> bytes:
+def _png_of_size(width, height, mode="L") -> bytes:
     out = io.BytesIO()
-    Image.new("L", (width, height), 7).save(out, "PNG")
+    Image.new(mode, (width, height), 1).save(out, "PNG")  # one value: small files of many pixels
     return out.getvalue()
 
 

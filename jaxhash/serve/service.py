@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import threading
 import time
@@ -44,7 +45,11 @@ def _image_header(data: bytes, limits: Limits) -> tuple[int, int, str]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height, fmt = img.width, img.height, (img.format or "").lower()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as err:  # Pillow refuses to open it: its size is in the message
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow opens"
+        raise RequestError(f"the image has {pixels}, more than the limit of {limits.image_pixels:,}", 413) from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise RequestError("the file is not an image that can be read (JPEG, PNG, GIF, BMP, TIFF or WebP)", 415) from None
     if width * height > limits.image_pixels:
         raise RequestError(f"the image has {width}x{height} pixels, more than the limit of {limits.image_pixels:,}", 413)
