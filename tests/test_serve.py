@@ -92,6 +92,13 @@ def ready_index(client, saved_model, photos, partitioned=True):
     return model.json()["id"], index.json()["id"]
 
 
+def test_the_api_page_and_icon_are_served_from_the_server_itself(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text and "cdn" not in docs.text.lower()
+    assert client.get("/redoc").status_code == 404
+    assert client.get("/favicon.ico").headers["content-type"].startswith("image/svg+xml")
+
+
 def test_page_actions_are_all_in_the_openapi_schema(client):
     page = client.get("/")
     assert page.status_code == 200 and "jaxhash" in page.text and "/static/app.js" in page.text
@@ -290,7 +297,7 @@ def test_bad_input_gets_a_clear_4xx_and_nothing_breaks(tmp_path, photos, saved_m
 
 def _png_of_size(width, height, mode="L") -> bytes:
     out = io.BytesIO()
-    Image.new(mode, (width, height), 1).save(out, "PNG")  # one value: small files of many pixels
+    Image.new(mode, (width, height), 0).save(out, "PNG")  # one value: small files of many pixels
     return out.getvalue()
 
 
@@ -696,6 +703,11 @@ def test_the_page_in_a_real_browser(tmp_path, photos, saved_model):
                 page.fill("#train-folder", str(photos / "red"))
                 page.click("#train-start")
                 page.wait_for_selector("#message >> text=at least two classes")  # a readable message on the page
+                offline = []  # the API page reaches no other site: the server may have no internet
+                page.on("request", lambda r: offline.append(r.url) if not r.url.startswith(base) else None)
+                page.goto(f"{base}/docs")
+                page.wait_for_selector('.endpoint .path >> text="/api/search"')
+                assert len(page.query_selector_all(".endpoint")) >= 20 and not offline, offline
                 browser.close()
         finally:
             server.terminate()

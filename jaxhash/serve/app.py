@@ -35,7 +35,9 @@ def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None
 
     from .. import __version__  # noqa: PLC0415
 
-    app = FastAPI(title="jaxhash image search", version=__version__,
+    # FastAPI's own /docs and /redoc load their scripts from a CDN, which an offline server cannot reach:
+    # /docs is a page of ours instead, drawn from /openapi.json
+    app = FastAPI(title="jaxhash image search", version=__version__, docs_url=None, redoc_url=None,
                   description="Search by example, index folders, train models on your own classes (Hu & Feng's "
                               "deep-learning image retrieval system, on jaxhash).")
     app.state.service = service
@@ -116,6 +118,14 @@ def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None
     @app.get("/", include_in_schema=False)
     def page():
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    def api_page():
+        return FileResponse(STATIC / "docs.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     @app.get("/api/health", tags=["maintenance"])
     def health():
