@@ -202,6 +202,24 @@ def test_deleting_a_model_with_its_indexes_is_all_or_nothing(client, saved_model
     assert client.delete(f"/api/models/{model_id}", params={"with_indexes": "true"}).json()["deleted_indexes"] == [first, second]
 
 
+def test_a_re_rank_an_index_cannot_do_is_said_and_the_answer_stays_in_hamming_order(client, photos, tmp_path):
+    from jaxhash.data import load_image_folder
+    from jaxhash.hashers import make_hasher
+
+    images = load_image_folder(photos, image_size=(8, 8), channels=3, progress=False)["all"].images
+    itq = make_hasher("itq", n_bits=16, seed=0).fit(images).save(photos.parent / "itq16")  # a pixel hasher: no features
+    model = client.post("/api/models/import", json={"path": str(itq)})
+    assert model.status_code == 201, model.text
+    index = client.post("/api/indexes", json={"name": "pixels", "model_id": model.json()["id"]}).json()
+    job = client.post(f"/api/indexes/{index['id']}/folder", json={"folder": str(photos)}).json()
+    assert client.app.state.service.wait_for_job(job["id"])["status"] == "done"
+    answer = client.post("/api/search", data={"index_id": index["id"], "k": 4, "rerank": 50},
+                         files={"file": ("q.jpg", (photos / "red" / "000.jpg").read_bytes())}).json()
+    assert answer["measure"] == "hamming" and answer["predicted_class"] is None and answer["predicted_label"] is None
+    assert answer["note"] == (f"not re-ranked: index {index['id']} keeps no features (its model, itq, has none), so the "
+                              "results are in Hamming order")
+
+
 def test_a_search_on_an_index_whose_model_files_are_gone_says_so(tmp_path, photos, saved_model):
     svc = Service(tmp_path / "data", allow_roots=[photos.parent])
     model_id, index_id = ready_index(TestClient(create_app(svc)), saved_model, photos, partitioned=False)
@@ -410,6 +428,35 @@ def test_training_jobs_queue_and_report_the_summary(client, photos):
     index = client.post("/api/indexes", json={"name": "fresh", "model_id": second.json()["model_id"]}).json()
     job = client.post(f"/api/indexes/{index['id']}/folder", json={"folder": str(photos)}).json()
     assert service.wait_for_job(job["id"])["result"]["added"] == 36  # the trained model builds indexes
+    answer = client.post("/api/search", data={"index_id": index["id"], "k": 3},
+                         files={"file": ("q.jpg", (photos / "red" / "000.jpg").read_bytes())}).json()
+    assert answer["predicted_label"] == sorted(COLOURS)[answer["predicted_class"]]  # by the name of its folder
+
+
+def test_a_training_whose_folder_changed_is_not_resumed_and_small_classes_are_named_by_their_folder(tmp_path, photos):
+    from jaxhash.serve.files import RequestError
+
+    folder = tmp_path / "roots" / "classes"
+    shutil.copytree(photos, folder)
+    svc = Service(tmp_path / "data", allow_roots=[folder.parent], min_images_per_class=5, workers=False)
+    try:
+        job_id, _ = svc.submit_train_job("colours", "cnn-softmax", 16, "tiny", epochs=2, folder=str(folder))
+        svc.store.update_job(job_id, status="interrupted")  # the server was stopped mid-training
+        (folder / "red" / "nested").mkdir()
+        shutil.copy(folder / "red" / "000.jpg", folder / "red" / "nested" / "x.jpg")
+        with pytest.raises(RequestError, match=r"job \d+ cannot go on: its folder has changed, and 1 of 4 classes have fewer "
+                                               r"than 5 images: nested \(1, in red/nested\)\. A class is the folder that holds "
+                                               r"its images: add images, or move these"):
+            svc.resume_job(job_id)
+        for i in range(4):
+            shutil.copy(folder / "red" / "000.jpg", folder / "red" / "nested" / f"{i}.jpg")
+        with pytest.raises(RequestError, match="now has 4 classes and the training began with 3, so its checkpoints do not fit"):
+            svc.resume_job(job_id)
+        shutil.rmtree(folder / "red" / "nested")
+        svc.resume_job(job_id)  # as it was: queued again
+        assert svc.store.job(job_id)["status"] == "queued"
+    finally:
+        svc.stop()
 
 
 def test_a_restart_finds_everything_as_it_was(tmp_path, photos, saved_model):

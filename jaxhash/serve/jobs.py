@@ -37,8 +37,9 @@ def run_job(service: Service, job: dict) -> None:
     try:
         result = runner(service, job)
     except Exception as err:  # noqa: BLE001 - a job's failure is recorded, the worker goes on
-        message = str(err) if isinstance(err, (RequestError, ValueError, FileNotFoundError)) else f"{type(err).__name__}: {err}"
-        store.log_job(job["id"], "failed: " + message + "\n" + traceback.format_exc(limit=8))
+        expected = isinstance(err, (RequestError, ValueError, FileNotFoundError))  # bad input: its message says it all
+        message = str(err) if expected else f"{type(err).__name__}: {err}"
+        store.log_job(job["id"], "failed: " + message + ("" if expected else "\n" + traceback.format_exc(limit=8)))
         store.update_job(job["id"], status="failed", message=message[:2000], finished=time.time())
         if job["kind"] == "train" and store.model(job["params"]["model_id"]) is not None:
             store.update_model(job["params"]["model_id"], status="failed")

@@ -505,9 +505,20 @@ class Service:
             results.append({"rank": rank, "image_id": int(i), "distance": round(distance, 6), "hamming": int(h),
                             "similarity": round(1.0 / (1.0 + distance), 6), "name": image_row.get("name"),
                             "label": image_row.get("label"), "width": image_row.get("width"), "height": image_row.get("height")})
-        return {"index": int(index_id), "model": int(row["model_id"]), "measure": "euclidean" if use_rerank else "hamming",
-                "ntotal": index.ntotal, "predicted_class": predicted, "seconds": round(time.perf_counter() - t0, 6),
-                "results": results}
+        answer = {"index": int(index_id), "model": int(row["model_id"]), "measure": "euclidean" if use_rerank else "hamming",
+                  "ntotal": index.ntotal, "predicted_class": predicted, "predicted_label": self._class_name(row["model_id"], predicted),
+                  "seconds": round(time.perf_counter() - t0, 6), "results": results}
+        if int(rerank) > 0 and not use_rerank:
+            answer["note"] = (f"not re-ranked: index {index_id} keeps no features (its model, {hasher.method}, has none), "
+                              "so the results are in Hamming order")
+        return answer
+
+    def _class_name(self, model_id: int, predicted: int | None) -> str | None:
+        """The name of class ``predicted`` of a model trained here (its training summary lists the classes)."""
+        if predicted is None:
+            return None
+        names = (self.store.model(model_id) or {}).get("summary", {}).get("classes")
+        return str(names[predicted]) if isinstance(names, list) and 0 <= predicted < len(names) else None
 
     def _search_context(self, index_id: int) -> tuple[dict, object, object]:
         """``(index row, hasher, index)`` for a search: kept while the index file is unchanged, so
@@ -648,15 +659,7 @@ class Service:
         source, files, escaped = self._job_source(folder, upload_dir)
         if escaped:
             raise RequestError("the folder holds links to images outside the allowed roots: remove them, or copy the images in", 403)
-        counts = class_counts(files)
-        if len(counts) < 2:
-            raise RequestError(f"training needs at least two classes, one sub-folder each; found {len(counts)} "
-                               f"({', '.join(counts) or 'no sub-folders with images'})")
-        small = {c: n for c, n in counts.items() if n < minimum}
-        if small:
-            shown = ", ".join(f"{c} ({n})" for c, n in sorted(small.items())[:5])
-            raise RequestError(f"{len(small)} of {len(counts)} classes have fewer than {minimum} images: {shown}. "
-                               f"Add images, or lower the minimum per class")
+        counts = _checked_classes(files, minimum)
         if method == "cnn-softmax" and int(n_bits) < len(counts):
             raise RequestError(f"cnn-softmax needs at least one bit per class: {n_bits} bits < {len(counts)} classes")
         params = {"name": name, "method": method, "n_bits": int(n_bits), "preset": preset, "epochs": epochs, "seed": int(seed),
@@ -678,11 +681,27 @@ class Service:
             model = self.store.model(job["params"]["model_id"])
             if model is None or model["job_id"] != job_id:
                 raise RequestError(f"the model of job {job_id} was deleted: start a new training", 409)
+            self._check_training_folder_unchanged(job)
             self.store.update_model(model["id"], status="training")
         self.store.update_job(job_id, status="queued", message="queued again", finished=None,
                               params={**job["params"], "resume": True})
         self.store.log_job(job_id, "queued again to resume")
         self._wake.set()
+
+    def _check_training_folder_unchanged(self, job: dict) -> None:
+        """Refuse to resume a training whose folder no longer has the classes its checkpoints were trained on."""
+        params = job["params"]
+        upload = self.data_dir / params["upload"] if "upload" in params else None
+        if upload is not None and not upload.is_dir():
+            raise RequestError(f"the uploaded images of job {job['id']} are gone: start a new training", 409)
+        _, files, _ = self._job_source(params.get("folder"), upload)
+        try:
+            counts = _checked_classes(files, int(params["min_images_per_class"]))
+        except RequestError as err:
+            raise RequestError(f"job {job['id']} cannot go on: its folder has changed, and {err}", 409) from None
+        if len(counts) != int(params["classes"]):
+            raise RequestError(f"job {job['id']} cannot go on: its folder now has {len(counts)} classes and the training began "
+                               f"with {params['classes']}, so its checkpoints do not fit; start a new training", 409)
 
     def job_record(self, job_id: int) -> dict:
         job = self.store.job(job_id)
@@ -699,6 +718,25 @@ class Service:
                 "journal_mode": self.store.journal_mode(), "data_dir": str(self.data_dir),
                 "workers_alive": sum(t.is_alive() for t in self._threads), "disk_free_bytes": usage.free,
                 "jobs": {s: statuses.count(s) for s in ("queued", "running", "interrupted")}}
+
+
+def _checked_classes(files, minimum: int) -> dict[str, int]:
+    """Images per class of a training folder, refused with the fix when there are fewer than two classes or a
+    class has fewer than ``minimum`` images (a class is the folder that holds its images, however deep)."""
+    counts = class_counts(files)
+    if len(counts) < 2:
+        raise RequestError(f"training needs at least two classes, one sub-folder each; found {len(counts)} "
+                           f"({', '.join(counts) or 'no sub-folders with images'})")
+    small = {c: n for c, n in counts.items() if n < minimum}
+    if small:
+        parents = {f.label: f.path.parent for f in files if f.label is not None}
+        root = Path(os.path.commonpath([str(p.parent) for p in parents.values()]))
+        where = {c: p.relative_to(root).as_posix() for c, p in parents.items()}  # a nested class is named by its path
+        shown = ", ".join(f"{c} ({n})" if where[c] == c else f"{c} ({n}, in {where[c]})" for c, n in sorted(small.items())[:5])
+        lower = " or lower the minimum per class (at least 2)," if min(small.values()) >= 2 else ""
+        raise RequestError(f"{len(small)} of {len(counts)} classes have fewer than {minimum} images: {shown}. A class is the "
+                           f"folder that holds its images: add images,{lower} or move these into a class folder or away")
+    return counts
 
 
 def _file_key(path: Path) -> tuple:

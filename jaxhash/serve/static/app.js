@@ -144,7 +144,9 @@ async function runSearch() {
   let answer;
   try { answer = await api("/api/search", { method: "POST", body: form }); } catch (e) { return show(e.message); }
   show("");
-  $("#search-info").textContent = `${answer.results.length} of ${answer.ntotal} images by ${answer.measure} distance in ${(answer.seconds * 1000).toFixed(1)} ms`;
+  const predicted = answer.predicted_label ?? (answer.predicted_class ?? null);
+  $("#search-info").textContent = `${answer.results.length} of ${answer.ntotal} images by ${answer.measure} distance in ${(answer.seconds * 1000).toFixed(1)} ms`
+    + (predicted !== null ? `; the model sees class ${predicted}` : "") + (answer.note ? `. ${answer.note}` : "");
   $("#results").dataset.query = state.queryImageId !== null ? `image ${state.queryImageId}` : `file ${state.queryFile.name}`;
   $("#results").replaceChildren(...answer.results.map((r) => el("div", {
     class: "result", title: `image ${r.image_id}: click to search with it`, "data-id": r.image_id,
