@@ -167,13 +167,17 @@ def test_a_zip_upload_is_indexed(client, saved_model, photos, tmp_path):
     with zipfile.ZipFile(buffer, "w") as z:
         for path in sorted((photos / "blue").iterdir())[:4]:
             z.write(path, f"holiday/blue/{path.name}")
+        z.writestr("holiday/other/000.jpg", jpeg_bytes((90, 90, 90)))  # a new image with the name of a blue one
         z.writestr("holiday/notes.txt", "not an image")
+        z.writestr("holiday/other/y.jpeg", "not an image either")
     job = client.post(f"/api/indexes/{index_id}/zip", files={"file": ("photos.zip", buffer.getvalue(), "application/zip")})
     assert job.status_code == 202, job.text
     done = client.app.state.service.wait_for_job(job.json()["id"])
-    assert done["result"]["added"] == 4 and client.get(f"/api/indexes/{index_id}").json()["ntotal"] == 4
-    labels = {r["label"] for r in client.get(f"/api/indexes/{index_id}/images").json()["images"]}
-    assert labels == {"blue"}
+    assert done["result"]["added"] == 5 and client.get(f"/api/indexes/{index_id}").json()["ntotal"] == 5
+    images = client.get(f"/api/indexes/{index_id}/images").json()["images"]
+    assert {r["label"] for r in images} == {"blue", "other"}
+    assert sorted(r["name"] for r in images) == ["000.jpg", "000.jpg", "001.png", "002.png", "003.jpg"]  # the names given
+    assert "skipped other/y.jpeg: the file is not an image" in client.get(f"/api/jobs/{job.json()['id']}").json()["log"]
     assert not any((client.app.state.service.data_dir / "uploads").iterdir())  # unpacked files are removed after the job
 
 
@@ -405,6 +409,7 @@ def test_training_jobs_queue_and_report_the_summary(client, photos):
     with zipfile.ZipFile(buffer, "w") as z:  # the same classes, uploaded
         for path in sorted(photos.rglob("*.*")):
             z.write(path, f"upload/{path.parent.name}/{path.name}")
+        z.writestr("upload/red/broken.jpg", b"not a JPEG")
     second = client.post("/api/train/zip", data={"name": "second", "preset": "tiny", "epochs": 2, "method": "cnn-hash",
                                                  "n_bits": 16}, files={"file": ("classes.zip", buffer.getvalue())})
     assert first.status_code == 202 and second.status_code == 202, (first.text, second.text)
@@ -422,6 +427,7 @@ def test_training_jobs_queue_and_report_the_summary(client, photos):
         assert model["status"] == "ready" and summary["iterations"] > 0 and summary["seconds"] > 0
         assert summary["trained_at"] and summary["validation_accuracy"] is not None and summary["classes"] == sorted(COLOURS)
         assert len(model["curve"]) == epochs and "epoch 1/" in record["log"]
+    assert "skipped 1 file that cannot be read as images: red/broken.jpg" in client.get(f"/api/jobs/{second.json()['id']}").json()["log"]
     listed = client.get("/api/jobs").json()
     assert [j["id"] for j in listed[:2]] == [second.json()["id"], first.json()["id"]] and "log" not in listed[0]
     assert not any((service.data_dir / "uploads").iterdir())  # the unpacked upload is removed after training
@@ -643,6 +649,9 @@ def test_store_keeps_records_and_claims_each_job_once(store_url):
         store.log_job(jobs[0], "hello")
         assert "hello" in store.job(jobs[0])["log"]
         assert store.mark_interrupted() == jobs and store.job(jobs[2])["status"] == "interrupted"
+        said = (f"interrupted: the server stopped while it ran; the images saved before it stopped stay (index {index} holds 1), "
+                "and resuming adds the rest")
+        assert store.job(jobs[2])["message"] == said and store.job(jobs[2])["log"].endswith(f"  {said}\n")
         assert store.model(model)["summary"] == {"classes": ["a", "b"]}
     finally:
         store.close()

@@ -107,8 +107,19 @@ def _safe_name(label: str) -> str:
     return cleaned[:100]
 
 
+def _unused_name(folder: Path, rel: PurePosixPath) -> Path:
+    """``folder/<the member's own name>`` (made safe), numbered where a member of another folder took it: the
+    stored images, their log lines and search results keep the names the user gave them."""
+    stem, suffix = _safe_name(rel.stem) or "image", rel.suffix.lower()
+    path, n = folder / f"{stem}{suffix}", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem} ({n}){suffix}"
+    return path
+
+
 def extract_zip(zip_path: Path, dest: Path, limits: Limits = Limits()) -> int:
-    """Check an uploaded zip and write its images under ``dest`` as ``<class>/<n>.<ext>``.
+    """Check an uploaded zip and write its images under ``dest`` as ``<class>/<name>.<ext>``.
 
     Refused (RequestError, nothing written) when a member's name is absolute or climbs out with
     ``..``, when there are too many members, too many bytes once uncompressed, or a member
@@ -144,7 +155,7 @@ def extract_zip(zip_path: Path, dest: Path, limits: Limits = Limits()) -> int:
             label = _label_of(rel)
             folder = dest / _safe_name(label) if label is not None else dest
             folder.mkdir(parents=True, exist_ok=True)
-            with archive.open(m) as src, open(folder / f"{n:07d}{rel.suffix.lower()}", "wb") as out:
+            with archive.open(m) as src, open(_unused_name(folder, rel), "wb") as out:
                 remaining = limits.zip_uncompressed_bytes
                 while chunk := src.read(1 << 20):  # a member that lies about its size stops at the limit
                     remaining -= len(chunk)

@@ -81,6 +81,11 @@ def _encode_into(service: Service, job: dict, index_id: int, files: list, index,
         pool.shutdown()
 
 
+def _shown(path: Path, label: str | None) -> str:
+    """A file as a log line names it: with its class folder, as the user laid it out."""
+    return f"{label}/{path.name}" if label else path.name
+
+
 def _read_file(item, limit: int):
     """``(bytes, sha256)`` of a file within the byte limit, or the error."""
     path = Path(item[0])
@@ -116,7 +121,7 @@ def _encode_chunks(service: Service, job: dict, index_id: int, files: list, inde
         for item, loaded in zip(chunk, pool.map(lambda it: _read_file(it, service.limits.upload_bytes), chunk)):
             if isinstance(loaded, Exception):
                 skipped += 1
-                service.store.log_job(job["id"], f"skipped {Path(item[0]).name}: {loaded}")
+                service.store.log_job(job["id"], f"skipped {_shown(Path(item[0]), item[1])}: {loaded}")
                 continue
             read.append((Path(item[0]), item[1], item[2] if len(item) > 2 else None, *loaded))
         known = service.store.images_by_sha([r[4] for r in read if r[2] is None])
@@ -133,7 +138,7 @@ def _encode_chunks(service: Service, job: dict, index_id: int, files: list, inde
         for (path, label, image_id, data, sha), decoded in zip(wanted, pool.map(lambda w: _decode(service, hasher, w), wanted)):
             if isinstance(decoded, RequestError):
                 skipped += 1
-                service.store.log_job(job["id"], f"skipped {path.name}: {decoded}")
+                service.store.log_job(job["id"], f"skipped {_shown(path, label)}: {decoded}")
                 continue
             image, record = decoded
             if image_id is None:
@@ -212,6 +217,13 @@ def _train_job(service: Service, job: dict) -> dict:
     size = hasher.input_size()
     store.update_job(job_id, message=f"reading {params['images']} images of {params['classes']} classes")
     sets = load_image_folder(folder, image_size=size, channels=3, progress=False)
+    loaded = {p for s in sets.values() for p in s.paths}
+    listed, _ = list_image_files(folder, [folder])
+    unread = [f"{f.label}/{f.path.name}" if f.label else f.path.name for f in listed
+              if f.path.relative_to(folder.resolve()).as_posix() not in loaded]
+    if unread:
+        store.log_job(job_id, f"skipped {len(unread)} file{'s' if len(unread) != 1 else ''} that cannot be read as images: "
+                              + ", ".join(unread[:20]) + (f", ... ({len(unread) - 20} more)" if len(unread) > 20 else ""))
     names = sorted({c for s in sets.values() for c in s.class_names})
     position = {name: i for i, name in enumerate(names)}  # one numbering over all splits (train/, test/, ...)
     images = np.concatenate([s.images for s in sets.values()])

@@ -375,9 +375,19 @@ class Store:
         with self.engine.begin() as c:
             ids = [int(i) for i in c.execute(sa.select(self.jobs.c.id).where(self.jobs.c.status == "running")
                                                      .order_by(self.jobs.c.id)).scalars()]
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            for job in c.execute(self.jobs.select().where(self.jobs.c.id.in_(ids))).all():
+                message = "interrupted: the server stopped while it ran"
+                index_id = json.loads(job.params).get("index_id")
+                if job.kind == "index" and index_id is not None:  # its progress counted images read, not saved
+                    saved = c.execute(sa.select(self.indexes.c.ntotal).where(self.indexes.c.id == int(index_id))).scalar()
+                    message += (f"; the images saved before it stopped stay (index {index_id} holds {saved or 0}), and "
+                                "resuming adds the rest")
+                elif job.kind == "rebuild":
+                    message += f"; index {index_id} is as it was before the rebuild, and resuming rebuilds it"
+                c.execute(self.jobs.update().where(self.jobs.c.id == job.id)
+                          .values(status="interrupted", message=message, log=self.jobs.c.log + f"{stamp}  {message}\n"))
             if ids:
-                c.execute(self.jobs.update().where(self.jobs.c.id.in_(ids))
-                          .values(status="interrupted", message="interrupted: the server stopped while it ran"))
                 c.execute(self.models.update().where(self.models.c.job_id.in_(ids)).where(self.models.c.status == "training")
                           .values(status="interrupted"))
         return ids
