@@ -55,9 +55,10 @@ for (const tab of document.querySelectorAll(".tab")) {
 }
 
 // -- lists ---------------------------------------------------------------------------------------
-function fillSelect(select, items, label) {
+function fillSelect(select, items, label, empty = "") {
   const keep = select.value;
-  select.replaceChildren(...items.map((it) => el("option", { value: it.id }, label(it))));
+  select.replaceChildren(...(items.length || !empty ? items.map((it) => el("option", { value: it.id }, label(it)))
+    : [el("option", { value: "", disabled: "" }, empty)]));
   if ([...select.options].some((o) => o.value === keep)) select.value = keep;
 }
 
@@ -66,9 +67,12 @@ async function refresh() {
     [state.models, state.indexes] = await Promise.all([api("/api/models"), api("/api/indexes")]);
   } catch (e) { show("cannot reach the server: " + e.message); return; }
   const modelName = (id) => { const m = state.models.find((x) => x.id === id); return m ? m.name : "deleted"; };
-  fillSelect($("#search-index"), state.indexes, (i) => `${i.name} (${i.ntotal} images, ${modelName(i.model_id)})`);
-  fillSelect($("#index-target"), state.indexes, (i) => `${i.id}: ${i.name}`);
-  fillSelect($("#new-index-model"), state.models.filter((m) => m.status === "ready"), (m) => `${m.id}: ${m.name} (${m.method}, ${m.n_bits} bits)`);
+  const noIndex = state.models.some((m) => m.status === "ready") ? "no index yet: create one on the Indexes tab"
+    : "no index yet: train or import a model first";
+  fillSelect($("#search-index"), state.indexes, (i) => `${i.name} (${i.ntotal} images, ${modelName(i.model_id)})`, noIndex);
+  fillSelect($("#index-target"), state.indexes, (i) => `${i.id}: ${i.name}`, noIndex);
+  fillSelect($("#new-index-model"), state.models.filter((m) => m.status === "ready"), (m) => `${m.id}: ${m.name} (${m.method}, ${m.n_bits} bits)`,
+    "no model yet: train one on the Train tab, or import one");
   updateSearchOptions();
   const itable = $("#index-table tbody");
   itable.replaceChildren(...state.indexes.map((i) => el("tr", {},
@@ -256,7 +260,7 @@ function curve(points, width = 520, height = 170) {
 
 function jobCard(job) {
   const pct = job.total ? Math.round((100 * job.done) / job.total) : (job.status === "done" ? 100 : 0);
-  const what = job.kind === "train" ? `train ${job.params.method} "${job.params.name}"` : `${job.kind} index ${job.params.index_id}`;
+  const what = job.kind === "train" ? `train ${job.params.method} "${job.params.name}"` : (job.kind === "rebuild" ? `rebuild index ${job.params.index_id}` : `add images to index ${job.params.index_id}`);
   const head = el("div", { class: "head" }, el("b", {}, `#${job.id}`), el("span", {}, what),
     el("span", { class: "status " + job.status }, job.status),
     el("progress", { max: 100, value: pct }), el("span", { class: "pct" }, `${pct}%`),
@@ -319,8 +323,9 @@ $("#import-form").addEventListener("submit", (e) => {
   $("#train-preset").value = "cpu";
   $("#train-min").placeholder = s.min_images_per_class;
   $("#train-hint").textContent = `A folder (or zip) with one sub-folder per class, at least two classes. Every class needs at least ` +
-    `${s.min_images_per_class} images (Hu & Feng ask for more than ${s.paper_min_images_per_class}): fewer images per class give a ` +
-    `classifier that has seen too little. A tenth of each class is held out to report validation accuracy. Training runs in the ` +
+    `${s.min_images_per_class} images` + (s.min_images_per_class >= s.paper_min_images_per_class ? ", as Hu & Feng recommend"
+      : ` here (Hu & Feng recommend ${s.paper_min_images_per_class} or more)`) + `: fewer images per class ` +
+    `give a classifier that has seen too little. A tenth of each class is held out to report validation accuracy. Training runs in the ` +
     `background, one at a time, with a checkpoint every epoch: if the server stops, resume the job here.`;
   $("#roots-hint").textContent = s.allow_roots.length ? `Server folders must be inside: ${s.allow_roots.join(", ")}.`
     : "This server reads no server folders (started without --allow-root): upload a zip file.";
