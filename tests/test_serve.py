@@ -190,6 +190,33 @@ def test_deleting_a_model_in_use_needs_consent(client, saved_model, photos):
     assert client.get("/api/indexes").json() == [] and client.get("/api/models").json() == []
 
 
+def test_space_of_images_no_index_holds_and_of_spare_checkpoints_is_freed_on_request(client, saved_model, photos):
+    service = client.app.state.service
+    model_id, first = ready_index(client, saved_model, photos, partitioned=False)
+    second = client.post("/api/indexes", json={"name": "blue only", "model_id": model_id}).json()["id"]
+    job = client.post(f"/api/indexes/{second}/folder", json={"folder": str(photos / "blue")}).json()
+    assert service.wait_for_job(job["id"])["result"]["duplicates"] == 0  # the stored blue images, shared
+    assert client.get(f"/api/images/{service.store.index_image_ids(first)[0]}/thumbnail").status_code == 200
+    (service.data_dir / "jobs" / "77").mkdir()  # checkpoints of a job that no longer exists
+    (service.data_dir / "jobs" / "77" / "state").write_bytes(b"x" * 1000)
+    before = client.get("/api/disk").json()
+    assert before["unused_images"] == 0 and before["spare_checkpoint_bytes"] == 1000 and before["bytes"]["images"] > 0
+    assert client.delete(f"/api/indexes/{first}").status_code == 200
+    disk = client.get("/api/disk").json()
+    assert disk["unused_images"] == 24  # red and green; the blue ones are still in the second index
+    with service._images_lock:  # an index job is running
+        busy = client.post("/api/disk/free")
+    assert busy.status_code == 409 and "an index job is running" in busy.json()["detail"]
+    freed = client.post("/api/disk/free").json()
+    assert freed == {"images_removed": 24, "checkpoints_removed": 1, "bytes_freed": disk["unused_image_bytes"] + 1000 +
+                     (before["bytes"]["thumbnails"] - client.get("/api/disk").json()["bytes"]["thumbnails"])}
+    after = client.get("/api/disk").json()
+    assert after["unused_images"] == 0 and after["bytes"]["images"] == before["bytes"]["images"] - disk["unused_image_bytes"]
+    assert len(list((service.data_dir / "images").rglob("*.*"))) == 12 and not (service.data_dir / "jobs" / "77").exists()
+    query = {"index_id": second, "k": 3}
+    assert len(client.post("/api/search", data=query, files={"file": ("q.jpg", jpeg_bytes((40, 60, 210)))}).json()["results"]) == 3
+
+
 def test_deleting_a_model_with_its_indexes_is_all_or_nothing(client, saved_model, photos, monkeypatch):
     model_id, first = ready_index(client, saved_model, photos, partitioned=False)
     second = client.post("/api/indexes", json={"name": "second", "model_id": model_id}).json()["id"]
@@ -431,6 +458,7 @@ def test_training_jobs_queue_and_report_the_summary(client, photos):
     listed = client.get("/api/jobs").json()
     assert [j["id"] for j in listed[:2]] == [second.json()["id"], first.json()["id"]] and "log" not in listed[0]
     assert not any((service.data_dir / "uploads").iterdir())  # the unpacked upload is removed after training
+    assert not any((service.data_dir / "jobs").iterdir())  # and the checkpoints, once the model is saved
     index = client.post("/api/indexes", json={"name": "fresh", "model_id": second.json()["model_id"]}).json()
     job = client.post(f"/api/indexes/{index['id']}/folder", json={"folder": str(photos)}).json()
     assert service.wait_for_job(job["id"])["result"]["added"] == 36  # the trained model builds indexes

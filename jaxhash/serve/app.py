@@ -132,6 +132,16 @@ def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None
         """Is the server up: uptime, database, worker threads, free disk, jobs waiting."""
         return service.health()
 
+    @app.get("/api/disk", tags=["maintenance"])
+    def disk():
+        """Bytes the data folder holds, by part, and what freeing space would remove."""
+        return service.disk_use()
+
+    @app.post("/api/disk/free", tags=["maintenance"], dependencies=write)
+    def free_space():
+        """Remove the files of images no index holds and training checkpoints no job can resume from."""
+        return service.free_space()
+
     @app.get("/api/settings", tags=["maintenance"])
     def settings():
         """What the page explains: limits, allowed roots, training methods, whether writes need a token."""

@@ -46,6 +46,8 @@ def run_job(service: Service, job: dict) -> None:
         return
     store.update_job(job["id"], status="done", result=result, finished=time.time(),
                      message=result.get("message", "done"))
+    if job["kind"] == "train":  # the model is saved: its checkpoints will never be resumed from
+        shutil.rmtree(service.data_dir / "jobs" / str(job["id"]), ignore_errors=True)
     store.log_job(job["id"], f"done in {time.time() - t0:.1f} s: {result.get('message', '')}")
 
 

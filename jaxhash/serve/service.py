@@ -7,6 +7,8 @@ tests and scripts can use it directly. Everything the service knows lives in its
 ``indexes/<id>.jhx`` (index files, written atomically), ``jobs/<id>/`` (training checkpoints),
 ``uploads/`` (unpacked zip files). A new Service on the same folder finds everything as it was;
 jobs that were running when the last one stopped are marked ``interrupted`` and can be resumed.
+Image files stay when an index lets them go (another index may take them again without reading them);
+:meth:`Service.free_space` removes those no index holds, and checkpoints no job can resume from.
 """
 from __future__ import annotations
 
@@ -185,6 +187,7 @@ class Service:
         self._hashers: dict[int, object] = {}
         self._contexts: dict[int, tuple] = {}
         self._index_locks: dict = {}  # index id -> RLock
+        self._images_lock = threading.Lock()  # held by index jobs (they add images before the index holds them) and free_space
         self._image_cache: dict[int, dict] = {}
         self._cache_lock = threading.Lock()
         self._batcher = QueryBatcher(self._search_batch)
@@ -211,7 +214,11 @@ class Service:
                     self._wake.wait(0.5)
                     self._wake.clear()
                     continue
-                run_job(self, job)
+                if job["kind"] in ("index", "rebuild"):
+                    with self._images_lock:
+                        run_job(self, job)
+                else:
+                    run_job(self, job)
             except Exception:  # noqa: BLE001 - the database went away for a moment: the worker must not die
                 import traceback  # noqa: PLC0415
 
@@ -311,6 +318,8 @@ class Service:
         self._forget()
         if row["path"]:
             shutil.rmtree(self.data_dir / row["path"], ignore_errors=True)
+        if row["job_id"]:
+            shutil.rmtree(self.data_dir / "jobs" / str(int(row["job_id"])), ignore_errors=True)  # its checkpoints
         return [i["id"] for i in using]
 
     # -- indexes ---------------------------------------------------------------------------
@@ -711,6 +720,49 @@ class Service:
             job["curve"] = self.store.curve_points(job_id)
         return job
 
+    def disk_use(self) -> dict:
+        """Bytes under the data folder, by part, and what :meth:`free_space` would remove."""
+        parts = {sub: _folder_bytes(self.data_dir / sub) for sub in ("images", "thumbnails", "models", "indexes", "jobs", "uploads")}
+        parts["database"] = sum(p.stat().st_size for p in self.data_dir.glob("jaxhash.sqlite*") if p.is_file())
+        unused = self.store.unused_images()
+        return {"bytes": parts, "total_bytes": sum(parts.values()), "unused_images": len(unused),
+                "unused_image_bytes": sum(int(r["bytes"]) for r in unused),
+                "spare_checkpoint_bytes": sum(_folder_bytes(p) for p in self._spare_job_folders())}
+
+    def _spare_job_folders(self) -> list[Path]:
+        """Checkpoint folders no job can resume from: their training is done, or its job or model is gone."""
+        spare = []
+        for folder in sorted((self.data_dir / "jobs").iterdir()):
+            job = self.store.job(int(folder.name)) if folder.name.isdigit() else None
+            model = self.store.model(job["params"].get("model_id", -1)) if job else None
+            if job is None or job["status"] == "done" or model is None or model["job_id"] != job["id"]:
+                spare.append(folder)
+        return spare
+
+    def free_space(self) -> dict:
+        """Remove the files of images no index holds (and their thumbnails) and checkpoints no job can resume
+        from. Refused while an index job runs: it stores images before its index holds them."""
+        if not self._images_lock.acquire(blocking=False):
+            raise RequestError("an index job is running: free space when it has finished", 409)
+        try:
+            unused = self.store.unused_images()
+            self.store.delete_images([r["id"] for r in unused])
+            freed = 0
+            for row in unused:
+                for path in (self.data_dir / row["path"], self.data_dir / "thumbnails" / row["sha256"][:2] / f"{row['sha256']}.jpg"):
+                    if path.exists():
+                        freed += path.stat().st_size
+                        path.unlink()
+            with self._cache_lock:
+                self._image_cache.clear()
+        finally:
+            self._images_lock.release()
+        folders = self._spare_job_folders()
+        checkpoint_bytes = sum(_folder_bytes(p) for p in folders)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        return {"images_removed": len(unused), "checkpoints_removed": len(folders), "bytes_freed": freed + checkpoint_bytes}
+
     def health(self) -> dict:
         usage = shutil.disk_usage(self.data_dir)
         statuses = [j["status"] for j in self.store.list_jobs(1000)]
@@ -718,6 +770,10 @@ class Service:
                 "journal_mode": self.store.journal_mode(), "data_dir": str(self.data_dir),
                 "workers_alive": sum(t.is_alive() for t in self._threads), "disk_free_bytes": usage.free,
                 "jobs": {s: statuses.count(s) for s in ("queued", "running", "interrupted")}}
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
 def _checked_classes(files, minimum: int) -> dict[str, int]:

@@ -326,6 +326,22 @@ class Store:
             c.execute(self.entries.delete().where(self.entries.c.index_id == int(index_id)))
             c.execute(self.indexes.delete().where(self.indexes.c.id == int(index_id)))
 
+    def unused_images(self) -> list[dict]:
+        """Image records that no index holds (what :meth:`delete_images` may remove)."""
+        sa = self.sa
+        held = sa.select(self.entries.c.image_id)
+        with self.engine.connect() as c:
+            return [_row(r) for r in c.execute(self.images.select().where(self.images.c.id.not_in(held))).all()]
+
+    def delete_images(self, image_ids) -> None:
+        """Remove image records that no index holds (a record an index took meanwhile is kept)."""
+        ids = [int(i) for i in image_ids]
+        held = self.sa.select(self.entries.c.image_id)
+        with self.engine.begin() as c:
+            for start in range(0, len(ids), 500):
+                c.execute(self.images.delete().where(self.images.c.id.in_(ids[start : start + 500]))
+                          .where(self.images.c.id.not_in(held)))
+
     # -- jobs ------------------------------------------------------------------------------
     def add_job(self, kind: str, params: dict) -> int:
         with self.engine.begin() as c:

@@ -96,6 +96,14 @@ async function refresh() {
   await refreshJobs();
   if ($("#tab-maintain").classList.contains("active")) {
     api("/api/health").then((h) => { $("#health").textContent = JSON.stringify(h, null, 2); }).catch((e) => show(e.message));
+    api("/api/disk").then((d) => {
+      const parts = Object.entries(d.bytes).filter(([, n]) => n > 0).map(([k, n]) => `${k === "jobs" ? "checkpoints" : k} ${bytes(n)}`);
+      $("#disk").textContent = `The data folder holds ${bytes(d.total_bytes)}` + (parts.length ? ` (${parts.join(", ")})` : "") + ". " +
+        (d.unused_images || d.spare_checkpoint_bytes ? `Freeing space would remove ${d.unused_images} image` +
+          `${d.unused_images === 1 ? "" : "s"} that no index holds (${bytes(d.unused_image_bytes)}) and ` +
+          `${bytes(d.spare_checkpoint_bytes)} of checkpoints no job can resume from.` : "Nothing to free: every file is in use.");
+      $("#disk-free").disabled = !(d.unused_images || d.spare_checkpoint_bytes);
+    }).catch((e) => show(e.message));
   }
 }
 
@@ -106,6 +114,15 @@ async function deleteModel(m) {
   }
   if (confirm(`Delete model ${m.name}?`)) return act(`/api/models/${m.id}`, "DELETE", "model deleted");
 }
+
+$("#disk-free").addEventListener("click", async () => {
+  try {
+    const freed = await api("/api/disk/free", { method: "POST" });
+    const n = (count, what) => `${count} ${what}${count === 1 ? "" : "s"}`;
+    show(`freed ${bytes(freed.bytes_freed)}: ${n(freed.images_removed, "image file")}, ${n(freed.checkpoints_removed, "checkpoint folder")}`, true);
+  } catch (e) { show(e.message); }
+  refresh();
+});
 
 async function act(path, method, done, json) {
   try { await api(path, { method, json }); show(done, true); } catch (e) { show(e.message); }
