@@ -39,6 +39,7 @@ from .checks import check_positive_int
 from .search import check_mesh, default_mesh
 
 __all__ = [
+    "StopTraining",
     "DataParallel",
     "data_parallel",
     "EpochEnd",
@@ -69,6 +70,11 @@ class EpochEnd(NamedTuple):
 
 class TrainingDiverged(FloatingPointError):
     """A metric became NaN or infinite; nothing of that epoch was kept or saved."""
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_epoch`` hook to end training after this epoch: the hooks after it still see the
+    epoch (its checkpoint is saved), then :func:`fit` raises it again."""
 
 
 class DataParallel(NamedTuple):
@@ -231,7 +237,8 @@ def fit(state, epoch_fn: Callable, *, key, epochs: int, start_epoch: int = 0, st
     epoch number alone, so resuming from a checkpoint of epoch ``e - 1`` reproduces the same run.
     ``metrics`` is a dict of scalars (or one scalar, named ``loss``). After each epoch the metrics
     and the state are checked: a NaN or infinite value raises :class:`TrainingDiverged` before
-    any hook sees the epoch, so checkpoints keep the last good epoch. Hooks with a ``close()``
+    any hook sees the epoch, so checkpoints keep the last good epoch. A hook that raises
+    :class:`StopTraining` ends the run once every hook has seen the epoch. Hooks with a ``close()``
     method are closed at the end, also on errors.
 
     Returns the state after the last epoch.
@@ -251,8 +258,14 @@ def fit(state, epoch_fn: Callable, *, key, epochs: int, start_epoch: int = 0, st
                                        f"epoch, {kept}: {divergence_hint}")
             state = new_state
             end = EpochEnd(stage, epoch, epochs, metrics, state, time.perf_counter() - t0)
+            stop = None
             for hook in hooks:
-                hook(end)
+                try:
+                    hook(end)
+                except StopTraining as err:
+                    stop = err
+            if stop is not None:
+                raise stop
     finally:
         for hook in hooks:
             close = getattr(hook, "close", None)

@@ -217,6 +217,49 @@ def test_space_of_images_no_index_holds_and_of_spare_checkpoints_is_freed_on_req
     assert len(client.post("/api/search", data=query, files={"file": ("q.jpg", jpeg_bytes((40, 60, 210)))}).json()["results"]) == 3
 
 
+def test_jobs_are_cancelled_keeping_what_they_did_and_resume_from_there(tmp_path, photos, saved_model, monkeypatch):
+    from jaxhash.serve import jobs
+
+    monkeypatch.setattr(jobs, "ENCODE_CHUNK", 8)
+    svc = Service(tmp_path / "data", allow_roots=[photos.parent], min_images_per_class=5, workers=False)
+    try:
+        client = TestClient(create_app(svc))
+        model = client.post("/api/models/import", json={"path": str(saved_model)}).json()
+        index = client.post("/api/indexes", json={"name": "photos", "model_id": model["id"]}).json()["id"]
+        job = client.post(f"/api/indexes/{index}/folder", json={"folder": str(photos)}).json()["id"]
+        assert client.post(f"/api/jobs/{job}/cancel").json() == {"id": job, "status": "cancelled"}  # still queued
+        assert svc.store.claim_next_job(["index"]) is None and svc.store.job(job)["message"] == "cancelled before it started"
+        assert client.post(f"/api/jobs/{job}/cancel").status_code == 409  # once is enough
+        assert client.post(f"/api/jobs/{job}/resume").status_code == 200
+        claimed = svc.store.claim_next_job(["index"])
+        assert client.post(f"/api/jobs/{job}/cancel").json()["status"] == "cancelling"  # running: stops at its next chunk
+        jobs.run_job(svc, claimed)
+        record = svc.store.job(job)
+        assert record["status"] == "cancelled", record
+        assert record["message"] == ("cancelled after 8 of 36 images: the 8 added stay in the index (it holds 8); running it "
+                                     "again adds the rest")
+        assert client.get(f"/api/indexes/{index}").json()["ntotal"] == 8
+        assert client.post(f"/api/jobs/{job}/resume").status_code == 200
+        jobs.run_job(svc, svc.store.claim_next_job(["index"]))
+        assert svc.store.job(job)["result"]["added"] == 28 and client.get(f"/api/indexes/{index}").json()["ntotal"] == 36
+
+        train = client.post("/api/train", json={"name": "t", "folder": str(photos), "preset": "tiny", "epochs": 3,
+                                                "n_bits": 16, "method": "cnn-softmax"}).json()
+        claimed = svc.store.claim_next_job(["train"])
+        client.post(f"/api/jobs/{train['id']}/cancel")
+        jobs.run_job(svc, claimed)
+        record = client.get(f"/api/jobs/{train['id']}").json()
+        assert record["status"] == "cancelled" and record["message"].startswith("cancelled after classifier epoch 1 of 3")
+        assert client.get(f"/api/models/{train['model_id']}").json()["status"] == "cancelled"
+        assert client.post(f"/api/jobs/{train['id']}/resume").status_code == 200
+        jobs.run_job(svc, svc.store.claim_next_job(["train"]))
+        record = client.get(f"/api/jobs/{train['id']}").json()
+        assert record["status"] == "done" and [p["epoch"] for p in record["curve"]] == [1, 2, 3]  # on from the checkpoint
+        assert client.get(f"/api/models/{train['model_id']}").json()["status"] == "ready"
+    finally:
+        svc.stop()
+
+
 def test_deleting_a_model_with_its_indexes_is_all_or_nothing(client, saved_model, photos, monkeypatch):
     model_id, first = ready_index(client, saved_model, photos, partitioned=False)
     second = client.post("/api/indexes", json={"name": "second", "model_id": model_id}).json()["id"]

@@ -100,6 +100,26 @@ def test_run_stage_resumes_exactly_after_a_crash(problem, key, tmp_path):
     np.testing.assert_array_equal(again.w, reference.w)
 
 
+def test_a_hook_stops_training_after_the_epoch_is_saved_and_a_resume_goes_on(problem, key, tmp_path):
+    data, state = problem
+    epoch = lambda s, k: scan_epoch(s, data, k)  # noqa: E731
+    run = {"model": "least-squares", "lr": 0.05}
+    reference = train.run_stage(state, epoch, key=key, epochs=4, stage="ls", progress=False)
+
+    def pause(end):
+        if end.epoch == 1:
+            raise train.StopTraining("asked to stop")
+
+    with pytest.raises(train.StopTraining, match="asked to stop"):
+        train.run_stage(state, epoch, key=key, epochs=4, stage="ls", checkpoint_dir=tmp_path / "ck", run=run,
+                        progress=False, on_epoch=[pause])
+    log = []
+    resumed = train.run_stage(state, epoch, key=key, epochs=4, stage="ls", checkpoint_dir=tmp_path / "ck", run=run,
+                              resume=True, progress=False, history=log)
+    assert [r["epoch"] for r in log] == [3, 4]  # epoch 2, which the hook stopped at, was saved: nothing runs twice
+    np.testing.assert_array_equal(resumed.w, reference.w)
+
+
 def test_divergence_stops_before_the_bad_epoch_is_saved(problem, key, tmp_path):
     data, state = problem
     calls = {"n": 0}

@@ -320,9 +320,14 @@ def create_app(service: Service, token: Optional[str] = None, allowed_hosts=None
         """A job with its progress, log, and (training) curve."""
         return service.job_record(job_id)
 
+    @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"], dependencies=write)
+    def cancel_job(job_id: int):
+        """Cancel a queued job, or stop a running one at its next chunk of images or epoch (what it did stays)."""
+        return {"id": job_id, "status": service.cancel_job(job_id)}
+
     @app.post("/api/jobs/{job_id}/resume", tags=["jobs"], dependencies=write)
     def resume_job(job_id: int):
-        """Queue an interrupted or failed job again (training resumes from its last checkpoint)."""
+        """Queue an interrupted, failed or cancelled job again (training resumes from its last checkpoint)."""
         service.resume_job(job_id)
         return service.job_record(job_id)
 

@@ -28,6 +28,10 @@ ENCODE_CHUNK = 128  # images decoded and encoded at a time by an index job
 READ_THREADS = 4
 
 
+class JobCancelled(Exception):
+    """A running job stopped because it was asked to; its message says what it kept."""
+
+
 def run_job(service: Service, job: dict) -> None:
     """Run one claimed job to its end, recording done or failed (never raises)."""
     store = service.store
@@ -36,6 +40,13 @@ def run_job(service: Service, job: dict) -> None:
     t0 = time.time()
     try:
         result = runner(service, job)
+    except JobCancelled as err:
+        message = str(err) or "cancelled"
+        store.log_job(job["id"], message)
+        store.update_job(job["id"], status="cancelled", message=message, finished=time.time())
+        if job["kind"] == "train" and store.model(job["params"]["model_id"]) is not None:
+            store.update_model(job["params"]["model_id"], status="cancelled")
+        return
     except Exception as err:  # noqa: BLE001 - a job's failure is recorded, the worker goes on
         expected = isinstance(err, (RequestError, ValueError, FileNotFoundError))  # bad input: its message says it all
         message = str(err) if expected else f"{type(err).__name__}: {err}"
@@ -163,6 +174,12 @@ def _encode_chunks(service: Service, job: dict, index_id: int, files: list, inde
         if publish and unsaved and time.perf_counter() - last_save > _SAVE_EVERY_SECONDS:
             service.write_index(index_id, index, unsaved)
             unsaved, last_save = [], time.perf_counter()
+        if service.cancel_asked(job["id"]) and done < len(files):
+            if not publish:
+                raise JobCancelled(f"cancelled after {done} of {len(files)} images: the index is as it was before")
+            service.write_index(index_id, index, unsaved)
+            raise JobCancelled(f"cancelled after {done} of {len(files)} images: the {len(added)} added stay in the index "
+                               f"(it holds {index.ntotal}); running it again adds the rest")
     if publish:
         service.write_index(index_id, index, unsaved)
     return {"added": len(added), "duplicates": duplicates, "skipped": skipped, "ntotal": index.ntotal}
@@ -208,7 +225,11 @@ def _rebuild_job(service: Service, job: dict) -> dict:
 def _train_job(service: Service, job: dict) -> dict:
     from ..data.folders import load_image_folder  # noqa: PLC0415
     from ..hashers import make_hasher  # noqa: PLC0415
-    from ..train import EpochEnd  # noqa: PLC0415
+    from ..train import EpochEnd, StopTraining  # noqa: PLC0415
+
+    class TrainingCancelled(JobCancelled, StopTraining):
+        """Ends the training after this epoch's checkpoint (StopTraining), and the job as cancelled."""
+
 
     store, params, job_id = service.store, job["params"], job["id"]
     model_id = int(params["model_id"])
@@ -239,6 +260,9 @@ def _train_job(service: Service, job: dict) -> dict:
         store.update_job(job_id, done=end.epoch + 1, total=end.epochs, rate=round(end.metrics.get("images_per_s", 0.0), 1),
                          message=f"{end.stage}: epoch {end.epoch + 1} of {end.epochs}; {shown}")
         store.log_job(job_id, f"{end.stage} epoch {end.epoch + 1}/{end.epochs}: {shown} ({end.seconds:.1f} s)")
+        if service.cancel_asked(job_id):  # recorded above; the checkpoint hook after this one still saves the epoch
+            raise TrainingCancelled(f"cancelled after {end.stage} epoch {end.epoch + 1} of {end.epochs}: resuming continues "
+                                    "from its checkpoint")
 
     hasher.on_epoch = (on_epoch,)
     hasher.fit(images, labels)

@@ -187,6 +187,7 @@ class Service:
         self._hashers: dict[int, object] = {}
         self._contexts: dict[int, tuple] = {}
         self._index_locks: dict = {}  # index id -> RLock
+        self._cancelled: set[int] = set()  # running jobs asked to stop
         self._images_lock = threading.Lock()  # held by index jobs (they add images before the index holds them) and free_space
         self._image_cache: dict[int, dict] = {}
         self._cache_lock = threading.Lock()
@@ -679,13 +680,35 @@ class Service:
         self._wake.set()
         return job_id, model_id
 
+    def cancel_job(self, job_id: int) -> str:
+        """Cancel a queued job at once, or ask a running one to stop at its next chunk of images or epoch (what it
+        did stays: images indexed so far, training checkpoints, which a resume continues from). Returns the status."""
+        job = self.store.job(job_id)
+        if job is None:
+            raise RequestError(f"there is no job {job_id}", 404)
+        if job["status"] == "queued" and self.store.cancel_queued_job(job_id):
+            self.store.log_job(job_id, "cancelled before it started")
+            if job["kind"] == "train" and self.store.model(job["params"]["model_id"]) is not None:
+                self.store.update_model(job["params"]["model_id"], status="cancelled")
+            return "cancelled"
+        job = self.store.job(job_id)
+        if job["status"] in ("queued", "running"):  # claimed meanwhile: stopped as a running one
+            self._cancelled.add(int(job_id))
+            self.store.log_job(job_id, "cancel asked: stopping at the next chunk of images or epoch")
+            return "cancelling"
+        raise RequestError(f"job {job_id} is {job['status']}: only a queued or running job can be cancelled", 409)
+
+    def cancel_asked(self, job_id: int) -> bool:
+        return int(job_id) in self._cancelled
+
     def resume_job(self, job_id: int) -> None:
         """Queue an interrupted (or failed) job again; training goes on from its last checkpoint."""
         job = self.store.job(job_id)
         if job is None:
             raise RequestError(f"there is no job {job_id}", 404)
-        if job["status"] not in ("interrupted", "failed"):
-            raise RequestError(f"job {job_id} is {job['status']}; only an interrupted or failed job can be resumed", 409)
+        if job["status"] not in ("interrupted", "failed", "cancelled"):
+            raise RequestError(f"job {job_id} is {job['status']}; only an interrupted, failed or cancelled job can be resumed", 409)
+        self._cancelled.discard(int(job_id))
         if job["kind"] == "train":
             model = self.store.model(job["params"]["model_id"])
             if model is None or model["job_id"] != job_id:

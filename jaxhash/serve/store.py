@@ -365,6 +365,13 @@ class Store:
         with self.engine.begin() as c:
             c.execute(self.jobs.update().where(self.jobs.c.id == int(job_id)).values(**values))
 
+    def cancel_queued_job(self, job_id: int) -> bool:
+        """Mark a job cancelled if it is still queued (atomically: a worker may be claiming it); whether it was."""
+        with self.engine.begin() as c:
+            done = c.execute(self.jobs.update().where(self.jobs.c.id == int(job_id)).where(self.jobs.c.status == "queued")
+                             .values(status="cancelled", message="cancelled before it started", finished=time.time()))
+        return done.rowcount == 1
+
     def log_job(self, job_id: int, line: str) -> None:
         """Append a time-stamped line to a job's log."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

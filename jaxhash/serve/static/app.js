@@ -284,7 +284,12 @@ function jobCard(job) {
     el("span", {}, job.kind === "train" ? `epoch ${job.done}/${job.total || "?"}` : `${job.done}/${job.total} images, ${job.rate.toFixed(0)}/s`));
   const card = el("div", { class: "job", "data-id": job.id, "data-status": job.status, onclick: () => showLog(job.id) }, head,
     el("div", { class: "msg" }, job.message));
-  if (job.status === "interrupted" || job.status === "failed") {
+  if (job.status === "queued" || job.status === "running") {
+    head.append(el("button", { class: "danger", title: "what it did so far stays", onclick: (e) => { e.stopPropagation();
+      confirm(`Cancel job ${job.id}?`) && act(`/api/jobs/${job.id}/cancel`, "POST", "job cancelled (a running job stops at its next step)"); } },
+      "Cancel"));
+  }
+  if (job.status === "interrupted" || job.status === "failed" || job.status === "cancelled") {
     head.append(el("button", { class: "plain", onclick: (e) => { e.stopPropagation(); act(`/api/jobs/${job.id}/resume`, "POST", "job queued again"); } },
       job.kind === "train" ? "Resume from checkpoint" : "Run again"));
   }
