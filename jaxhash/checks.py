@@ -91,8 +91,7 @@ def check_codes(codes, n_bits: int | None = None, name: str = "codes") -> np.nda
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (n, n_words) array of packed codes, got shape {arr.shape}")
     if arr.dtype != np.uint32:
-        hint = " (these look like unpacked bits: call jaxhash.pack_bits first)" if arr.dtype in (np.bool_, np.uint8) else ""
-        raise TypeError(f"{name} must be packed uint32 codes, got dtype {arr.dtype}{hint}")
+        raise TypeError(f"{name} must be packed uint32 codes, got dtype {arr.dtype}{_codes_hint(arr)}")
     if n_bits is not None:
         n_words = n_words_for(n_bits)
         if arr.shape[1] != n_words:
@@ -105,6 +104,16 @@ def check_codes(codes, n_bits: int | None = None, name: str = "codes") -> np.nda
         if spare and arr.shape[0] and np.any(arr[:, -1] >> np.uint32(WORD_BITS - spare)):
             raise ValueError(f"{name} have bits set beyond n_bits={n_bits}: they were packed for a longer code")
     return np.ascontiguousarray(arr)
+
+
+def _codes_hint(arr: np.ndarray) -> str:
+    """How codes of another dtype become packed words: unpacked bits, or bytes such as FAISS's binary codes."""
+    if arr.dtype == np.bool_ or (arr.dtype == np.uint8 and arr.size and arr.max() <= 1):
+        return " (these look like unpacked bits: call jaxhash.pack_bits first)"
+    if arr.dtype == np.uint8 and arr.ndim == 2 and arr.shape[1] % 4 == 0:
+        return (" (bytes, like FAISS's binary codes: np.ascontiguousarray(codes).view('<u4') reads them as words, the "
+                "same bits)")
+    return ""
 
 
 def check_ids(ids, name: str = "ids") -> np.ndarray:
@@ -149,10 +158,13 @@ def check_features(x, name: str = "features") -> np.ndarray:
 
 
 def check_labels(labels, n: int, name: str) -> np.ndarray:
-    """``(n,)`` class ids or ``(n, n_classes)`` multi-hot labels."""
+    """``(n,)`` class ids or ``(n, n_classes)`` multi-hot labels (any comparable values; no NaN, which equals nothing)."""
     labels = np.asarray(labels)
     if labels.ndim not in (1, 2) or labels.shape[0] != n:
         raise ValueError(f"{name} must be (n,) class ids or (n, n_classes) multi-hot with n={n}, got shape {labels.shape}")
+    if labels.dtype.kind in "fc" and not np.all(np.isfinite(labels)):
+        raise ValueError(f"{name} hold {int(np.sum(~np.isfinite(labels)))} NaN or infinite values: a NaN label matches no "
+                         "other, so those items would count as irrelevant to every query; drop them or give them a class")
     return labels
 
 

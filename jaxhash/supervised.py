@@ -253,7 +253,9 @@ class _CNNBase(Hasher):
                              "sub-folder per class on the command line")
         y = np.asarray(y)
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"labels must be ({len(x)},) integers, got shape {y.shape} and dtype {y.dtype}")
+            hint = ("; for class names, pass their numbers: names, y = np.unique(labels, return_inverse=True)"
+                    if y.shape == (len(x),) and y.dtype.kind in "USO" else "")
+            raise ValueError(f"labels must be ({len(x)},) integers, got shape {y.shape} and dtype {y.dtype}{hint}")
         if y.min() < 0:
             raise ValueError(f"{int(np.sum(y < 0))} images have no class (label -1: not inside a class folder): put every "
                              "image in a sub-folder named after its class, or pass class numbers >= 0")
@@ -377,7 +379,7 @@ class _CNNBase(Hasher):
                            else f"the batch at its floor of {cnn.MIN_BATCH_SIZE}, short of {cnn.MIN_STEPS_PER_EPOCH} steps per epoch")
             if fitted.epochs != config.epochs:
                 why.append(f"the preset's minimum of {config.min_images:,} images seen")
-            warnings.warn(f"{n} training images are few for preset {self.preset!r}: its {config.epochs} epochs at batch "
+            warnings.warn(f"{n} training images are few for preset {self.preset!r}: {config.epochs} epochs at batch "
                           f"{config.batch_size} would be only {steps} steps, so training takes {fitted.epochs} epochs at "
                           f"batch {fitted.batch_size} ({(n // fitted.batch_size) * fitted.epochs} steps: {' and '.join(why)}); "
                           "--epochs and --batch-size (epochs=..., batch_size=...) choose others", stacklevel=4)

@@ -47,6 +47,10 @@ def test_check_codes_explains_bad_input():
         checks.check_codes(np.zeros(2, np.uint32), n_bits=64)
     with pytest.raises(ValueError, match="beyond n_bits"):
         checks.check_codes(np.full((1, 1), 1 << 20, np.uint32), n_bits=16)
+    faiss_bytes = np.arange(16, dtype=np.uint8).reshape(2, 8)  # two 64-bit codes as FAISS stores them
+    with pytest.raises(TypeError, match=r"like FAISS's binary codes: np.ascontiguousarray\(codes\).view\('<u4'\)"):
+        checks.check_codes(faiss_bytes)
+    assert checks.check_codes(np.ascontiguousarray(faiss_bytes).view("<u4")).shape == (2, 2)
 
 
 def test_same_width_features_and_labels():
@@ -62,6 +66,9 @@ def test_same_width_features_and_labels():
         checks.check_features(np.array([["a"]]), "x")
     with pytest.raises(ValueError, match="n=3"):
         checks.check_labels(np.zeros(2), 3, "labels")
+    with pytest.raises(ValueError, match="labels hold 1 NaN or infinite values: a NaN label matches no other"):
+        checks.check_labels([0.0, np.nan], 2, "labels")
+    assert list(checks.check_labels(["cat", "dog"], 2, "labels")) == ["cat", "dog"]  # names are labels too
 
 
 def test_core_modules_validate_through_checks():

@@ -108,6 +108,8 @@ def test_bad_input_is_refused_clearly(data, rng):
         jaxhash.CNNHasher(**TINY).fit(x, few)
     with pytest.raises(ValueError, match="have no class .*class numbers >= 0"):
         jaxhash.CNNHasher(**TINY).fit(x, y - 1)
+    with pytest.raises(ValueError, match=r"dtype <U\d+; for class names, pass their numbers: names, y = np.unique"):
+        jaxhash.CNNHasher(**TINY).fit(x, np.array(["cat", "dog", "owl"])[y % 3])
     with pytest.raises(ValueError, match="unknown preset"):
         jaxhash.CNNHasher(preset="huge").fit(x, y)
     with pytest.raises(ValueError, match="mode must be"):
