@@ -260,6 +260,19 @@ def test_jobs_are_cancelled_keeping_what_they_did_and_resume_from_there(tmp_path
         svc.stop()
 
 
+def test_a_query_that_is_a_stored_image_finds_itself_first_among_equal_distances(client, saved_model, photos):
+    _, index_id = ready_index(client, saved_model, photos, partitioned=False)
+    tied = 0
+    for path in sorted((photos / "green").iterdir())[:6]:
+        results = client.post("/api/search", data={"index_id": index_id, "k": 12},
+                              files={"file": ("q", path.read_bytes())}).json()["results"]
+        assert (results[0]["name"], results[0]["distance"]) == (path.name, 0.0), results[:3]
+        tied += sum(r["distance"] == 0 for r in results) > 1
+        by_id = client.post("/api/search", data={"index_id": index_id, "k": 12, "image_id": results[0]["image_id"]}).json()
+        assert by_id["results"][0]["image_id"] == results[0]["image_id"]
+    assert tied  # the case this is about: other images at distance 0 too
+
+
 def test_deleting_a_model_with_its_indexes_is_all_or_nothing(client, saved_model, photos, monkeypatch):
     model_id, first = ready_index(client, saved_model, photos, partitioned=False)
     second = client.post("/api/indexes", json={"name": "second", "model_id": model_id}).json()["id"]

@@ -13,6 +13,7 @@ Image files stay when an index lets them go (another index may take them again w
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import re
@@ -500,13 +501,21 @@ class Service:
         if (data is None) == (image_id is None):
             raise RequestError("give exactly one query: an uploaded image file or an image id")
         if data is None:
-            data = self.image_bytes(image_id)
+            data, same = self.image_bytes(image_id), int(image_id)
+        else:
+            known = self.store.images_by_sha([hashlib.sha256(data).hexdigest()])
+            same = next((int(r["id"]) for r in known.values()), None)  # the query is a stored image
         image = self.decode_for(hasher, data)
         use_rerank = int(rerank) > 0 and index.features is not None
         key = (int(index_id), id(index), int(k), int(rerank) if use_rerank else 0, max(1, int(top_classes)))
         dist, ids, hamming, predicted = self._batcher.submit(key, (hasher, index, image))
         keep = ids >= 0
         dist, ids, hamming = dist[keep], ids[keep], hamming[keep]
+        if same is not None and same in ids:  # among equal distances the query's own image comes first
+            at = int(np.flatnonzero(ids == same)[0])
+            first = int(np.flatnonzero(dist == dist[at])[0])
+            order = np.r_[np.arange(first), at, np.delete(np.arange(first, len(ids)), at - first)]
+            dist, ids, hamming = dist[order], ids[order], hamming[order]
         info = self._image_rows(ids.tolist())
         results = []
         for rank, (d, i, h) in enumerate(zip(dist, ids, hamming), 1):
