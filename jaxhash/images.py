@@ -180,10 +180,9 @@ def _uint8_hint(image: np.ndarray) -> str:
         return "convert with x.astype(np.uint8) * 255"
     if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
         return "pass pixel values"
-    values = image.astype(np.float64)
-    if not np.all(np.isfinite(values)):
+    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
         return "there are NaN or infinite values: replace them first"
-    lo, hi = float(values.min()), float(values.max())
+    lo, hi = float(image.min()), float(image.max())
     if lo >= 0 and hi <= 1:
         return "the values are in 0..1: convert with (x * 255).round().astype(np.uint8)"
     if lo >= 0 and hi <= 255:
@@ -232,7 +231,7 @@ def conform_images(images, shape: Sequence[int], counts: dict | None = None) -> 
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) <= 0:
         raise ValueError(f"target shape must be (H, W, C) with C = 1 or 3, got {shape}")
-    if isinstance(images, np.ndarray) and images.dtype != np.uint8 and images.size:  # the advice judges every value
+    if isinstance(images, np.ndarray) and images.dtype not in (np.uint8, object) and images.size:  # advice from every value
         raise TypeError(f"images must be uint8 (0..255), got dtype {images.dtype}: {_uint8_hint(images)}")
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = images[..., None]  # (n, H, W) grey

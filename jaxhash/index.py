@@ -653,6 +653,8 @@ def _parse_header(raw: bytes, version: int):
                 raise ValueError("malformed model record")
             model = ModelRef(str(record["method"]), _strict_int(record["n_bits"], "model n_bits", 1, MAX_BITS),
                              record["fingerprint"], record.get("path"))
+            if model.n_bits != n_bits:
+                raise ValueError(f"model record of {model.n_bits} bits in an index of {n_bits}-bit codes")
         else:
             model = None
     partitioned = header.get("partitioned", False)

@@ -168,15 +168,16 @@ def test_a_zip_upload_is_indexed(client, saved_model, photos, tmp_path):
         for path in sorted((photos / "blue").iterdir())[:4]:
             z.write(path, f"holiday/blue/{path.name}")
         z.writestr("holiday/other/000.jpg", jpeg_bytes((90, 90, 90)))  # a new image with the name of a blue one
+        z.writestr("trip/other/000.jpg", jpeg_bytes((95, 90, 90)))  # the same folder and name from elsewhere
         z.writestr("holiday/notes.txt", "not an image")
         z.writestr("holiday/other/y.jpeg", "not an image either")
     job = client.post(f"/api/indexes/{index_id}/zip", files={"file": ("photos.zip", buffer.getvalue(), "application/zip")})
     assert job.status_code == 202, job.text
     done = client.app.state.service.wait_for_job(job.json()["id"])
-    assert done["result"]["added"] == 5 and client.get(f"/api/indexes/{index_id}").json()["ntotal"] == 5
+    assert done["result"]["added"] == 6 and client.get(f"/api/indexes/{index_id}").json()["ntotal"] == 6
     images = client.get(f"/api/indexes/{index_id}/images").json()["images"]
     assert {r["label"] for r in images} == {"blue", "other"}
-    assert sorted(r["name"] for r in images) == ["000.jpg", "000.jpg", "001.png", "002.png", "003.jpg"]  # the names given
+    assert sorted(r["name"] for r in images) == ["000 (2).jpg", "000.jpg", "000.jpg", "001.png", "002.png", "003.jpg"]
     assert "skipped other/y.jpeg: the file is not an image" in client.get(f"/api/jobs/{job.json()['id']}").json()["log"]
     assert not any((client.app.state.service.data_dir / "uploads").iterdir())  # unpacked files are removed after the job
 
@@ -204,6 +205,9 @@ def test_space_of_images_no_index_holds_and_of_spare_checkpoints_is_freed_on_req
     assert client.delete(f"/api/indexes/{first}").status_code == 200
     disk = client.get("/api/disk").json()
     assert disk["unused_images"] == 24  # red and green; the blue ones are still in the second index
+    # a stop between writing an index file and recording its entries: the file is the truth, nothing it holds goes
+    service.store.set_index_contents(second, [], 0, replace=True)
+    assert client.get("/api/disk").json()["unused_images"] == 36
     with service._images_lock:  # an index job is running
         busy = client.post("/api/disk/free")
     assert busy.status_code == 409 and "an index job is running" in busy.json()["detail"]
@@ -256,6 +260,14 @@ def test_jobs_are_cancelled_keeping_what_they_did_and_resume_from_there(tmp_path
         record = client.get(f"/api/jobs/{train['id']}").json()
         assert record["status"] == "done" and [p["epoch"] for p in record["curve"]] == [1, 2, 3]  # on from the checkpoint
         assert client.get(f"/api/models/{train['model_id']}").json()["status"] == "ready"
+
+        last = client.post("/api/train", json={"name": "one epoch", "folder": str(photos), "preset": "tiny", "epochs": 1,
+                                               "n_bits": 16, "method": "cnn-softmax"}).json()
+        claimed = svc.store.claim_next_job(["train"])
+        client.post(f"/api/jobs/{last['id']}/cancel")
+        jobs.run_job(svc, claimed)  # asked during its last epoch: the finished training is kept, not thrown away
+        assert svc.store.job(last["id"])["status"] == "done" and not svc.cancel_asked(last["id"])
+        assert client.get(f"/api/models/{last['model_id']}").json()["status"] == "ready"
     finally:
         svc.stop()
 
@@ -271,6 +283,24 @@ def test_a_query_that_is_a_stored_image_finds_itself_first_among_equal_distances
         by_id = client.post("/api/search", data={"index_id": index_id, "k": 12, "image_id": results[0]["image_id"]}).json()
         assert by_id["results"][0]["image_id"] == results[0]["image_id"]
     assert tied  # the case this is about: other images at distance 0 too
+
+
+def test_index_jobs_hold_the_lock_that_freeing_space_takes(tmp_path, photos, saved_model, monkeypatch):
+    from jaxhash.serve import jobs
+
+    seen, real = {}, jobs.run_job
+
+    def watched(service, job):
+        seen[job["kind"]] = service._images_lock.locked()
+        real(service, job)
+
+    monkeypatch.setattr(jobs, "run_job", watched)
+    svc = Service(tmp_path / "data", allow_roots=[photos.parent])
+    try:
+        ready_index(TestClient(create_app(svc)), saved_model, photos, partitioned=False)
+        assert seen == {"index": True}
+    finally:
+        svc.stop()
 
 
 def test_deleting_a_model_with_its_indexes_is_all_or_nothing(client, saved_model, photos, monkeypatch):
@@ -466,7 +496,9 @@ def test_serve_checks_its_options_before_starting_anything(tmp_path, capsys):
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["serve", "--data-dir", str(tmp_path / "other"), "--port", str(port)]) == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}: another program" in capsys.readouterr().err
+    assert main(["serve", "--data-dir", str(tmp_path / "other"), "--host", "192.0.2.1", "--token", "t"]) == 2  # not ours
+    assert "cannot listen on 192.0.2.1:8000: " in capsys.readouterr().err and not (tmp_path / "other").exists()
     assert not (tmp_path / "other").exists()  # refused before the data folder was made
 
 
@@ -543,6 +575,10 @@ def test_a_training_whose_folder_changed_is_not_resumed_and_small_classes_are_na
         with pytest.raises(RequestError, match="now has 4 classes and the training began with 3, so its checkpoints do not fit"):
             svc.resume_job(job_id)
         shutil.rmtree(folder / "red" / "nested")
+        (folder / "red").rename(folder / "crimson")  # as many classes, but one of them another
+        with pytest.raises(RequestError, match=r"the classes of its folder have changed \(crimson, red\)"):
+            svc.resume_job(job_id)
+        (folder / "crimson").rename(folder / "red")
         svc.resume_job(job_id)  # as it was: queued again
         assert svc.store.job(job_id)["status"] == "queued"
     finally:

@@ -41,6 +41,7 @@ def is_loopback(host: str) -> bool:
 def _check_port_free(host: str, port: int) -> None:
     """Refuse a port another program listens on before anything is set up (uvicorn would say so only after
     the server's banner)."""
+    import errno  # noqa: PLC0415
     import socket  # noqa: PLC0415
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -49,8 +50,10 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as err:
-            raise OSError(f"cannot listen on {host}:{port} ({err.strerror or err}): another program (another jaxhash "
-                          "serve?) uses that port; stop it, or choose another with --port") from None
+            if err.errno == errno.EADDRINUSE:
+                raise OSError(f"cannot listen on {host}:{port}: another program (another jaxhash serve?) uses that port; "
+                              "stop it, or choose another with --port") from None
+            raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
 def serve(data_dir, host: str = "127.0.0.1", port: int = 8000, allow_roots=(), token: str | None = None,

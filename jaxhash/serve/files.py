@@ -107,15 +107,19 @@ def _safe_name(label: str) -> str:
     return cleaned[:100]
 
 
-def _unused_name(folder: Path, rel: PurePosixPath) -> Path:
+def _unused_name(folder: Path, rel: PurePosixPath, taken: dict) -> Path:
     """``folder/<the member's own name>`` (made safe), numbered where a member of another folder took it: the
-    stored images, their log lines and search results keep the names the user gave them."""
-    stem, suffix = _safe_name(rel.stem) or "image", rel.suffix.lower()
-    path, n = folder / f"{stem}{suffix}", 1
-    while path.exists():
+    stored images, their log lines and search results keep the names the user gave them. ``taken`` counts the
+    names given so far (numbering is then one step per member, however many share a name)."""
+    stem, suffix = _safe_name(rel.stem), rel.suffix.lower()
+    key = (folder, stem.lower(), suffix)
+    n = taken.get(key, 0)
+    while True:  # a member may itself be called "a (2).jpg": step past it
         n += 1
-        path = folder / f"{stem} ({n}){suffix}"
-    return path
+        path = folder / (f"{stem}{suffix}" if n == 1 else f"{stem} ({n}){suffix}")
+        if not path.exists():
+            taken[key] = n
+            return path
 
 
 def extract_zip(zip_path: Path, dest: Path, limits: Limits = Limits()) -> int:
@@ -151,11 +155,12 @@ def extract_zip(zip_path: Path, dest: Path, limits: Limits = Limits()) -> int:
         if not chosen:
             raise RequestError("the zip holds no image files (.jpg, .png, ...)")
         dest.mkdir(parents=True, exist_ok=True)
-        for n, (m, rel) in enumerate(chosen):
+        taken: dict = {}
+        for m, rel in chosen:
             label = _label_of(rel)
             folder = dest / _safe_name(label) if label is not None else dest
             folder.mkdir(parents=True, exist_ok=True)
-            with archive.open(m) as src, open(_unused_name(folder, rel), "wb") as out:
+            with archive.open(m) as src, open(_unused_name(folder, rel, taken), "xb") as out:
                 remaining = limits.zip_uncompressed_bytes
                 while chunk := src.read(1 << 20):  # a member that lies about its size stops at the limit
                     remaining -= len(chunk)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import CheckpointMismatchError
 from .files import RequestError, list_image_files
 from .service import _SAVE_EVERY_SECONDS, Service
 
@@ -44,17 +45,19 @@ def run_job(service: Service, job: dict) -> None:
         message = str(err) or "cancelled"
         store.log_job(job["id"], message)
         store.update_job(job["id"], status="cancelled", message=message, finished=time.time())
+        service.forget_cancel(job["id"])
         if job["kind"] == "train" and store.model(job["params"]["model_id"]) is not None:
             store.update_model(job["params"]["model_id"], status="cancelled")
         return
     except Exception as err:  # noqa: BLE001 - a job's failure is recorded, the worker goes on
-        expected = isinstance(err, (RequestError, ValueError, FileNotFoundError))  # bad input: its message says it all
+        expected = isinstance(err, (RequestError, FileNotFoundError, CheckpointMismatchError))  # its message says it all
         message = str(err) if expected else f"{type(err).__name__}: {err}"
         store.log_job(job["id"], "failed: " + message + ("" if expected else "\n" + traceback.format_exc(limit=8)))
         store.update_job(job["id"], status="failed", message=message[:2000], finished=time.time())
         if job["kind"] == "train" and store.model(job["params"]["model_id"]) is not None:
             store.update_model(job["params"]["model_id"], status="failed")
         return
+    service.forget_cancel(job["id"])  # asked too late: the job had finished
     store.update_job(job["id"], status="done", result=result, finished=time.time(),
                      message=result.get("message", "done"))
     if job["kind"] == "train":  # the model is saved: its checkpoints will never be resumed from
@@ -260,7 +263,7 @@ def _train_job(service: Service, job: dict) -> dict:
         store.update_job(job_id, done=end.epoch + 1, total=end.epochs, rate=round(end.metrics.get("images_per_s", 0.0), 1),
                          message=f"{end.stage}: epoch {end.epoch + 1} of {end.epochs}; {shown}")
         store.log_job(job_id, f"{end.stage} epoch {end.epoch + 1}/{end.epochs}: {shown} ({end.seconds:.1f} s)")
-        if service.cancel_asked(job_id):  # recorded above; the checkpoint hook after this one still saves the epoch
+        if service.cancel_asked(job_id) and end.epoch + 1 < end.epochs:  # recorded above; its checkpoint is still saved
             raise TrainingCancelled(f"cancelled after {end.stage} epoch {end.epoch + 1} of {end.epochs}: resuming continues "
                                     "from its checkpoint")
 

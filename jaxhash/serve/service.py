@@ -189,6 +189,7 @@ class Service:
         self._contexts: dict[int, tuple] = {}
         self._index_locks: dict = {}  # index id -> RLock
         self._cancelled: set[int] = set()  # running jobs asked to stop
+        self._class_names: dict[int, list | None] = {}  # model id -> its class names
         self._images_lock = threading.Lock()  # held by index jobs (they add images before the index holds them) and free_space
         self._image_cache: dict[int, dict] = {}
         self._cache_lock = threading.Lock()
@@ -233,6 +234,8 @@ class Service:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout)
+        if any(thread.is_alive() for thread in self._threads):
+            return  # a job still runs (training stops at its epoch's end): the folder stays this process's
         self.store.close()
         self._release_data_dir()
 
@@ -533,10 +536,15 @@ class Service:
         return answer
 
     def _class_name(self, model_id: int, predicted: int | None) -> str | None:
-        """The name of class ``predicted`` of a model trained here (its training summary lists the classes)."""
+        """The name of class ``predicted`` of a model trained here (its training summary lists the classes; read once)."""
         if predicted is None:
             return None
-        names = (self.store.model(model_id) or {}).get("summary", {}).get("classes")
+        if model_id not in self._class_names:  # ids are never reused, and a trained model's classes never change
+            model = self.store.model(model_id) or {}
+            if model.get("status") != "ready":
+                return None
+            self._class_names[model_id] = model.get("summary", {}).get("classes")
+        names = self._class_names[model_id]
         return str(names[predicted]) if isinstance(names, list) and 0 <= predicted < len(names) else None
 
     def _search_context(self, index_id: int) -> tuple[dict, object, object]:
@@ -681,11 +689,13 @@ class Service:
         counts = _checked_classes(files, minimum)
         if method == "cnn-softmax" and int(n_bits) < len(counts):
             raise RequestError(f"cnn-softmax needs at least one bit per class: {n_bits} bits < {len(counts)} classes")
+        # the model first: a worker may claim the job as soon as it exists, and needs its model id
+        model_id = self.store.add_model(name, method, int(n_bits), "training")
         params = {"name": name, "method": method, "n_bits": int(n_bits), "preset": preset, "epochs": epochs, "seed": int(seed),
-                  "min_images_per_class": minimum, "classes": len(counts), "images": len(files), **source}
+                  "min_images_per_class": minimum, "classes": len(counts), "class_names": sorted(counts),
+                  "images": len(files), "model_id": model_id, **source}
         job_id = self.store.add_job("train", params)
-        model_id = self.store.add_model(name, method, int(n_bits), "training", job_id=job_id)
-        self.store.update_job(job_id, params={**params, "model_id": model_id})
+        self.store.update_model(model_id, job_id=job_id)
         self._wake.set()
         return job_id, model_id
 
@@ -709,6 +719,9 @@ class Service:
 
     def cancel_asked(self, job_id: int) -> bool:
         return int(job_id) in self._cancelled
+
+    def forget_cancel(self, job_id: int) -> None:
+        self._cancelled.discard(int(job_id))
 
     def resume_job(self, job_id: int) -> None:
         """Queue an interrupted (or failed) job again; training goes on from its last checkpoint."""
@@ -743,6 +756,11 @@ class Service:
         if len(counts) != int(params["classes"]):
             raise RequestError(f"job {job['id']} cannot go on: its folder now has {len(counts)} classes and the training began "
                                f"with {params['classes']}, so its checkpoints do not fit; start a new training", 409)
+        before = params.get("class_names")  # jobs of an older jaxhash have only the count
+        if before is not None and sorted(counts) != list(before):
+            changed = sorted(set(before) ^ set(counts))[:5]
+            raise RequestError(f"job {job['id']} cannot go on: the classes of its folder have changed ({', '.join(changed)}), so "
+                               "its checkpoints would give their outputs other meanings; start a new training", 409)
 
     def job_record(self, job_id: int) -> dict:
         job = self.store.job(job_id)
@@ -754,11 +772,12 @@ class Service:
 
     def disk_use(self) -> dict:
         """Bytes under the data folder, by part, and what :meth:`free_space` would remove."""
-        parts = {sub: _folder_bytes(self.data_dir / sub) for sub in ("images", "thumbnails", "models", "indexes", "jobs", "uploads")}
+        images = self.store.image_totals()  # from the records: images can be many files
+        parts = {"images": images["bytes"], **{sub: _folder_bytes(self.data_dir / sub)
+                                               for sub in ("thumbnails", "models", "indexes", "jobs", "uploads")}}
         parts["database"] = sum(p.stat().st_size for p in self.data_dir.glob("jaxhash.sqlite*") if p.is_file())
-        unused = self.store.unused_images()
-        return {"bytes": parts, "total_bytes": sum(parts.values()), "unused_images": len(unused),
-                "unused_image_bytes": sum(int(r["bytes"]) for r in unused),
+        return {"bytes": parts, "total_bytes": sum(parts.values()), "unused_images": images["unused"],
+                "unused_image_bytes": images["unused_bytes"],
                 "spare_checkpoint_bytes": sum(_folder_bytes(p) for p in self._spare_job_folders())}
 
     def _spare_job_folders(self) -> list[Path]:
@@ -777,6 +796,7 @@ class Service:
         if not self._images_lock.acquire(blocking=False):
             raise RequestError("an index job is running: free space when it has finished", 409)
         try:
+            self._entries_from_index_files()
             unused = self.store.unused_images()
             self.store.delete_images([r["id"] for r in unused])
             freed = 0
@@ -794,6 +814,20 @@ class Service:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
         return {"images_removed": len(unused), "checkpoints_removed": len(folders), "bytes_freed": freed + checkpoint_bytes}
+
+    def _entries_from_index_files(self) -> None:
+        """Record what every index file holds (the file is the truth: a stop between writing it and recording its
+        entries leaves them behind), so that no image an index holds counts as unused."""
+        from ..index import IndexFormatError  # noqa: PLC0415
+
+        for row in self.store.list_indexes():
+            with self.index_lock(row["id"]):
+                try:
+                    index = self.read_index_file(row["id"])
+                except (IndexFormatError, OSError, ValueError) as err:
+                    raise RequestError(f"the file of index {row['id']} ({row['name']}) cannot be read ({err}): rebuild or "
+                                       "delete that index before freeing space", 409) from None
+                self.store.set_index_contents(row["id"], index.ids, index.ntotal, replace=True)
 
     def health(self) -> dict:
         usage = shutil.disk_usage(self.data_dir)

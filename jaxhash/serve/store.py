@@ -9,7 +9,7 @@ saved models, index files) live under the data folder; the database holds what t
 - ``indexes``: ``.jhx`` files under ``indexes/``, each built by one model.
 - ``index_entries``: which images an index holds (written after its file, so a rebuild can
   re-encode them; the file is the truth for searching).
-- ``jobs``: index and training jobs, queued, running, done, failed or interrupted, with
+- ``jobs``: index and training jobs, queued, running, done, failed, interrupted or cancelled, with
   progress and a log.
 - ``curve_points``: the training curve of each training job (one row per epoch).
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = ["Store", "JOB_STATES"]
 
-JOB_STATES = ("queued", "running", "done", "failed", "interrupted")
+JOB_STATES = ("queued", "running", "done", "failed", "interrupted", "cancelled")
 
 
 def _tables():
@@ -120,7 +120,16 @@ def _row(row, json_fields=()) -> dict | None:
 
 
 def _without_password(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages."""
+    """``url`` with any password replaced by ``***``, for messages (SQLAlchemy's own parsing where it can)."""
+    import re  # noqa: PLC0415
+
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    url = re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: hide what looks like user:password@
+        pass
     head, sep, tail = url.partition("://")
     if "@" not in tail.split("/", 1)[0]:
         return url
@@ -325,6 +334,16 @@ class Store:
         with self.engine.begin() as c:
             c.execute(self.entries.delete().where(self.entries.c.index_id == int(index_id)))
             c.execute(self.indexes.delete().where(self.indexes.c.id == int(index_id)))
+
+    def image_totals(self) -> dict:
+        """``{"bytes", "unused", "unused_bytes"}`` of the image records (unused: no index holds them)."""
+        sa = self.sa
+        held = sa.select(self.entries.c.image_id)
+        with self.engine.connect() as c:
+            total = c.execute(sa.select(sa.func.coalesce(sa.func.sum(self.images.c.bytes), 0))).scalar()
+            count, size = c.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(self.images.c.bytes), 0))
+                                    .where(self.images.c.id.not_in(held))).one()
+        return {"bytes": int(total), "unused": int(count), "unused_bytes": int(size)}
 
     def unused_images(self) -> list[dict]:
         """Image records that no index holds (what :meth:`delete_images` may remove)."""

@@ -51,6 +51,7 @@ for (const tab of document.querySelectorAll(".tab")) {
     document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t === tab));
     document.querySelectorAll(".panel").forEach((p) => p.classList.toggle("active", p.id === "tab-" + tab.dataset.tab));
     refresh();
+    if (tab.dataset.tab === "maintain") refreshDisk();
   });
 }
 
@@ -96,15 +97,18 @@ async function refresh() {
   await refreshJobs();
   if ($("#tab-maintain").classList.contains("active")) {
     api("/api/health").then((h) => { $("#health").textContent = JSON.stringify(h, null, 2); }).catch((e) => show(e.message));
-    api("/api/disk").then((d) => {
-      const parts = Object.entries(d.bytes).filter(([, n]) => n > 0).map(([k, n]) => `${k === "jobs" ? "checkpoints" : k} ${bytes(n)}`);
-      $("#disk").textContent = `The data folder holds ${bytes(d.total_bytes)}` + (parts.length ? ` (${parts.join(", ")})` : "") + ". " +
-        (d.unused_images || d.spare_checkpoint_bytes ? `Freeing space would remove ${d.unused_images} image` +
-          `${d.unused_images === 1 ? "" : "s"} that no index holds (${bytes(d.unused_image_bytes)}) and ` +
-          `${bytes(d.spare_checkpoint_bytes)} of checkpoints no job can resume from.` : "Nothing to free: every file is in use.");
-      $("#disk-free").disabled = !(d.unused_images || d.spare_checkpoint_bytes);
-    }).catch((e) => show(e.message));
   }
+}
+
+function refreshDisk() {  // on opening the tab and after freeing space only: it walks the data folder
+  api("/api/disk").then((d) => {
+    const parts = Object.entries(d.bytes).filter(([, n]) => n > 0).map(([k, n]) => `${k === "jobs" ? "checkpoints" : k} ${bytes(n)}`);
+    $("#disk").textContent = `The data folder holds ${bytes(d.total_bytes)}` + (parts.length ? ` (${parts.join(", ")})` : "") + ". " +
+      (d.unused_images || d.spare_checkpoint_bytes ? `Freeing space would remove ${d.unused_images} image` +
+        `${d.unused_images === 1 ? "" : "s"} that no index holds (${bytes(d.unused_image_bytes)}) and ` +
+        `${bytes(d.spare_checkpoint_bytes)} of checkpoints no job can resume from.` : "Nothing to free: every file is in use.");
+    $("#disk-free").disabled = !(d.unused_images || d.spare_checkpoint_bytes);
+  }).catch((e) => show(e.message));
 }
 
 async function deleteModel(m) {
@@ -122,6 +126,7 @@ $("#disk-free").addEventListener("click", async () => {
     show(`freed ${bytes(freed.bytes_freed)}: ${n(freed.images_removed, "image file")}, ${n(freed.checkpoints_removed, "checkpoint folder")}`, true);
   } catch (e) { show(e.message); }
   refresh();
+  refreshDisk();
 });
 
 async function act(path, method, done, json) {
@@ -286,7 +291,9 @@ function jobCard(job) {
     el("div", { class: "msg" }, job.message));
   if (job.status === "queued" || job.status === "running") {
     head.append(el("button", { class: "danger", title: "what it did so far stays", onclick: (e) => { e.stopPropagation();
-      confirm(`Cancel job ${job.id}?`) && act(`/api/jobs/${job.id}/cancel`, "POST", "job cancelled (a running job stops at its next step)"); } },
+      if (!confirm(`Cancel job ${job.id}?`)) return;
+      api(`/api/jobs/${job.id}/cancel`, { method: "POST" }).then((r) => show(r.status === "cancelled" ? "job cancelled"
+        : "the job stops after its current epoch or chunk of images", true)).catch((err) => show(err.message)).then(refresh); } },
       "Cancel"));
   }
   if (job.status === "interrupted" || job.status === "failed" || job.status === "cancelled") {
