@@ -110,18 +110,26 @@ def _image_size(text: str) -> tuple[int, int]:
     return size
 
 
-def _output_file(text: str) -> str:
-    """An argparse type for a file written after the work (``--json``): refused at once if it cannot be, rather
-    than after a long run. Missing folders on the way are created when it is written, as for ``--out``."""
+def check_output_file(text: str) -> str:
+    """Refuse a file that is written after the work (``--json``) at once, if it cannot be, rather than after a long
+    run (an OSError that says why). Missing folders on the way are created when it is written, as for ``--out``."""
     path = Path(text).expanduser()
     if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder: give a file name, e.g. {path / 'results.json'}")
+        raise IsADirectoryError(f"{text} is a folder: give a file name, e.g. {path / 'results.json'}")
     existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
     if not existing.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot write {text}: {existing} is a file, not a folder")
+        raise NotADirectoryError(f"cannot write {text}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot write {text}: no permission to write in {existing}")
+        raise PermissionError(f"cannot write {text}: no permission to write in {existing}")
     return text
+
+
+def _output_file(text: str) -> str:
+    """:func:`check_output_file` as an argparse type (scripts)."""
+    try:
+        return check_output_file(text)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True, protocol_default: str | None = "1k",
@@ -764,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="map@all", metavar="M1,M2",
                    help="comma-separated: map@all, map@R (mAP of the top R), p@K (precision of the top K), "
                         "pr@RADIUS (precision within a Hamming radius) (default: %(default)s)")
-    p.add_argument("--json", default=None, type=_output_file, metavar="FILE", help="also write one record per (method, bits, metric) cell here")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write one record per (method, bits, metric) cell here")
     p.add_argument("--preset", default=None, help=preset_help)
     p.add_argument("--epochs", type=_positive, default=None,
                    help="neural methods in --methods: override the preset's epochs (the classic methods ignore it)")
@@ -827,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default=None, metavar="PNG",
                    help="draw each query beside its results, labelled with rank, distance and class (green: same class "
                         "as the query, red: another class)")
-    p.add_argument("--json", default=None, type=_output_file, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--rerank", type=_positive, default=None, metavar="N",
                    help="two-stage search: take the N nearest codes (at least --k), then order them by the Euclidean "
                         "distance of the model's features (indexes built with cnn-hash, cnn-softmax, vae, sparse-ae or ae)")
@@ -865,7 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=_positive, default=None, help="autoencoders: latent size (default: the preset's)")
     p.add_argument("--save-model", default=None, metavar="DIR", help="save the trained autoencoders under DIR/vae, DIR/sparse-ae, DIR/ae")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw every reduction's first two dimensions, by true class")
-    p.add_argument("--json", default=None, type=_output_file, metavar="FILE",
+    p.add_argument("--json", default=None, metavar="FILE",
                    help="also write one record per row here (rewritten after every row: a later failure keeps the rows measured)")
     p.set_defaults(func=cmd_cluster)
 
@@ -1030,6 +1038,8 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             if cache is not None:
                 warnings.filterwarnings("default", message=_DAMAGED_CACHE_ENTRY.pattern, category=UserWarning)
+            if getattr(args, "json", None):
+                check_output_file(args.json)  # one line, before any work
             return args.func(args)
     except USER_ERRORS as err:
         if os.environ.get("JAXHASH_DEBUG"):
