@@ -246,6 +246,12 @@ def test_jobs_are_cancelled_keeping_what_they_did_and_resume_from_there(tmp_path
         assert client.post(f"/api/jobs/{job}/resume").status_code == 200
         jobs.run_job(svc, svc.store.claim_next_job(["index"]))
         assert svc.store.job(job)["result"]["added"] == 28 and client.get(f"/api/indexes/{index}").json()["ntotal"] == 36
+        gone = client.post("/api/indexes", json={"name": "gone", "model_id": model["id"]}).json()["id"]
+        orphan = client.post(f"/api/indexes/{gone}/folder", json={"folder": str(photos)}).json()["id"]
+        client.post(f"/api/jobs/{orphan}/cancel")
+        assert client.delete(f"/api/indexes/{gone}").status_code == 200
+        refused = client.post(f"/api/jobs/{orphan}/resume")
+        assert refused.status_code == 409 and f"index {gone} of job {orphan} was deleted" in refused.json()["detail"]
 
         train = client.post("/api/train", json={"name": "t", "folder": str(photos), "preset": "tiny", "epochs": 3,
                                                 "n_bits": 16, "method": "cnn-softmax"}).json()
@@ -280,6 +286,8 @@ def test_a_query_that_is_a_stored_image_finds_itself_first_among_equal_distances
                               files={"file": ("q", path.read_bytes())}).json()["results"]
         assert (results[0]["name"], results[0]["distance"]) == (path.name, 0.0), results[:3]
         tied += sum(r["distance"] == 0 for r in results) > 1
+        one = client.post("/api/search", data={"index_id": index_id, "k": 1}, files={"file": ("q", path.read_bytes())}).json()
+        assert one["results"][0]["name"] == path.name  # even where more than k images tie with it
         by_id = client.post("/api/search", data={"index_id": index_id, "k": 12, "image_id": results[0]["image_id"]}).json()
         assert by_id["results"][0]["image_id"] == results[0]["image_id"]
     assert tied  # the case this is about: other images at distance 0 too
@@ -491,6 +499,7 @@ def test_serve_checks_its_options_before_starting_anything(tmp_path, capsys):
         except SystemExit as stop:  # argparse's own refusals
             code = stop.code
         assert code == 2 and said in capsys.readouterr().err
+    assert not data.exists()  # nothing was made for a server that did not start
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -52,6 +52,9 @@ def run_job(service: Service, job: dict) -> None:
     except Exception as err:  # noqa: BLE001 - a job's failure is recorded, the worker goes on
         expected = isinstance(err, (RequestError, FileNotFoundError, CheckpointMismatchError))  # its message says it all
         message = str(err) if expected else f"{type(err).__name__}: {err}"
+        if isinstance(err, CheckpointMismatchError) and job["kind"] == "train":  # in the page's words, not the library's
+            message = ("the images of its folder changed since this training began, so its checkpoints no longer fit: put "
+                       "the folder back as it was to resume, or start a new training")
         store.log_job(job["id"], "failed: " + message + ("" if expected else "\n" + traceback.format_exc(limit=8)))
         store.update_job(job["id"], status="failed", message=message[:2000], finished=time.time())
         if job["kind"] == "train" and store.model(job["params"]["model_id"]) is not None:

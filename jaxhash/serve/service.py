@@ -172,11 +172,17 @@ class Service:
     def __init__(self, data_dir, database_url: str | None = None, allow_roots=(), limits: Limits = Limits(),
                  min_images_per_class: int = DEFAULT_MIN_IMAGES_PER_CLASS, workers: bool = True):
         self.data_dir = Path(data_dir).expanduser().resolve()
-        for sub in ("images", "models", "indexes", "jobs", "uploads", "thumbnails"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        self._data_dir_lock = _lock_data_dir(self.data_dir)
+        store = Store(database_url) if database_url else None  # a bad URL is refused before any folder is made
         try:
-            self.store = Store(database_url) if database_url else Store.in_folder(self.data_dir)
+            for sub in ("images", "models", "indexes", "jobs", "uploads", "thumbnails"):
+                (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+            self._data_dir_lock = _lock_data_dir(self.data_dir)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        try:
+            self.store = store or Store.in_folder(self.data_dir)
         except BaseException:
             self._release_data_dir()
             raise
@@ -519,6 +525,10 @@ class Service:
             first = int(np.flatnonzero(dist == dist[at])[0])
             order = np.r_[np.arange(first), at, np.delete(np.arange(first, len(ids)), at - first)]
             dist, ids, hamming = dist[order], ids[order], hamming[order]
+        elif same is not None and len(ids) == int(k) and dist[-1] == 0 and self.store.index_holds(index_id, same):
+            # more images than k tie at distance 0 and pushed it out: the same bytes have the same code and features,
+            # so it is at distance 0 too, and first
+            dist, ids, hamming = np.r_[0, dist[:-1]], np.r_[same, ids[:-1]], np.r_[0, hamming[:-1]]
         info = self._image_rows(ids.tolist())
         results = []
         for rank, (d, i, h) in enumerate(zip(dist, ids, hamming), 1):
@@ -737,6 +747,8 @@ class Service:
                 raise RequestError(f"the model of job {job_id} was deleted: start a new training", 409)
             self._check_training_folder_unchanged(job)
             self.store.update_model(model["id"], status="training")
+        elif self.store.index(job["params"]["index_id"]) is None:
+            raise RequestError(f"index {job['params']['index_id']} of job {job_id} was deleted: there is nothing to add to", 409)
         self.store.update_job(job_id, status="queued", message="queued again", finished=None,
                               params={**job["params"], "resume": True})
         self.store.log_job(job_id, "queued again to resume")

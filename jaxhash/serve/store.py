@@ -305,6 +305,12 @@ class Store:
                       .where(self.entries.c.image_id.in_([int(i) for i in image_ids])))
             c.execute(self.indexes.update().where(self.indexes.c.id == int(index_id)).values(ntotal=int(ntotal), updated=time.time()))
 
+    def index_holds(self, index_id: int, image_id: int) -> bool:
+        entries = self.entries
+        with self.engine.connect() as c:
+            return c.execute(self.sa.select(entries.c.image_id).where(entries.c.index_id == int(index_id))
+                             .where(entries.c.image_id == int(image_id))).first() is not None
+
     def index_image_ids(self, index_id: int) -> list[int]:
         sa = self.sa
         with self.engine.connect() as c:
