@@ -50,6 +50,7 @@ for (const tab of document.querySelectorAll(".tab")) {
   tab.addEventListener("click", () => {
     document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t === tab));
     document.querySelectorAll(".panel").forEach((p) => p.classList.toggle("active", p.id === "tab-" + tab.dataset.tab));
+    show("");  // a message belongs to the tab it came from
     refresh();
     if (tab.dataset.tab === "maintain") refreshDisk();
   });
@@ -298,7 +299,7 @@ function jobCard(job) {
   }
   if (job.status === "interrupted" || job.status === "failed" || job.status === "cancelled") {
     head.append(el("button", { class: "plain", onclick: (e) => { e.stopPropagation(); act(`/api/jobs/${job.id}/resume`, "POST", "job queued again"); } },
-      job.kind === "train" ? "Resume from checkpoint" : "Run again"));
+      job.kind !== "train" ? "Run again" : job.done > 0 ? "Resume from checkpoint" : "Start again"));
   }
   if (job.kind === "train" && job.status === "done" && job.result.trained_at) {
     const r = job.result;
