@@ -9,8 +9,17 @@ import os
 import sys
 
 
+def _has_widgets() -> bool:
+    from importlib.util import find_spec  # noqa: PLC0415
+
+    return find_spec("ipywidgets") is not None
+
+
 def progress(iterable=None, **kwargs):
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    if _has_widgets():
+        from tqdm.auto import tqdm  # noqa: PLC0415
+    else:  # text bars everywhere, instead of tqdm's warning in a notebook that IProgress is missing
+        from tqdm.std import tqdm  # noqa: PLC0415
 
     if os.environ.get("JAXHASH_PROGRESS", "1") == "0":
         kwargs["disable"] = True

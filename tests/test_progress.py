@@ -48,8 +48,20 @@ def test_a_notebook_bar_is_cleared_as_its_caller_asks(monkeypatch):
         pass
 
     NotebookBar.__module__ = "tqdm.notebook"
+    monkeypatch.setattr("jaxhash.progress._has_widgets", lambda: True)  # ipywidgets installed, as on Colab
     monkeypatch.setattr(tqdm.auto, "tqdm", NotebookBar)
     assert progress(total=2, leave=False, file=log).leave is False
     monkeypatch.setattr(tqdm.auto, "tqdm", plain)
     monkeypatch.setitem(sys.modules, "ipykernel", sys)  # merely imported (by another test, a library): not a notebook
     assert progress(total=2, leave=False, file=log).leave is True  # a log keeps the bar's last state on its own line
+
+
+def test_without_widgets_a_notebook_gets_text_bars_and_no_warning(monkeypatch, recwarn):
+    import tqdm.auto
+    from tqdm.std import tqdm as plain
+
+    monkeypatch.setattr("jaxhash.progress._has_widgets", lambda: False)
+    monkeypatch.setattr(tqdm.auto, "tqdm", lambda *a, **k: (_ for _ in ()).throw(AssertionError("tqdm.auto was used")))
+    bar = progress(total=2, file=io.StringIO())
+    assert type(bar) is plain and not recwarn.list
+    bar.close()
