@@ -150,25 +150,28 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True, protocol_d
                    help="resize every image to SIZE or HEIGHTxWIDTH pixels on loading (needed for folders of mixed sizes)")
 
 
-def _takes_checkpoints(method: str) -> bool:
+def _init_options(cls) -> dict:
+    """The keyword arguments a hasher class's constructor takes."""
     import inspect  # noqa: PLC0415
 
+    return inspect.signature(cls.__init__).parameters
+
+
+def _takes_checkpoints(method: str) -> bool:
     from .hashers import hasher_class  # noqa: PLC0415
 
     try:
-        return "checkpoint_dir" in inspect.signature(hasher_class(method).__init__).parameters
+        return "checkpoint_dir" in _init_options(hasher_class(method))
     except ValueError:  # an unknown method never started
         return False
 
 
 def _hasher_options(method: str, args, single_method: bool = True) -> dict:
     """Keyword arguments from the command line that this method's hasher accepts."""
-    import inspect  # noqa: PLC0415
-
     from .hashers import hasher_class  # noqa: PLC0415
 
     cls = hasher_class(method)
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = _init_options(cls)
     wanted = {"preset": getattr(args, "preset", None), "checkpoint_dir": getattr(args, "checkpoint_dir", None),
               "resume": getattr(args, "resume", False) or None, "mode": getattr(args, "mode", None),
               "epochs": getattr(args, "epochs", None), "weights": getattr(args, "weights", None),

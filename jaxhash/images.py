@@ -169,9 +169,13 @@ def _as_hwc(image) -> np.ndarray:
         image = image[..., None]
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"an image must be (H, W) or (H, W, C) with C in 1..4, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise TypeError(f"images must be uint8 (0..255), got dtype {image.dtype}: {_uint8_hint(image)}")
+    _check_uint8(image)
     return image
+
+
+def _check_uint8(images: np.ndarray) -> None:
+    if images.dtype != np.uint8:
+        raise TypeError(f"images must be uint8 (0..255), got dtype {images.dtype}: {_uint8_hint(images)}")
 
 
 def _uint8_hint(image: np.ndarray) -> str:
@@ -231,8 +235,8 @@ def conform_images(images, shape: Sequence[int], counts: dict | None = None) -> 
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) <= 0:
         raise ValueError(f"target shape must be (H, W, C) with C = 1 or 3, got {shape}")
-    if isinstance(images, np.ndarray) and images.dtype not in (np.uint8, object) and images.size:  # advice from every value
-        raise TypeError(f"images must be uint8 (0..255), got dtype {images.dtype}: {_uint8_hint(images)}")
+    if isinstance(images, np.ndarray) and images.dtype != object and images.size:  # the advice judges every value
+        _check_uint8(images)
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = images[..., None]  # (n, H, W) grey
     tally = {"images": len(images), "converted": 0, "resized": 0}

@@ -5,10 +5,12 @@ Set ``JAXHASH_PROGRESS=0`` to switch them off.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
 
+@functools.cache
 def _has_widgets() -> bool:
     from importlib.util import find_spec  # noqa: PLC0415
 

@@ -46,8 +46,7 @@ def run_job(service: Service, job: dict) -> None:
         store.log_job(job["id"], message)
         store.update_job(job["id"], status="cancelled", message=message, finished=time.time())
         service.forget_cancel(job["id"])
-        if job["kind"] == "train" and store.model(job["params"]["model_id"]) is not None:
-            store.update_model(job["params"]["model_id"], status="cancelled")
+        store.set_status_of_trained_model(job, "cancelled")
         return
     except Exception as err:  # noqa: BLE001 - a job's failure is recorded, the worker goes on
         expected = isinstance(err, (RequestError, FileNotFoundError, CheckpointMismatchError))  # its message says it all
@@ -57,8 +56,7 @@ def run_job(service: Service, job: dict) -> None:
                        "the folder back as it was to resume, or start a new training")
         store.log_job(job["id"], "failed: " + message + ("" if expected else "\n" + traceback.format_exc(limit=8)))
         store.update_job(job["id"], status="failed", message=message[:2000], finished=time.time())
-        if job["kind"] == "train" and store.model(job["params"]["model_id"]) is not None:
-            store.update_model(job["params"]["model_id"], status="failed")
+        store.set_status_of_trained_model(job, "failed")
         return
     service.forget_cancel(job["id"])  # asked too late: the job had finished
     store.update_job(job["id"], status="done", result=result, finished=time.time(),
@@ -248,8 +246,7 @@ def _train_job(service: Service, job: dict) -> dict:
     sets = load_image_folder(folder, image_size=size, channels=3, progress=False)
     loaded = {p for s in sets.values() for p in s.paths}
     listed, _ = list_image_files(folder, [folder])
-    unread = [f"{f.label}/{f.path.name}" if f.label else f.path.name for f in listed
-              if f.path.relative_to(folder.resolve()).as_posix() not in loaded]
+    unread = [_shown(f.path, f.label) for f in listed if f.path.relative_to(folder.resolve()).as_posix() not in loaded]
     if unread:
         store.log_job(job_id, f"skipped {len(unread)} file{'s' if len(unread) != 1 else ''} that cannot be read as images: "
                               + ", ".join(unread[:20]) + (f", ... ({len(unread) - 20} more)" if len(unread) > 20 else ""))

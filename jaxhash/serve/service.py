@@ -456,10 +456,13 @@ class Service:
     def image_bytes(self, image_id: int) -> bytes:
         return (self.data_dir / self.image_row(image_id)["path"]).read_bytes()
 
+    def _thumbnail_path(self, sha256: str) -> Path:
+        return self.data_dir / "thumbnails" / sha256[:2] / f"{sha256}.jpg"
+
     def thumbnail(self, image_id: int) -> bytes:
         """A JPEG at most ``THUMBNAIL_PIXELS`` on its longer side (made once, then kept)."""
         row = self.image_row(image_id)
-        path = self.data_dir / "thumbnails" / row["sha256"][:2] / f"{row['sha256']}.jpg"
+        path = self._thumbnail_path(row["sha256"])
         if path.exists():
             return path.read_bytes()
         from PIL import Image  # noqa: PLC0415
@@ -510,25 +513,21 @@ class Service:
         if (data is None) == (image_id is None):
             raise RequestError("give exactly one query: an uploaded image file or an image id")
         if data is None:
-            data, same = self.image_bytes(image_id), int(image_id)
-        else:
-            known = self.store.images_by_sha([hashlib.sha256(data).hexdigest()])
-            same = next((int(r["id"]) for r in known.values()), None)  # the query is a stored image
+            data = self.image_bytes(image_id)
         image = self.decode_for(hasher, data)
         use_rerank = int(rerank) > 0 and index.features is not None
         key = (int(index_id), id(index), int(k), int(rerank) if use_rerank else 0, max(1, int(top_classes)))
         dist, ids, hamming, predicted = self._batcher.submit(key, (hasher, index, image))
         keep = ids >= 0
         dist, ids, hamming = dist[keep], ids[keep], hamming[keep]
-        if same is not None and same in ids:  # among equal distances the query's own image comes first
-            at = int(np.flatnonzero(ids == same)[0])
-            first = int(np.flatnonzero(dist == dist[at])[0])
-            order = np.r_[np.arange(first), at, np.delete(np.arange(first, len(ids)), at - first)]
-            dist, ids, hamming = dist[order], ids[order], hamming[order]
-        elif same is not None and len(ids) == int(k) and dist[-1] == 0 and self.store.index_holds(index_id, same):
-            # more images than k tie at distance 0 and pushed it out: the same bytes have the same code and features,
-            # so it is at distance 0 too, and first
-            dist, ids, hamming = np.r_[0, dist[:-1]], np.r_[same, ids[:-1]], np.r_[0, hamming[:-1]]
+        # The query's own stored image comes first. An upload is looked up by its hash only where the nearest result is
+        # at distance 0, as a stored copy would be: other searches ask the database nothing more.
+        if image_id is not None:
+            same = int(image_id)
+        else:
+            same = self._stored_image_id(data) if len(ids) and dist[0] == 0 else None
+        if same is not None:
+            dist, ids, hamming = self._own_image_first(index_id, int(k), same, dist, ids, hamming)
         info = self._image_rows(ids.tolist())
         results = []
         for rank, (d, i, h) in enumerate(zip(dist, ids, hamming), 1):
@@ -544,6 +543,22 @@ class Service:
             answer["note"] = (f"not re-ranked: index {index_id} keeps no features (its model, {hasher.method}, has none), "
                               "so the results are in Hamming order")
         return answer
+
+    def _stored_image_id(self, data: bytes) -> int | None:
+        known = self.store.images_by_sha([hashlib.sha256(data).hexdigest()])
+        return next((int(r["id"]) for r in known.values()), None)
+
+    def _own_image_first(self, index_id: int, k: int, same: int, dist, ids, hamming):
+        """Results with image ``same`` (the query's own bytes: its code and features, so distance 0) first among
+        the images at its distance; put in where more than ``k`` images tie at 0 and pushed it out."""
+        if same in ids:
+            at = int(np.flatnonzero(ids == same)[0])
+            first = int(np.flatnonzero(dist == dist[at])[0])
+            order = np.r_[np.arange(first), at, np.delete(np.arange(first, len(ids)), at - first)]
+            return dist[order], ids[order], hamming[order]
+        if len(ids) == k and dist[-1] == 0 and self.store.index_holds(index_id, same):
+            return np.r_[0, dist[:-1]], np.r_[same, ids[:-1]], np.r_[0, hamming[:-1]]
+        return dist, ids, hamming
 
     def _class_name(self, model_id: int, predicted: int | None) -> str | None:
         """The name of class ``predicted`` of a model trained here (its training summary lists the classes; read once)."""
@@ -717,8 +732,7 @@ class Service:
             raise RequestError(f"there is no job {job_id}", 404)
         if job["status"] == "queued" and self.store.cancel_queued_job(job_id):
             self.store.log_job(job_id, "cancelled before it started")
-            if job["kind"] == "train" and self.store.model(job["params"]["model_id"]) is not None:
-                self.store.update_model(job["params"]["model_id"], status="cancelled")
+            self.store.set_status_of_trained_model(job, "cancelled")
             return "cancelled"
         job = self.store.job(job_id)
         if job["status"] in ("queued", "running"):  # claimed meanwhile: stopped as a running one
@@ -740,7 +754,7 @@ class Service:
             raise RequestError(f"there is no job {job_id}", 404)
         if job["status"] not in ("interrupted", "failed", "cancelled"):
             raise RequestError(f"job {job_id} is {job['status']}; only an interrupted, failed or cancelled job can be resumed", 409)
-        self._cancelled.discard(int(job_id))
+        self.forget_cancel(job_id)
         if job["kind"] == "train":
             model = self.store.model(job["params"]["model_id"])
             if model is None or model["job_id"] != job_id:
@@ -813,7 +827,7 @@ class Service:
             self.store.delete_images([r["id"] for r in unused])
             freed = 0
             for row in unused:
-                for path in (self.data_dir / row["path"], self.data_dir / "thumbnails" / row["sha256"][:2] / f"{row['sha256']}.jpg"):
+                for path in (self.data_dir / row["path"], self._thumbnail_path(row["sha256"])):
                     if path.exists():
                         freed += path.stat().st_size
                         path.unlink()

@@ -341,31 +341,30 @@ class Store:
             c.execute(self.entries.delete().where(self.entries.c.index_id == int(index_id)))
             c.execute(self.indexes.delete().where(self.indexes.c.id == int(index_id)))
 
+    def _unused(self):
+        """The condition of an image record that no index holds."""
+        return self.images.c.id.not_in(self.sa.select(self.entries.c.image_id))
+
     def image_totals(self) -> dict:
         """``{"bytes", "unused", "unused_bytes"}`` of the image records (unused: no index holds them)."""
         sa = self.sa
-        held = sa.select(self.entries.c.image_id)
+        size_of = sa.func.coalesce(sa.func.sum(self.images.c.bytes), 0)
         with self.engine.connect() as c:
-            total = c.execute(sa.select(sa.func.coalesce(sa.func.sum(self.images.c.bytes), 0))).scalar()
-            count, size = c.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(self.images.c.bytes), 0))
-                                    .where(self.images.c.id.not_in(held))).one()
+            total = c.execute(sa.select(size_of)).scalar()
+            count, size = c.execute(sa.select(sa.func.count(), size_of).where(self._unused())).one()
         return {"bytes": int(total), "unused": int(count), "unused_bytes": int(size)}
 
     def unused_images(self) -> list[dict]:
         """Image records that no index holds (what :meth:`delete_images` may remove)."""
-        sa = self.sa
-        held = sa.select(self.entries.c.image_id)
         with self.engine.connect() as c:
-            return [_row(r) for r in c.execute(self.images.select().where(self.images.c.id.not_in(held))).all()]
+            return [_row(r) for r in c.execute(self.images.select().where(self._unused())).all()]
 
     def delete_images(self, image_ids) -> None:
         """Remove image records that no index holds (a record an index took meanwhile is kept)."""
         ids = [int(i) for i in image_ids]
-        held = self.sa.select(self.entries.c.image_id)
         with self.engine.begin() as c:
             for start in range(0, len(ids), 500):
-                c.execute(self.images.delete().where(self.images.c.id.in_(ids[start : start + 500]))
-                          .where(self.images.c.id.not_in(held)))
+                c.execute(self.images.delete().where(self.images.c.id.in_(ids[start : start + 500])).where(self._unused()))
 
     # -- jobs ------------------------------------------------------------------------------
     def add_job(self, kind: str, params: dict) -> int:
@@ -389,6 +388,11 @@ class Store:
                 values[name] = json.dumps(values[name])
         with self.engine.begin() as c:
             c.execute(self.jobs.update().where(self.jobs.c.id == int(job_id)).values(**values))
+
+    def set_status_of_trained_model(self, job: dict, status: str) -> None:
+        """The status of the model a training ``job`` makes, where it is one and its model still exists."""
+        if job["kind"] == "train" and self.model(job["params"]["model_id"]) is not None:
+            self.update_model(job["params"]["model_id"], status=status)
 
     def cancel_queued_job(self, job_id: int) -> bool:
         """Mark a job cancelled if it is still queued (atomically: a worker may be claiming it); whether it was."""
