@@ -22,10 +22,12 @@ _EXPORTS = {
     "semantic": ["SemanticHasher"],
     "supervised": ["CNNHasher", "CNNSoftmaxHasher"],
     "vae": ["VAEHasher", "SparseAEHasher", "AEHasher", "AEUMAPHasher"],
+    "patches": ["PatchHasher"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 _SUBMODULES = {"atomic", "baselines", "checkpoint", "checks", "cli", "codes", "data", "dbn", "hamming_net", "hashers", "images",
-               "index", "metrics", "plots", "progress", "rbm", "search", "semantic", "train", "nets", "cnn", "supervised", "mih", "vae", "cluster"}
+               "index", "metrics", "plots", "progress", "rbm", "search", "semantic", "train", "nets", "cnn", "supervised", "mih", "vae", "cluster",
+               "patches"}
 
 __all__ = [name for names in _EXPORTS.values() for name in names]
 

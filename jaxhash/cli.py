@@ -504,7 +504,7 @@ def cmd_search(args) -> int:
     if args.top_classes is not None and not isinstance(index, PartitionedIndex):
         raise ValueError("--top-classes needs a partitioned index: build it with  jaxhash index --partitioned")
     if args.rerank is not None and index.features is None:
-        raise ValueError("this index keeps no features to re-rank by: build it with a cnn-hash, cnn-softmax, vae, sparse-ae or ae model")
+        raise ValueError("this index keeps no features to re-rank by: build it with a cnn-hash, cnn-softmax, vae, sparse-ae, ae or patches model")
     if args.shard:
         if isinstance(index, (PartitionedIndex, MultiIndexHashIndex)):  # the library's reason names its classes
             built_as = "--partitioned" if isinstance(index, PartitionedIndex) else "--type mih"
@@ -583,6 +583,7 @@ def _short(path: str | None) -> str | None:
 # -- cluster --------------------------------------------------------------------------------------
 
 AUTOENCODERS = ("vae", "sparse-ae", "ae")
+FEATURE_ROUTES = ("pixels", "pca", "patches", *AUTOENCODERS)
 
 
 def _cluster_features(name: str, images, args, saved: dict):
@@ -602,6 +603,8 @@ def _cluster_features(name: str, images, args, saved: dict):
             raise ValueError(f"--features pca cannot take {args.pca_dims} principal components of {len(pixels)} images of "
                              f"{pixels.shape[1]} values: use --pca-dims {min(pixels.shape)} or fewer")
         features = cluster.pca(pixels, args.pca_dims, args.seed)
+    elif name == "patches":
+        features = _patch_features_for_clustering(images, args)
     elif name in AUTOENCODERS:
         from .vae import PRESETS  # noqa: PLC0415
 
@@ -629,6 +632,24 @@ def _cluster_features(name: str, images, args, saved: dict):
     return features, time.perf_counter() - t0
 
 
+def _patch_features_for_clustering(images, args):
+    """k-means patch features (Coates, Lee & Ng) of ``images``, standardised and reduced by PCA to --pca-dims."""
+    import jax  # noqa: PLC0415
+
+    from . import cluster  # noqa: PLC0415
+    from .images import as_image_batch  # noqa: PLC0415
+    from .patches import learn_patch_dictionary, patch_features  # noqa: PLC0415
+
+    images = as_image_batch(images)
+    features = patch_features(learn_patch_dictionary(jax.random.key(args.seed), images), images, progress=True)
+    features = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    dims = min(args.pca_dims, *features.shape)
+    if dims < args.pca_dims:
+        warnings.warn(f"--features patches: {features.shape[0]} images of {features.shape[1]} patch features have at most "
+                      f"{dims} principal components, so {dims} dims, not --pca-dims {args.pca_dims}", stacklevel=2)
+    return cluster.pca(features, dims, args.seed)
+
+
 def _models_input_size(features, saved: dict) -> tuple[int, int] | None:
     """The ``(H, W)`` of the ``saved`` models when every one of ``features`` is one and they share it (a photo
     folder of mixed sizes is then read at it, as  jaxhash index --folder  does), else None."""
@@ -639,7 +660,7 @@ def _models_input_size(features, saved: dict) -> tuple[int, int] | None:
 
 
 def _unknown_feature_message(name: str) -> str:
-    return (f"unknown --features {name!r}: use pixels, pca, {', '.join(AUTOENCODERS)} or a folder saved by "
+    return (f"unknown --features {name!r}: use pixels, pca, patches, {', '.join(AUTOENCODERS)} or a folder saved by "
             "jaxhash fit --method vae")
 
 
@@ -648,7 +669,7 @@ def _check_cluster_names(args) -> None:
     from .cluster import EMBEDDINGS, MAX_FULL_COVARIANCE_DIM  # noqa: PLC0415
 
     for name in args.features:
-        if name not in ("pixels", "pca", *AUTOENCODERS) and not Path(name).is_dir():
+        if name not in FEATURE_ROUTES and not Path(name).is_dir():
             raise ValueError(_unknown_feature_message(name))
     for reduction in args.reduce:
         if reduction not in ("none", *EMBEDDINGS):
@@ -688,7 +709,7 @@ def cmd_cluster(args) -> int:
     from .hashers import load_hasher  # noqa: PLC0415
 
     _check_cluster_names(args)
-    saved = {name: load_hasher(name) for name in args.features if name not in ("pixels", "pca", *AUTOENCODERS)}
+    saved = {name: load_hasher(name) for name in args.features if name not in FEATURE_ROUTES}
     dataset = _load_at_model_size(args, _models_input_size(args.features, saved))
     if args.part == "all" and len(dataset.x_test):
         images = np.concatenate([dataset.x_train, dataset.x_test])
@@ -770,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--methods", default="lsh,pcah,itq,sh,sph", metavar="M1,M2",
                    help="comma-separated hashing methods: lsh, pcah, itq, sh, sph, kmh, dbn-ae, cnn-hash, cnn-hash-frozen, "
-                        "cnn-softmax, vae, sparse-ae, ae, ae-umap (default: %(default)s)")
+                        "cnn-softmax, vae, sparse-ae, ae, ae-umap, patches (default: %(default)s)")
     p.add_argument("--bits", type=_bits, default=[16, 32, 64], metavar="B1,B2", help="comma-separated code lengths (default: 16,32,64)")
     p.add_argument("--metric", default="map@all", metavar="M1,M2",
                    help="comma-separated: map@all, map@R (mAP of the top R), p@K (precision of the top K), "
@@ -788,7 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, protocol_default=None,
                    protocol_help="train on the database part of this retrieval protocol instead (1k, official or a query count)")
     p.add_argument("--method", default="itq", help="hashing method: lsh, pcah, itq, sh, sph, kmh, dbn-ae, cnn-hash, "
-                   "cnn-hash-frozen, cnn-softmax, vae, sparse-ae, ae, ae-umap (default: %(default)s)")
+                   "cnn-hash-frozen, cnn-softmax, vae, sparse-ae, ae, ae-umap, patches (default: %(default)s)")
     p.add_argument("--bits", type=_positive, default=64, help="code length in bits (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FOLDER", help="folder to save the hasher in (replaced if it exists)")
     p.add_argument("--preset", default=None, help=preset_help)
@@ -841,7 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--rerank", type=_positive, default=None, metavar="N",
                    help="two-stage search: take the N nearest codes (at least --k), then order them by the Euclidean "
-                        "distance of the model's features (indexes built with cnn-hash, cnn-softmax, vae, sparse-ae or ae)")
+                        "distance of the model's features (indexes built with cnn-hash, cnn-softmax, vae, sparse-ae, ae or patches)")
     p.add_argument("--top-classes", type=_positive, default=None, metavar="C",
                    help="partitioned index: search the partitions of the query's C most probable classes (default 1)")
     p.add_argument("--shard", action="store_true",
@@ -858,13 +879,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which images: both splits (default), the training split or the test split")
     p.add_argument("--limit", type=_positive, default=None, metavar="N", help="a random subset of N images")
     p.add_argument("--features", type=_csv, default=["vae"], metavar="F1,F2",
-                   help="comma-separated: pixels, pca, vae, sparse-ae, ae (a plain autoencoder; with --preset n2d, "
+                   help="comma-separated: pixels, pca, patches (k-means patch features, Coates, Lee & Ng; no "
+                        "training, then PCA to --pca-dims), vae, sparse-ae, ae (a plain autoencoder; with --preset n2d, "
                         "N2D's), or a folder saved by jaxhash fit --method vae (default: vae)")
     p.add_argument("--reduce", type=_csv, default=["none"], metavar="R1,R2",
                    help="comma-separated reductions before clustering: none, pca, tsne (scikit-learn), umap (umap-learn) "
                         "(default: none)")
     p.add_argument("--dims", type=_positive, default=10, help="dimensions after --reduce (default: %(default)s; t-SNE: at most 3 is fast)")
-    p.add_argument("--pca-dims", type=_positive, default=50, help="dimensions of --features pca (default: %(default)s)")
+    p.add_argument("--pca-dims", type=_positive, default=50, help="dimensions of --features pca and patches (default: %(default)s)")
     p.add_argument("--algorithm", default="kmeans", choices=("kmeans", "gmm"), help="clustering (default: %(default)s)")
     p.add_argument("--k", type=_positive, default=None, help="number of clusters (default: the number of classes)")
     p.add_argument("--preset", default=None,

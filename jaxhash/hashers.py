@@ -54,6 +54,7 @@ _BUILTIN = {
     "sparse-ae": "jaxhash.vae",
     "ae": "jaxhash.vae",
     "ae-umap": "jaxhash.vae",
+    "patches": "jaxhash.patches",
 }
 
 

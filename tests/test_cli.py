@@ -436,6 +436,18 @@ def test_cluster_prints_scores_and_draws_the_embeddings(tmp_path, capsys):
     assert "k=5000 clusters cannot be made from 1797 points" in capsys.readouterr().err
 
 
+def test_cluster_on_patch_features_beats_the_pixels_and_caps_the_dimensions(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "c.json"
+    assert main(["cluster", "--data", "digits", "--features", "patches,pixels", "--json", str(out)]) == 0
+    records = {r["features"]: r for r in json.loads(out.read_text())}
+    assert records["patches"]["accuracy"] > records["pixels"]["accuracy"], records  # about .84 against .79
+    with pytest.warns(UserWarning, match="--features patches: 30 images of 1024 patch features have at most 30 principal "
+                                         "components, so 30 dims, not --pca-dims 50"):
+        assert main(["cluster", "--data", "digits", "--features", "patches", "--limit", "30", "--k", "3"]) == 0
+    assert "patches" in capsys.readouterr().out
+
+
 def test_cluster_refuses_bad_names_before_any_work_speaks_in_options_and_keeps_rows_measured(tmp_path, rng, capsys,
                                                                                               monkeypatch):
     pytest.importorskip("sklearn")
