@@ -637,17 +637,30 @@ def _patch_features_for_clustering(images, args):
     import jax  # noqa: PLC0415
 
     from . import cluster  # noqa: PLC0415
-    from .images import as_image_batch  # noqa: PLC0415
     from .patches import learn_patch_dictionary, patch_features  # noqa: PLC0415
 
-    images = as_image_batch(images)
     features = patch_features(learn_patch_dictionary(jax.random.key(args.seed), images), images, progress=True)
     features = (features - features.mean(0)) / (features.std(0) + 1e-6)
-    dims = min(args.pca_dims, *features.shape)
-    if dims < args.pca_dims:
-        warnings.warn(f"--features patches: {features.shape[0]} images of {features.shape[1]} patch features have at most "
-                      f"{dims} principal components, so {dims} dims, not --pca-dims {args.pca_dims}", stacklevel=2)
-    return cluster.pca(features, dims, args.seed)
+    return cluster.pca(features, args.pca_dims, args.seed)
+
+
+def _check_patch_route(images, args) -> None:
+    """--features patches against the images, in the command's words, before any work."""
+    from .patches import N_CENTRES, PATCH_SIZE, POOL  # noqa: PLC0415
+
+    n, height, width = len(images), images.shape[1], images.shape[2]
+    smallest = PATCH_SIZE + POOL - 1  # a patch position per pooling region
+    if min(height, width) < smallest:
+        raise ValueError(f"--features patches takes {PATCH_SIZE}x{PATCH_SIZE} patches from {POOL}x{POOL} regions, which do "
+                         f"not fit in {height}x{width} images: read them at --image-size {max(smallest, 32)}")
+    per_image = (height - PATCH_SIZE + 1) * (width - PATCH_SIZE + 1)
+    if n * per_image < N_CENTRES:
+        raise ValueError(f"--features patches learns {N_CENTRES} kinds of patch, but {n} images of {height}x{width} hold "
+                         f"only {n * per_image} patches: use at least {-(-N_CENTRES // per_image)} images")
+    most = min(n, N_CENTRES * POOL * POOL)
+    if args.pca_dims > most:
+        raise ValueError(f"--features patches cannot take {args.pca_dims} principal components of {n} images: use "
+                         f"--pca-dims {most} or fewer")
 
 
 def _models_input_size(features, saved: dict) -> tuple[int, int] | None:
@@ -722,6 +735,8 @@ def cmd_cluster(args) -> int:
         keep = np.random.default_rng(args.seed).choice(len(images), args.limit, replace=False)
         images, labels = images[np.sort(keep)], labels[np.sort(keep)]
     k = args.k or len(np.unique(labels))
+    if "patches" in args.features:
+        _check_patch_route(images, args)
     for reduction in sorted(set(args.reduce) & {"tsne", "umap"}):  # before any training; PCA is capped, with a note
         _check_cluster_dims(args.dims, reduction, len(images))
     records, figure = [], []

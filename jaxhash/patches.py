@@ -25,9 +25,13 @@ from .images import common_shape
 
 __all__ = ["PatchDictionary", "learn_patch_dictionary", "patch_features", "PatchHasher"]
 
-_CONTRAST_FLOOR = 0.01  # added to a patch's variance (pixels in [0, 1]): flat patches stay finite
+# Added to a patch's variance (pixels in [0, 1]): flat patches stay finite, and patches of less contrast than about
+# 25 grey levels (JPEG noise, smooth sky) are damped rather than stretched to unit variance. Coates et al. add 10 on
+# the 0..255 scale (0.00015 here); this larger floor is the one every figure in the README was measured with.
+_CONTRAST_FLOOR = 0.01
 _WHITENING_FLOOR = 0.1  # added to the patch covariance's eigenvalues before ZCA whitening (Coates et al.'s value)
-_ACTIVATION_BYTES = 1 << 27  # per batch of patch_features: activations of (batch, positions, centres) float32
+N_CENTRES, PATCH_SIZE, POOL = 256, 6, 2  # the defaults: 1,024 features, as in the README's figures
+_BATCH_BYTES = 1 << 27  # per batch of patch_features: its patches, whitened patches and activations, float32
 
 
 class PatchDictionary(NamedTuple):
@@ -47,17 +51,18 @@ def _stride_for(height: int, width: int) -> int:
     return max(1, min(height, width) // 64)
 
 
-def _check_geometry(shape, patch_size: int, pool: int) -> int:
-    """The patch-position grid side for images of ``shape`` (H, W, C), or a ValueError that says what to change."""
+def _check_geometry(shape, patch_size: int, pool: int, stride: int | None = None) -> int:
+    """The stride between patch positions in images of ``shape`` (H, W, C) (``stride``, or the rule's for
+    that size), or a ValueError that says what to change when the patches or the pooling regions do not fit."""
     height, width = int(shape[0]), int(shape[1])
     if patch_size > min(height, width):
         raise ValueError(f"patches of {patch_size} x {patch_size} pixels do not fit in {height} x {width} images: use "
-                         f"patch_size <= {min(height, width)}")
-    stride = _stride_for(height, width)
+                         f"images of at least {patch_size} x {patch_size} pixels or patch_size <= {min(height, width)}")
+    stride = _stride_for(height, width) if stride is None else stride
     positions = (min(height, width) - patch_size) // stride + 1
     if pool > positions:
-        raise ValueError(f"{height} x {width} images hold {positions} patch positions per side, too few for pool={pool} "
-                         f"regions: use pool <= {positions} or a smaller patch_size")
+        raise ValueError(f"{height} x {width} images hold {positions} patch positions per side (stride {stride}), "
+                         f"too few for pool={pool} regions: use larger images, pool <= {positions} or a smaller patch_size")
     return stride
 
 
@@ -67,7 +72,7 @@ def _normalise(patches):
     return patches / jnp.sqrt(patches.var(-1, keepdims=True) + _CONTRAST_FLOOR)
 
 
-def learn_patch_dictionary(key, images, n_centres: int = 256, patch_size: int = 6, pool: int = 2,
+def learn_patch_dictionary(key, images, n_centres: int = N_CENTRES, patch_size: int = PATCH_SIZE, pool: int = POOL,
                            n_patches: int = 200_000, kmeans_iterations: int = 50) -> PatchDictionary:
     """Learn the centres from ``n_patches`` random patches of ``images``.
 
@@ -75,9 +80,10 @@ def learn_patch_dictionary(key, images, n_centres: int = 256, patch_size: int = 
       key: PRNG key (patch positions and the k-means start).
       images: ``(n, H, W, C)`` uint8, one size.
       n_centres: k-means centres, i.e. features per pooling region.
-      n_patches: patches drawn (with replacement), at most as many as the images hold.
       patch_size: patch side in pixels (6 in Coates et al.).
       pool: the activations are averaged over ``pool`` x ``pool`` regions of the image.
+      n_patches: patches drawn at random (with replacement); where the images hold no more, every one of them.
+      kmeans_iterations: Lloyd iterations of the (single-start) k-means.
     Returns:
       a :class:`PatchDictionary`; features are ``n_centres * pool**2`` wide.
     """
@@ -89,14 +95,21 @@ def learn_patch_dictionary(key, images, n_centres: int = 256, patch_size: int = 
     n_centres, patch_size, pool = (check_positive_int(v, name) for v, name in
                                    ((n_centres, "n_centres"), (patch_size, "patch_size"), (pool, "pool")))
     n_patches = check_positive_int(n_patches, "n_patches")
+    kmeans_iterations = check_positive_int(kmeans_iterations, "kmeans_iterations")
+    if not len(images):
+        raise ValueError("learn_patch_dictionary needs images to learn from, got none")
     stride = _check_geometry(images.shape[1:], patch_size, pool)
     n, height, width, channels = images.shape
-    n_patches = min(n_patches, n * (height - patch_size + 1) * (width - patch_size + 1))  # no more than there are
+    grid = (n, height - patch_size + 1, width - patch_size + 1)
+    key_where, key_kmeans = jax.random.split(key)
+    if n_patches >= math.prod(grid):  # every patch the images hold, once
+        which, top, left = (v.ravel() for v in np.indices(grid))
+        n_patches = len(which)
+    else:
+        which, top, left = (np.asarray(v) for v in jax.random.randint(key_where, (3, n_patches), 0,
+                                                                       jnp.array(grid)[:, None]))
     if n_centres > n_patches:
         raise ValueError(f"n_centres={n_centres} is more than the {n_patches} patches sampled: lower n_centres")
-    key_where, key_kmeans = jax.random.split(key)
-    which, top, left = (np.asarray(v) for v in jax.random.randint(
-        key_where, (3, n_patches), 0, jnp.array([[n], [height - patch_size + 1], [width - patch_size + 1]])))
     rows = top[:, None] + np.arange(patch_size)
     cols = left[:, None] + np.arange(patch_size)
     patches = images[which[:, None, None], rows[:, :, None], cols[:, None, :]]  # (n_patches, P, P, C)
@@ -140,9 +153,13 @@ def _features_jit(mean, whitening, centres, images, patch_size: int, stride: int
 
 def patch_features(dictionary: PatchDictionary, images, batch_size: int | None = None,
                    progress: bool = False) -> np.ndarray:
-    """Features ``(n, n_centres * pool**2)`` float32 of ``(n, H, W, C)`` uint8 images (of the size the
-    dictionary was learned at or any other that its patches and pooling fit), in batches sized to keep
-    the activations near 128 MB; ``progress`` shows a bar (images per second)."""
+    """Features ``(n, n_centres * pool**2)`` float32 of ``(n, H, W, C)`` uint8 images, in batches of
+    about 128 MB of work; ``progress`` shows a bar (images per second).
+
+    Patches are taken every ``dictionary.stride`` pixels, the stride chosen for the size the dictionary
+    was learned at: images of another size are accepted where the patches and regions fit, but are
+    best resized to that size first (larger ones cost more, smaller ones hold fewer positions).
+    """
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"patch_features takes (n, H, W, C) uint8 images, got {images.dtype} of shape {images.shape}")
@@ -150,10 +167,11 @@ def patch_features(dictionary: PatchDictionary, images, batch_size: int | None =
     if images.shape[3] * dictionary.patch_size ** 2 != d:
         raise ValueError(f"this dictionary was learned on {d // dictionary.patch_size ** 2}-channel images, got "
                          f"{images.shape[3]} channels: convert them first")
-    _check_geometry(images.shape[1:], dictionary.patch_size, dictionary.pool)
+    _check_geometry(images.shape[1:], dictionary.patch_size, dictionary.pool, dictionary.stride)
     positions = math.prod((side - dictionary.patch_size) // dictionary.stride + 1 for side in images.shape[1:3])
-    if batch_size is None:
-        batch_size = max(1, _ACTIVATION_BYTES // (4 * positions * len(dictionary.centres)))
+    if batch_size is None:  # the image as floats, then per position its patch twice (raw, whitened) and its activations
+        per_image = 4 * (math.prod(images.shape[1:]) + positions * (2 * d + 2 * len(dictionary.centres)))
+        batch_size = max(1, _BATCH_BYTES // per_image)
     bar = None
     if progress:
         from .progress import progress as progress_bar  # noqa: PLC0415
@@ -180,10 +198,11 @@ class PatchHasher(Hasher):
 
     consumes = "images"
 
-    def __init__(self, n_bits: int = 32, seed: int = 0, n_centres: int = 256, patch_size: int = 6, pool: int = 2,
-                 n_patches: int = 200_000):
+    def __init__(self, n_bits: int = 32, seed: int = 0, n_centres: int = N_CENTRES, patch_size: int = PATCH_SIZE, pool: int = POOL,
+                 n_patches: int = 200_000, progress: bool = True):
         super().__init__(n_bits, seed)
         self.n_centres, self.patch_size, self.pool, self.n_patches = n_centres, patch_size, pool, n_patches
+        self.progress = progress
 
     def _fit_shape(self, images):
         return common_shape(images, f"{self.method}: the training images", mixed_sizes="most common")
@@ -191,31 +210,34 @@ class PatchHasher(Hasher):
     def _fit(self, x, y, rng):
         from .baselines import ITQ  # noqa: PLC0415
 
-        width = int(self.n_centres) * int(self.pool) ** 2
+        n_centres, pool = check_positive_int(self.n_centres, "n_centres"), check_positive_int(self.pool, "pool")
+        width = n_centres * pool ** 2
         if int(self.n_bits) > width:
-            raise ValueError(f"patches: {self.n_bits} bits need at least as many features, and n_centres={self.n_centres} "
-                             f"x pool={self.pool}**2 gives {width}: raise n_centres to {math.ceil(self.n_bits / self.pool ** 2)}")
-        dictionary = learn_patch_dictionary(jax.random.key(int(self.seed)), x, self.n_centres, self.patch_size, self.pool,
+            raise ValueError(f"patches: {self.n_bits} bits need as many features, and n_centres={n_centres} x pool={pool}**2 "
+                             f"gives {width}: use at most {width} bits, or n_centres={math.ceil(self.n_bits / pool ** 2)}")
+        dictionary = learn_patch_dictionary(jax.random.key(int(self.seed)), x, n_centres, self.patch_size, pool,
                                             self.n_patches)
         self.patch_mean_, self.whitening_, self.centres_ = dictionary.patch_mean, dictionary.whitening, dictionary.centres
-        features = patch_features(dictionary, x, progress=True)
+        self.stride_ = dictionary.stride
+        features = patch_features(dictionary, x, progress=bool(self.progress))
         self.feature_mean_ = features.mean(0)
         self.feature_scale_ = features.std(0) + 1e-6
         itq = ITQ(int(self.n_bits), int(self.seed)).fit(self._standardised(features))
         self.itq_mean_, self.projection_ = itq.mean_, itq.projection_
 
     def dictionary(self) -> PatchDictionary:
-        """The learned :class:`PatchDictionary` (the stride follows the fitted image size)."""
+        """The learned :class:`PatchDictionary`."""
         self._check_fitted()
-        return PatchDictionary(self.patch_mean_, self.whitening_, self.centres_, int(self.patch_size),
-                               _stride_for(*self.input_shape_[:2]), int(self.pool))
+        return PatchDictionary(self.patch_mean_, self.whitening_, self.centres_, int(self.patch_size), int(self.stride_),
+                               int(self.pool))
 
     def _standardised(self, features):
         return (features - self.feature_mean_) / self.feature_scale_
 
-    def features(self, x) -> np.ndarray:
-        """Standardised patch features ``(n, n_centres * pool**2)`` float32 of images of any size (converted to
-        the fitted shape, with one note), e.g. for clustering."""
+    def latents(self, x) -> np.ndarray:
+        """This model's feature space: standardised patch features ``(n, n_centres * pool**2)`` float32 of
+        images of any size (converted to the fitted shape, with one note), e.g. for clustering
+        (``jaxhash cluster --features MODEL_FOLDER``)."""
         parts = [self._standardised(patch_features(self.dictionary(), b)) for b in self._batches(x, 1024)]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.centres_) * int(self.pool) ** 2), np.float32)
 

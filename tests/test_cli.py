@@ -442,10 +442,14 @@ def test_cluster_on_patch_features_beats_the_pixels_and_caps_the_dimensions(tmp_
     assert main(["cluster", "--data", "digits", "--features", "patches,pixels", "--json", str(out)]) == 0
     records = {r["features"]: r for r in json.loads(out.read_text())}
     assert records["patches"]["accuracy"] > records["pixels"]["accuracy"], records  # about .84 against .79
-    with pytest.warns(UserWarning, match="--features patches: 30 images of 1024 patch features have at most 30 principal "
-                                         "components, so 30 dims, not --pca-dims 50"):
-        assert main(["cluster", "--data", "digits", "--features", "patches", "--limit", "30", "--k", "3"]) == 0
-    assert "patches" in capsys.readouterr().out
+    assert main(["cluster", "--data", "digits", "--features", "patches", "--limit", "30", "--k", "3"]) == 2
+    assert "--features patches cannot take 50 principal components of 30 images: use --pca-dims 30" in capsys.readouterr().err
+    assert main(["cluster", "--data", "digits", "--features", "patches", "--limit", "20", "--k", "3"]) == 2
+    printed = capsys.readouterr()
+    assert ("--features patches learns 256 kinds of patch, but 20 images of 8x8 hold only 180 patches: use at least 29 "
+            "images") in printed.err and "accuracy" not in printed.out  # refused before the table starts
+    assert main(["cluster", "--data", "digits", "--features", "patches", "--image-size", "6"]) == 2
+    assert "which do not fit in 6x6 images: read them at --image-size 32" in capsys.readouterr().err
 
 
 def test_cluster_refuses_bad_names_before_any_work_speaks_in_options_and_keeps_rows_measured(tmp_path, rng, capsys,

@@ -1,7 +1,7 @@
 """k-means patch features (Coates, Lee & Ng) against a NumPy loop, and the ``patches`` hasher."""
-import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from jaxhash import load_hasher, make_hasher
 from jaxhash.patches import PatchDictionary, learn_patch_dictionary, patch_features
@@ -55,6 +55,18 @@ def test_features_equal_a_loop_over_patches_for_colour_grey_and_uneven_regions(k
     np.testing.assert_allclose(patch_features(d, images[:4], batch_size=1), features, rtol=1e-5, atol=1e-6)
 
 
+def test_whitening_decorrelates_the_normalised_patches(key, rng):
+    images = _images(rng, 30, 9, 9, 1)
+    d = learn_patch_dictionary(key, images, n_centres=4, patch_size=3, n_patches=100_000)
+    every = np.stack([image[a:a + 3, b:b + 3].ravel() for image in images for a in range(7) for b in range(7)]) / 255
+    every = every - every.mean(1, keepdims=True)
+    every = every / np.sqrt(every.var(1, keepdims=True) + 0.01)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(every, rowvar=False))
+    whitened_cov = eigenvectors.T @ d.whitening @ np.cov(every, rowvar=False) @ d.whitening @ eigenvectors
+    np.testing.assert_allclose(whitened_cov, np.diag(eigenvalues / (eigenvalues + 0.1)), atol=0.05)
+    np.testing.assert_allclose(d.patch_mean, every.mean(0), atol=0.02)
+
+
 def test_features_ignore_brightness_and_large_images_are_sampled_sparsely(key, rng):
     images = np.minimum(_images(rng, 20, 16, 16, 1), 225)
     d = learn_patch_dictionary(key, images, n_centres=5, patch_size=4, n_patches=2000)
@@ -70,9 +82,9 @@ def test_features_ignore_brightness_and_large_images_are_sampled_sparsely(key, r
 
 def test_bad_settings_and_inputs_say_what_to_change(key, rng):
     images = _images(rng, 10, 8, 8, 3)
-    with pytest.raises(ValueError, match="do not fit in 8 x 8 images: use patch_size <= 8"):
+    with pytest.raises(ValueError, match="do not fit in 8 x 8 images: use images of at least 9 x 9 pixels or patch_size <= 8"):
         learn_patch_dictionary(key, images, patch_size=9)
-    with pytest.raises(ValueError, match="hold 3 patch positions per side, too few for pool=4 regions: use pool <= 3"):
+    with pytest.raises(ValueError, match=r"hold 3 patch positions per side \(stride 1\), too few for pool=4 regions: use larger images, pool <= 3"):
         learn_patch_dictionary(key, images, patch_size=6, pool=4)
     with pytest.raises(ValueError, match="n_centres=50 is more than the 20 patches sampled"):
         learn_patch_dictionary(key, images, n_centres=50, n_patches=20)
@@ -85,6 +97,14 @@ def test_bad_settings_and_inputs_say_what_to_change(key, rng):
         patch_features(d, images[..., :1])
     with pytest.raises(ValueError, match="n_centres must be a positive integer"):
         learn_patch_dictionary(key, images, n_centres=0)
+    with pytest.raises(ValueError, match="needs images to learn from, got none"):
+        learn_patch_dictionary(key, images[:0])
+    big = learn_patch_dictionary(key, np.repeat(np.repeat(images, 16, axis=1), 16, axis=2), n_centres=4, pool=3,
+                                 n_patches=500)
+    assert big.stride == 2  # learned on 128 x 128: smaller images keep its stride, and are refused where regions go empty
+    with pytest.raises(ValueError, match=r"8 x 8 images hold 2 patch positions per side \(stride 2\), too few for "
+                                         "pool=3 regions: use larger images"):
+        patch_features(big, images)
 
 
 def test_patches_hasher_codes_features_save_load_and_other_sizes(tmp_path, rng):
@@ -94,16 +114,21 @@ def test_patches_hasher_codes_features_save_load_and_other_sizes(tmp_path, rng):
     assert details["codes"].shape == (40, 1) and details["codes"].dtype == np.uint32
     assert details["features"].shape == (40, 16)  # the ITQ projection, for two-stage search
     np.testing.assert_array_equal(details["codes"], hasher.encode(images))
-    assert hasher.features(images).shape == (40, 8 * 4)
+    assert hasher.latents(images).shape == (40, 8 * 4)
     loaded = load_hasher(hasher.save(tmp_path / "m"))
     assert loaded.fingerprint() == hasher.fingerprint()
     np.testing.assert_array_equal(loaded.encode(images), details["codes"])
     grey_large = [np.asarray(_images(rng, 1, 24, 20, 1)[0]) for _ in range(3)]
     with pytest.warns(UserWarning, match="resized"):
-        assert loaded.encode(grey_large).shape == (3, 1)
-    with pytest.raises(ValueError, match=r"64 bits need at least as many features, and n_centres=8 x pool=2\*\*2 gives 32: "
-                                         "raise n_centres to 16"):
+        codes = loaded.encode(grey_large)
+    as_colour = [np.repeat(np.asarray(Image.fromarray(g[..., 0]).resize((12, 12), Image.BILINEAR))[..., None], 3, axis=2)
+                 for g in grey_large]
+    np.testing.assert_array_equal(codes, loaded.encode(np.stack(as_colour)))  # resized, then grey to colour
+    with pytest.raises(ValueError, match=r"64 bits need as many features, and n_centres=8 x pool=2\*\*2 gives 32: use at "
+                                         "most 32 bits, or n_centres=16"):
         make_hasher("patches", n_bits=64, n_centres=8).fit(images)
+    with pytest.raises(ValueError, match="pool must be a positive integer"):
+        make_hasher("patches", n_bits=8, pool=0).fit(images)
 
 
 def test_patch_features_cluster_the_digits_better_than_their_pixels(key):
