@@ -449,7 +449,7 @@ def cmd_index(args) -> int:
         kind = "flat"
     write_index(index, args.out)
     extra = f", with {features.shape[1]}-dim features for --rerank" if features is not None else ""
-    print(f"indexed {index.ntotal} images as {hasher.n_bits}-bit codes into {args.out} ({kind}{extra})")
+    print(f"indexed {index.ntotal} image{'' if index.ntotal == 1 else 's'} as {hasher.n_bits}-bit codes into {args.out} ({kind}{extra})")
     return 0
 
 

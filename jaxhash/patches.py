@@ -171,6 +171,10 @@ def patch_features(dictionary: PatchDictionary, images, batch_size: int | None =
     positions = math.prod((side - dictionary.patch_size) // dictionary.stride + 1 for side in images.shape[1:3])
     if batch_size is None:  # the image as floats, then per position its patch twice (raw, whitened) and its activations
         per_image = 4 * (math.prod(images.shape[1:]) + positions * (2 * d + 2 * len(dictionary.centres)))
+        if per_image > 16 * _BATCH_BYTES:
+            raise ValueError(f"one {images.shape[1]}x{images.shape[2]} image holds {positions} patch positions at this "
+                             f"dictionary's stride of {dictionary.stride}, about {per_image / 2 ** 30:.0f} GB of work: resize "
+                             "the images first, e.g. to the size the dictionary was learned at (the patches hasher does)")
         batch_size = max(1, _BATCH_BYTES // per_image)
     bar = None
     if progress:

@@ -115,6 +115,26 @@ def test_image_folder_and_tar_gz_agree_and_skip_bad_files(tmp_path, rng):
     assert from_tar["train"].paths == sets["train"].paths
 
 
+def test_a_class_that_is_not_one_folder_is_noted(tmp_path, rng):
+    root = tmp_path / "photos"
+    for folder in ("lion/2019", "ox/2019", "monarch", "monarch/more", "bee"):
+        (root / folder).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)).save(root / folder / "x.png")
+    with pytest.warns(UserWarning) as caught:
+        sets = load_image_folder(root, progress=False)
+    assert sets["all"].class_names == ("2019", "bee", "monarch", "more")  # the class is the folder's name, as before
+    note = "\n".join(str(w.message) for w in caught)
+    assert "the folders lion/2019, ox/2019 are one class, '2019', by their name" in note
+    assert "monarch/more is a class of its own, inside another class's folder" in note
+    assert "rename or move folders if that is not what you meant" in note
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # train/cat and test/cat are one class in two splits: nothing to say
+        make_image_tree(tmp_path / "pets", rng)
+        (tmp_path / "pets" / "train" / "cat" / "broken.jpg").unlink()
+        (tmp_path / "pets" / "train" / "notes.txt").unlink()
+        assert load_image_folder(tmp_path / "pets", progress=False)["test"].class_names == ("cat", "dog")
+
+
 def test_image_folder_resizes_and_converts(tmp_path, rng):
     root = tmp_path / "imgs" / "a"
     root.mkdir(parents=True)

@@ -95,6 +95,9 @@ def test_bad_settings_and_inputs_say_what_to_change(key, rng):
     d = learn_patch_dictionary(key, images, n_centres=4, patch_size=3, n_patches=500)
     with pytest.raises(ValueError, match="learned on 3-channel images, got 1 channels"):
         patch_features(d, images[..., :1])
+    with pytest.raises(ValueError, match=r"one 6000x4000 image holds 23980004 patch positions at this dictionary's stride "
+                                         r"of 1, about \d+ GB of work: resize the images first"):
+        patch_features(d, np.zeros((1, 6000, 4000, 3), np.uint8))  # a phone photo at a thumbnail's stride
     with pytest.raises(ValueError, match="n_centres must be a positive integer"):
         learn_patch_dictionary(key, images, n_centres=0)
     with pytest.raises(ValueError, match="needs images to learn from, got none"):

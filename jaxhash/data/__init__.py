@@ -364,12 +364,19 @@ def retrieval_split(dataset: Dataset, protocol: str = "1k", seed: int = 0, shuff
     if per_class == 0:
         raise ValueError(f"{n_queries} quer{'y' if n_queries == 1 else 'ies'} cannot cover {len(classes)} classes: use a protocol "
                          f"of at least {len(classes)} queries")
+    sizes = {int(c): int((y == c).sum()) for c in classes}
+    smallest = min(sizes, key=sizes.get)
+    if sizes[smallest] <= per_class:
+        names = dataset.class_names or ()
+        name = repr(names[smallest]) if smallest < len(names) else str(smallest)
+        most = (sizes[smallest] - 1) * len(classes)
+        raise ValueError(f"class {name} of {dataset.name} has only {sizes[smallest]} images, too few for {per_class} queries "
+                         f"per class (and one left in the database)"
+                         + (f": use a protocol of at most {most} queries (--protocol {most})" if most else ""))
     rng = np.random.default_rng(seed)
     picked = []
     for c in classes:
         members = np.flatnonzero(y == c)
-        if members.size <= per_class:
-            raise ValueError(f"class {c} of {dataset.name} has only {members.size} images, too few for {per_class} queries per class")
         picked.append(np.sort(rng.choice(members, per_class, replace=False)))
     query = np.concatenate(picked)
     rest = np.setdiff1d(np.arange(y.size), query)

@@ -76,6 +76,33 @@ def _split_class(rel: str) -> tuple[str, str]:
     return "all", ""
 
 
+def _class_folders_note(root: Path, labelled: list[str]) -> str | None:
+    """A note where a class is not one folder: folders of one name in several places are one class, and a
+    class folder inside another class's folder is a class of its own (its images are not the outer class's).
+    ``labelled``: the relative paths of the labelled images."""
+    folders: dict[str, set[str]] = {}
+    for rel in labelled:
+        parts = PurePosixPath(rel).parts[:-1]
+        split_at = len(parts) - 2 if len(parts) >= 2 and parts[-2].lower() in SPLIT_NAMES else None
+        folders.setdefault(parts[-1], set()).add("/".join(p for i, p in enumerate(parts) if i != split_at))
+    merged = sorted((cls, sorted(paths)) for cls, paths in folders.items() if len(paths) > 1)
+    every = {path for paths in folders.values() for path in paths}
+    inner = sorted(path for path in every if any(path.startswith(outer + "/") for outer in every))
+    said = []
+    if merged:
+        cls, paths = merged[0]
+        more = f" (and {len(merged) - 1} more such classes)" if len(merged) > 1 else ""
+        said.append(f"the folders {', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''} are one class, {cls!r}, "
+                    f"by their name{more}")
+    if inner:
+        said.append(f"{inner[0]} is a class of its own, inside another class's folder"
+                    + (f" (and {len(inner) - 1} more folders)" if len(inner) > 1 else ""))
+    if not said:
+        return None
+    return (f"images in {root}: " + "; ".join(said) + ". A class is the name of the folder an image is in: rename or "
+            "move folders if that is not what you meant")
+
+
 def _regrey_colour_images(root: Path, records: dict, image_size: tuple[int, int]) -> None:
     """Decode the colour images of a mostly grey set again, made grey before resizing as a query image is (resized
     first, then made grey, they round differently); a second pass over an archive, reading only those."""
@@ -146,6 +173,9 @@ def load_image_folder(root, image_size: tuple[int, int] | None = None, channels:
     if image_size is not None and channels is None and shape[2] == 1:
         _regrey_colour_images(root, records, image_size)
     class_names = tuple(sorted({cls for recs in records.values() for _, cls, _ in recs if cls}))
+    note = _class_folders_note(root, [rel for recs in records.values() for rel, cls, _ in recs if cls])
+    if note:
+        warnings.warn(note, stacklevel=2)
     class_id = {c: i for i, c in enumerate(class_names)}
     out = {}
     for split, recs in records.items():
