@@ -129,7 +129,11 @@ class ITQ(Hasher):
         self.mean_, pca = _pca(x, self.n_bits)
         v = ((x - self.mean_) @ pca).astype(np.float64)
         rotation, _ = np.linalg.qr(rng.standard_normal((self.n_bits, self.n_bits)))
-        for _ in range(self.n_iter):
+        from .progress import progress  # noqa: PLC0415
+
+        # shown only when slow (an SVD of n_bits x n_bits per iteration: minutes at 1,024 bits)
+        for _ in progress(range(self.n_iter), desc=f"ITQ rotation ({self.n_bits} bits)", unit=" iterations", leave=False,
+                          delay=3.0):
             b = np.where(v @ rotation >= 0, 1.0, -1.0)
             u_b, _, u_a_t = np.linalg.svd(b.T @ v)
             rotation = u_a_t.T @ u_b.T
