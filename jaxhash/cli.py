@@ -625,7 +625,7 @@ def _cluster_features(name: str, images, args, saved: dict):
         hasher = saved[name]
         if not hasattr(hasher, "latents"):
             raise ValueError(f"{name} holds a model of method {hasher.method!r}, which has no latent space: use a vae, "
-                             "sparse-ae or ae model (jaxhash fit --method vae)")
+                             "sparse-ae, ae or patches model (jaxhash fit --method vae)")
         features = hasher.latents(images)
     else:
         raise ValueError(_unknown_feature_message(name))
@@ -674,7 +674,7 @@ def _models_input_size(features, saved: dict) -> tuple[int, int] | None:
 
 def _unknown_feature_message(name: str) -> str:
     return (f"unknown --features {name!r}: use pixels, pca, patches, {', '.join(AUTOENCODERS)} or a folder saved by "
-            "jaxhash fit --method vae")
+            "jaxhash fit --method vae (or sparse-ae, ae, patches)")
 
 
 def _check_cluster_names(args) -> None:
@@ -684,6 +684,9 @@ def _check_cluster_names(args) -> None:
     for name in args.features:
         if name not in FEATURE_ROUTES and not Path(name).is_dir():
             raise ValueError(_unknown_feature_message(name))
+        if name in FEATURE_ROUTES and Path(name).is_dir():
+            warnings.warn(f"--features {name} is the {name} route, not the folder {name} here: write ./{name} for the "
+                          "folder", stacklevel=2)
     for reduction in args.reduce:
         if reduction not in ("none", *EMBEDDINGS):
             raise ValueError(f"unknown --reduce {reduction!r}: use none, {', '.join(EMBEDDINGS)} (comma-separated)")
@@ -896,7 +899,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", type=_csv, default=["vae"], metavar="F1,F2",
                    help="comma-separated: pixels, pca, patches (k-means patch features, Coates, Lee & Ng; no "
                         "training, then PCA to --pca-dims), vae, sparse-ae, ae (a plain autoencoder; with --preset n2d, "
-                        "N2D's), or a folder saved by jaxhash fit --method vae (default: vae)")
+                        "N2D's), or a model folder saved by jaxhash fit --method vae, sparse-ae, ae or patches (a "
+                        "folder named like a route: write ./patches) (default: vae)")
     p.add_argument("--reduce", type=_csv, default=["none"], metavar="R1,R2",
                    help="comma-separated reductions before clustering: none, pca, tsne (scikit-learn), umap (umap-learn) "
                         "(default: none)")

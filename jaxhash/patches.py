@@ -41,13 +41,13 @@ class PatchDictionary(NamedTuple):
     whitening: np.ndarray  # (d, d) float32, ZCA whitening matrix
     centres: np.ndarray  # (n_centres, d) float32, k-means centres of the whitened patches
     patch_size: int
-    stride: int  # between patch positions: 1 up to 64-pixel images, more for larger ones
+    stride: int  # between patch positions: min(H, W) // 64 of the images it was learned on, at least 1
     pool: int  # regions per side the activations are averaged over
 
 
 def _stride_for(height: int, width: int) -> int:
-    """Patch positions one pixel apart up to 64-pixel sides; larger images are sampled more sparsely so
-    a 256 x 256 photo costs about what a 64 x 64 one does."""
+    """Patch positions one pixel apart where the shorter side is under 128 pixels, then every
+    ``min(H, W) // 64`` pixels, so a 256 x 256 photo costs about what a 64 x 64 one does."""
     return max(1, min(height, width) // 64)
 
 

@@ -146,8 +146,8 @@ def test_fit_on_a_photo_folder_of_mixed_sizes_and_channels(tmp_path, rng, capsys
     with pytest.warns(UserWarning):
         assert main(["fit", "--data", str(folder), "--method", "pcah", "--bits", "2", "--image-size", "16", "--protocol", "1k",
                      "--out", str(model)]) == 2
-    assert ("has only 8 images, too few for 333 queries per class (and one left in the database): use a protocol of "
-            "at most 21 queries (--protocol 21)") in capsys.readouterr().err  # asked for a protocol the folder cannot hold
+    assert ("class 'blue' of photos has only 8 images, too few for 333 queries per class (and one left in the "
+            "database): use a protocol of at most 21 queries (--protocol 21)") in capsys.readouterr().err  # asked for a protocol the folder cannot hold
     with pytest.warns(UserWarning, match=r"have 2 different sizes: all are resized to the most common, 16x16 \(23 of 24"):
         assert main(["fit", "--data", str(folder), "--method", "vae", "--preset", "tiny", "--bits", "8", "--epochs", "1",
                      "--batch-size", "8", "--out", str(model)]) == 0

@@ -127,6 +127,16 @@ def test_a_class_that_is_not_one_folder_is_noted(tmp_path, rng):
     assert "the folders lion/2019, ox/2019 are one class, '2019', by their name" in note
     assert "monarch/more is a class of its own, inside another class's folder" in note
     assert "rename or move folders if that is not what you meant" in note
+    split = tmp_path / "split"
+    for folder in ("train/cat", "test/cat", "train/cat/kittens", "train/dog", "test/dog"):
+        (split / folder).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)).save(split / folder / "x.png")
+    with pytest.warns(UserWarning) as caught:
+        dataset = load_dataset(str(split))
+    note = "\n".join(str(w.message) for w in caught)
+    assert "train/cat/kittens is a class of its own, inside another class's folder" in note
+    assert "1 image outside the train and test folders is left out (e.g. train/cat/kittens/x.png)" in note
+    assert len(dataset.y_train) == 2 and len(dataset.y_test) == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # train/cat and test/cat are one class in two splits: nothing to say
         make_image_tree(tmp_path / "pets", rng)

@@ -177,8 +177,8 @@ def _cached_archive(path: Path, progress: bool, image_size=None, mixed_sizes: st
 
     def entry(resized: bool) -> Path:
         # v2: an entry keeps the notes its decoding gave (skipped files, conversions, resizing) and tells them on a hit;
-        # v3: those notes include dropped transparency
-        text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v3{sized}{'|most common' if resized else ''}"
+        # v3: those notes include dropped transparency; v4: and classes that are not one folder
+        text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v4{sized}{'|most common' if resized else ''}"
         return _cache_dir() / f"{path.name}.{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
 
     most_common = image_size is None and mixed_sizes != "refuse"
@@ -229,6 +229,12 @@ def _from_image_sets(name: str, sets: dict[str, ImageSet], root: Path) -> Datase
         test = sets.get("test") or next((sets[s] for s in ("val", "valid", "validation") if s in sets), None)
     else:
         train, test = sets.get("all") or next(iter(sets.values())), None
+    left_out = [st for st in sets.values() if st is not train and st is not test and len(st.paths)]
+    if left_out:
+        n = sum(len(st.paths) for st in left_out)
+        warnings.warn(f"images in {root}: {n} image{'' if n == 1 else 's'} outside the train and test folders "
+                      f"{'is' if n == 1 else 'are'} left out (e.g. {left_out[0].paths[0]}): move them into a split's class "
+                      "folders to use them", stacklevel=3)
     if test is None:
         test = ImageSet(train.images[:0], train.labels[:0], train.class_names, ())
     return Dataset(name, train.images, train.labels, test.images, test.labels, train.class_names, train.paths, test.paths,

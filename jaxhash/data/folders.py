@@ -80,19 +80,20 @@ def _class_folders_note(root: Path, labelled: list[str]) -> str | None:
     """A note where a class is not one folder: folders of one name in several places are one class, and a
     class folder inside another class's folder is a class of its own (its images are not the outer class's).
     ``labelled``: the relative paths of the labelled images."""
-    folders: dict[str, set[str]] = {}
-    for rel in labelled:
-        parts = PurePosixPath(rel).parts[:-1]
+    folders = {str(PurePosixPath(rel).parent) for rel in labelled}
+    places: dict[str, set[str]] = {}  # class name -> its folders, a split's folder left out (train/cat, test/cat: one)
+    for folder in folders:
+        parts = PurePosixPath(folder).parts
         split_at = len(parts) - 2 if len(parts) >= 2 and parts[-2].lower() in SPLIT_NAMES else None
-        folders.setdefault(parts[-1], set()).add("/".join(p for i, p in enumerate(parts) if i != split_at))
-    merged = sorted((cls, sorted(paths)) for cls, paths in folders.items() if len(paths) > 1)
-    every = {path for paths in folders.values() for path in paths}
-    inner = sorted(path for path in every if any(path.startswith(outer + "/") for outer in every))
+        places.setdefault(parts[-1], set()).add("/".join(p for i, p in enumerate(parts) if i != split_at))
+    merged = sorted(cls for cls, paths in places.items() if len(paths) > 1)
+    inner = sorted(f for f in folders if any(str(up) in folders for up in PurePosixPath(f).parents))
     said = []
     if merged:
-        cls, paths = merged[0]
+        cls = merged[0]
+        shown = sorted(f for f in folders if PurePosixPath(f).name == cls)
         more = f" (and {len(merged) - 1} more such classes)" if len(merged) > 1 else ""
-        said.append(f"the folders {', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''} are one class, {cls!r}, "
+        said.append(f"the folders {', '.join(shown[:3])}{' ...' if len(shown) > 3 else ''} are one class, {cls!r}, "
                     f"by their name{more}")
     if inner:
         said.append(f"{inner[0]} is a class of its own, inside another class's folder"
