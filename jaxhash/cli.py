@@ -637,10 +637,11 @@ def _patch_features_for_clustering(images, args):
     import jax  # noqa: PLC0415
 
     from . import cluster  # noqa: PLC0415
-    from .patches import learn_patch_dictionary, patch_features  # noqa: PLC0415
+    from .patches import feature_scaling, learn_patch_dictionary, patch_features  # noqa: PLC0415
 
     features = patch_features(learn_patch_dictionary(jax.random.key(args.seed), images), images, progress=True)
-    features = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    mean, scale = feature_scaling(features)
+    features = (features - mean) / scale
     return cluster.pca(features, args.pca_dims, args.seed)
 
 

@@ -23,7 +23,7 @@ from .checks import check_positive_int
 from .hashers import Hasher, register
 from .images import common_shape
 
-__all__ = ["PatchDictionary", "learn_patch_dictionary", "patch_features", "PatchHasher"]
+__all__ = ["PatchDictionary", "learn_patch_dictionary", "patch_features", "feature_scaling", "PatchHasher"]
 
 # Added to a patch's variance (pixels in [0, 1]): flat patches stay finite, and patches of less contrast than about
 # 25 grey levels (JPEG noise, smooth sky) are damped rather than stretched to unit variance. Coates et al. add 10 on
@@ -66,6 +66,14 @@ def _check_geometry(shape, patch_size: int, pool: int, stride: int | None = None
     return stride
 
 
+def _image_batch(images, who: str) -> np.ndarray:
+    """``images`` as an ``(n, H, W, C)`` uint8 array, or a ValueError naming ``who`` takes them."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"{who} takes (n, H, W, C) uint8 images, got {images.dtype} of shape {images.shape}")
+    return images
+
+
 def _normalise(patches):
     """Each patch (last axis) to zero mean and unit variance: brightness and contrast removed."""
     patches = patches - patches.mean(-1, keepdims=True)
@@ -89,9 +97,7 @@ def learn_patch_dictionary(key, images, n_centres: int = N_CENTRES, patch_size: 
     """
     from .cluster import kmeans  # noqa: PLC0415
 
-    images = np.asarray(images)
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(f"learn_patch_dictionary takes (n, H, W, C) uint8 images, got {images.dtype} of shape {images.shape}")
+    images = _image_batch(images, "learn_patch_dictionary")
     n_centres, patch_size, pool = (check_positive_int(v, name) for v, name in
                                    ((n_centres, "n_centres"), (patch_size, "patch_size"), (pool, "pool")))
     n_patches = check_positive_int(n_patches, "n_patches")
@@ -160,9 +166,7 @@ def patch_features(dictionary: PatchDictionary, images, batch_size: int | None =
     was learned at: images of another size are accepted where the patches and regions fit, but are
     best resized to that size first (larger ones cost more, smaller ones hold fewer positions).
     """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(f"patch_features takes (n, H, W, C) uint8 images, got {images.dtype} of shape {images.shape}")
+    images = _image_batch(images, "patch_features")
     d = dictionary.centres.shape[1]
     if images.shape[3] * dictionary.patch_size ** 2 != d:
         raise ValueError(f"this dictionary was learned on {d // dictionary.patch_size ** 2}-channel images, got "
@@ -176,20 +180,21 @@ def patch_features(dictionary: PatchDictionary, images, batch_size: int | None =
                              f"dictionary's stride of {dictionary.stride}, about {per_image / 2 ** 30:.0f} GB of work: resize "
                              "the images first, e.g. to the size the dictionary was learned at (the patches hasher does)")
         batch_size = max(1, _BATCH_BYTES // per_image)
-    bar = None
-    if progress:
-        from .progress import progress as progress_bar  # noqa: PLC0415
+    from .progress import progress as progress_bar  # noqa: PLC0415
 
-        bar = progress_bar(total=len(images), desc="patch features", unit=" images", leave=False)
     parts = []
-    for start in range(0, len(images), batch_size):
-        parts.append(np.asarray(_features(dictionary, images[start:start + batch_size])))
-        if bar is not None:
+    with progress_bar(total=len(images), desc="patch features", unit=" images", leave=False, disable=not progress) as bar:
+        for start in range(0, len(images), batch_size):
+            parts.append(np.asarray(_features(dictionary, images[start:start + batch_size])))
             bar.update(len(parts[-1]))
-    if bar is not None:
-        bar.close()
     width = len(dictionary.centres) * dictionary.pool ** 2
     return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
+
+
+def feature_scaling(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature ``(mean, scale)`` of ``(n, width)`` features, each ``(width,)`` float32: ``(features - mean) /
+    scale`` standardises them (a feature constant over the images keeps a scale of 1e-6, not 0)."""
+    return features.mean(0), features.std(0) + 1e-6
 
 
 @register("patches")
@@ -224,8 +229,7 @@ class PatchHasher(Hasher):
         self.patch_mean_, self.whitening_, self.centres_ = dictionary.patch_mean, dictionary.whitening, dictionary.centres
         self.stride_ = dictionary.stride
         features = patch_features(dictionary, x, progress=bool(self.progress))
-        self.feature_mean_ = features.mean(0)
-        self.feature_scale_ = features.std(0) + 1e-6
+        self.feature_mean_, self.feature_scale_ = feature_scaling(features)
         itq = ITQ(int(self.n_bits), int(self.seed)).fit(self._standardised(features))
         self.itq_mean_, self.projection_ = itq.mean_, itq.projection_
 

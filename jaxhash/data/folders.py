@@ -80,12 +80,13 @@ def _class_folders_note(root: Path, labelled: list[str]) -> str | None:
     """A note where a class is not one folder: folders of one name in several places are one class, and a
     class folder inside another class's folder is a class of its own (its images are not the outer class's).
     ``labelled``: the relative paths of the labelled images."""
-    folders = {str(PurePosixPath(rel).parent) for rel in labelled}
+    folders: set[str] = set()
     places: dict[str, set[str]] = {}  # class name -> its folders, a split's folder left out (train/cat, test/cat: one)
-    for folder in folders:
-        parts = PurePosixPath(folder).parts
-        split_at = len(parts) - 2 if len(parts) >= 2 and parts[-2].lower() in SPLIT_NAMES else None
-        places.setdefault(parts[-1], set()).add("/".join(p for i, p in enumerate(parts) if i != split_at))
+    for rel in labelled:
+        split, cls = _split_class(rel)
+        parts = PurePosixPath(rel).parts[:-1]
+        folders.add("/".join(parts))
+        places.setdefault(cls, set()).add("/".join(parts if split == "all" else parts[:-2] + parts[-1:]))
     merged = sorted(cls for cls, paths in places.items() if len(paths) > 1)
     inner = sorted(f for f in folders if any(str(up) in folders for up in PurePosixPath(f).parents))
     said = []
