@@ -771,6 +771,8 @@ def cmd_cluster(args) -> int:
             t0 = time.perf_counter()
             if args.algorithm == "gmm":
                 assigned = cluster.gaussian_mixture(key, points, k).labels
+            elif args.algorithm == "balanced":
+                assigned = cluster.balanced_kmeans(key, points, k).labels
             else:
                 assigned = cluster.kmeans(key, points, k).labels
             scores = {"accuracy": cluster.clustering_accuracy(labels, assigned),
@@ -891,8 +893,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cluster", help="cluster images without labels and score the clusters against the classes",
                        epilog=EPILOG,
                        description="Kovalenko's route: features (pixels, PCA, a variational or sparse autoencoder's latent "
-                                   "space), optionally reduced by PCA, t-SNE or UMAP, clustered by k-means or a Gaussian "
-                                   "mixture; prints clustering accuracy, NMI and ARI against the true classes.")
+                                   "space), optionally reduced by PCA, t-SNE or UMAP, clustered by k-means, balanced k-means or a "
+                                   "Gaussian mixture; prints clustering accuracy, NMI and ARI against the true classes.")
     _add_data_args(p, protocol=False)
     p.add_argument("--part", default="all", choices=("all", "train", "test"),
                    help="which images: both splits (default), the training split or the test split")
@@ -907,7 +909,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: none)")
     p.add_argument("--dims", type=_positive, default=10, help="dimensions after --reduce (default: %(default)s; t-SNE: at most 3 is fast)")
     p.add_argument("--pca-dims", type=_positive, default=50, help="dimensions of --features pca and patches (default: %(default)s)")
-    p.add_argument("--algorithm", default="kmeans", choices=("kmeans", "gmm"), help="clustering (default: %(default)s)")
+    p.add_argument("--algorithm", default="kmeans", choices=("kmeans", "gmm", "balanced"),
+                   help="clustering: kmeans, gmm (a Gaussian mixture), or balanced (k-means held to clusters of equal "
+                        "size by Sinkhorn assignment, for classes about equally common) (default: %(default)s)")
     p.add_argument("--k", type=_positive, default=None, help="number of clusters (default: the number of classes)")
     p.add_argument("--preset", default=None,
                    help="autoencoders: tiny, cpu, gpu, or n2d (N2D's fully connected d-500-500-2000-10, the best with "

@@ -5,6 +5,8 @@ encode images into a latent space, reduce it (PCA, t-SNE, UMAP), cluster it with
 Gaussian mixture, as in McConville et al.'s N2D), then judge the clusters against the true classes.
 
 * :func:`kmeans` -- k-means++ starts, jitted Lloyd iterations, several restarts, the best by inertia.
+* :func:`balanced_kmeans` -- k-means held to equal (or given) cluster sizes by Sinkhorn assignment,
+  for classes about equally common: on Fashion-MNIST it keeps pullovers, coats and shirts apart.
 * :func:`gaussian_mixture` -- EM for a mixture of full- or diagonal-covariance Gaussians, started
   from k-means.
 * :func:`pca` -- the top principal components (exact for narrow data, randomised for wide).
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -27,8 +31,8 @@ import numpy as np
 from .checks import check_features, check_positive_int
 from .search import squared_distances
 
-__all__ = ["KMeansResult", "GaussianMixture", "kmeans", "gaussian_mixture", "pca", "embed", "clustering_accuracy",
-           "normalized_mutual_info", "adjusted_rand_index", "EMBEDDINGS", "max_embed_dims"]
+__all__ = ["KMeansResult", "GaussianMixture", "kmeans", "balanced_kmeans", "gaussian_mixture", "pca", "embed",
+           "clustering_accuracy", "normalized_mutual_info", "adjusted_rand_index", "EMBEDDINGS", "max_embed_dims"]
 
 EMBEDDINGS = ("pca", "tsne", "umap")
 # Above this many dimensions a full-covariance mixture is refused: its E and M steps hold
@@ -136,6 +140,134 @@ def kmeans(key, x, k: int, *, n_init: int = 10, max_iter: int = 300, tol: float 
         centres, labels, inertia, iterations = _lloyd(xj, _kmeans_plus_plus(key_init, xj, k), max_iter, scaled_tol)
         if best is None or float(inertia) < best.inertia:
             best = KMeansResult(np.asarray(centres), np.asarray(labels), float(inertia), int(iterations))
+    return best
+
+
+# The final labels come from plans this many times colder, in turn: at the working temperature a group
+# far from the others can be shared softly between clusters, and each point's most probable cluster then
+# ignores the sizes (180 + 20 points, k = 2, equal sizes: [180, 20] at the working temperature).
+BALANCED_ROUNDING_COOLING = (4.0, 16.0, 64.0)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "sinkhorn_iterations"))
+def _balanced_lloyd(x, centres, log_sizes, epsilon, max_iter: int, sinkhorn_iterations: int, tol):
+    """Lloyd iterations whose assignment step is entropic optimal transport of the points (mass 1 each)
+    onto clusters of masses ``n * exp(log_sizes)``, by log-domain Sinkhorn-Knopp iterations run until
+    every cluster's mass is within 0.1% of its size (or ``sinkhorn_iterations``). The temperature is
+    ``epsilon`` times the median gap between a point's squared distances to its nearest and second
+    nearest start centre; the cluster potentials are carried from one step to the next. Returns the
+    centres, the hard labels (each point's most probable cluster under the coldest plan of
+    ``BALANCED_ROUNDING_COOLING``), the transport cost, the iterations and the last working plan's
+    largest mass error (log ratio)."""
+    n = x.shape[0]
+    log_masses = jnp.log(n) + log_sizes
+    nearest_two = -jax.lax.top_k(-squared_distances(x, centres), 2)[0]  # (n, 2), ascending
+    # at least a millionth of the distances' own scale: half the points may sit at equal distances (a gap of 0)
+    gap = jnp.maximum(jnp.median(nearest_two[:, 1] - nearest_two[:, 0]), 1e-6 * jnp.mean(nearest_two[:, 1]))
+    temperature = jnp.maximum(epsilon * gap, jnp.finfo(x.dtype).tiny)  # constant points: distances 0, plan uniform
+
+    def log_plan(centres, potentials, temperature):
+        """Sinkhorn-balanced ``(n, k)`` log plan (rows normalised), its column potentials and mass error."""
+        logits = -squared_distances(x, centres) / temperature
+
+        def balance(carry):
+            potentials, _, it = carry
+            rows = -jax.scipy.special.logsumexp(logits + potentials[None], axis=1, keepdims=True)
+            log_columns = jax.scipy.special.logsumexp(logits + rows + potentials[None], axis=0)  # the plan's masses
+            return potentials + log_masses - log_columns, jnp.max(jnp.abs(log_columns - log_masses)), it + 1
+
+        def unbalanced(carry):
+            _, error, it = carry
+            return (error > 1e-3) & (it < sinkhorn_iterations)
+
+        potentials, error, _ = jax.lax.while_loop(unbalanced, balance,
+                                                  (potentials, jnp.asarray(jnp.inf, x.dtype), 0))
+        joint = logits + potentials[None]
+        return joint - jax.scipy.special.logsumexp(joint, axis=1, keepdims=True), potentials, error
+
+    def body(carry):
+        centres, potentials, _, _, it = carry
+        logs, potentials, error = log_plan(centres, potentials, temperature)
+        weights = jnp.exp(logs)
+        new = (weights.T @ x) / jnp.maximum(weights.sum(axis=0), 1e-12)[:, None]
+        return new, potentials, jnp.sum(jnp.square(new - centres)), error, it + 1
+
+    def cond(carry):
+        _, _, shift, _, it = carry
+        return (it < max_iter) & (shift > tol)
+
+    inf = jnp.asarray(jnp.inf, x.dtype)
+    centres, potentials, _, _, iterations = jax.lax.while_loop(cond, body, (centres, jnp.zeros_like(log_sizes), inf, inf, 0))
+    logs, potentials, error = log_plan(centres, potentials, temperature)
+    cost = jnp.sum(jnp.exp(logs) * squared_distances(x, centres))
+    previous = 1.0
+    for cooling in BALANCED_ROUNDING_COOLING:  # potentials are in units of 1/temperature: rescaled, they start close
+        logs, potentials, _ = log_plan(centres, potentials * (cooling / previous), temperature / cooling)
+        previous = cooling
+    return centres, jnp.argmax(logs, axis=1).astype(jnp.int32), cost, iterations, error
+
+
+def _balance_sizes(sizes, k: int) -> np.ndarray:
+    """``(k,)`` float64 relative sizes, equal for None, or a ValueError that says what is expected."""
+    if sizes is None:
+        return np.ones(k)
+    try:
+        values = np.asarray(sizes, np.float64)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.shape != (k,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(f"sizes must be {k} positive numbers (relative cluster sizes, one per cluster), got {sizes!r}")
+    return values
+
+
+def balanced_kmeans(key, x, k: int, *, sizes=None, epsilon: float = 0.1, n_init: int = 4, max_iter: int = 100,
+                    sinkhorn_iterations: int = 1000, tol: float = 1e-4) -> KMeansResult:
+    """k-means held to cluster sizes known in advance (equal by default), for data whose classes are about
+    equally common, as in most benchmarks.
+
+    Plain k-means, and a mixture, may merge three similar classes into one cluster and spend the cluster
+    saved on splitting another class in two. Here every Lloyd step assigns the ``(n, dim)`` points by
+    entropic optimal transport onto clusters of the given sizes (Sinkhorn-Knopp, Cuturi 2013; the
+    equipartition of Asano, Rupprecht & Vedaldi's self-labelling, ICLR 2020), and each centre is the mean
+    of the points weighted by the transport plan. Each of ``n_init`` starts is a k-means++ start refined
+    by plain Lloyd iterations; the start of lowest transport cost is kept.
+
+    ``sizes``: ``(k,)`` relative cluster sizes (any positive scale), None for equal. ``epsilon``: the
+    softness of the assignments, relative to the median gap between a point's squared distances to its
+    nearest and second-nearest start centre. Small values approach hard balanced assignment and need
+    more Sinkhorn iterations; values near 1 let soft plans pull the centres together (on the 8x8 digits'
+    pixels, accuracy .80 at 0.03-0.1, .45 at 1). ``labels`` are each point's most probable cluster under
+    a plan 64 times colder than the working one, so they follow the sizes closely; ``inertia`` is the
+    sum of squared distances of the points to their labels' centres. A warning says when Sinkhorn
+    stopped at ``sinkhorn_iterations`` with masses more than 1% off the sizes.
+    """
+    x = check_features(x, "points")
+    k = _check_k(k, len(x))
+    n_init = check_positive_int(n_init, "n_init")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    sinkhorn_iterations = check_positive_int(sinkhorn_iterations, "sinkhorn_iterations")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not (math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon must be a positive number (the assignments' softness, about 0.1), got {epsilon!r}")
+    sizes = _balance_sizes(sizes, k)
+    if k == 1:  # one cluster holds every point: nothing to balance
+        return kmeans(key, x, 1, n_init=1, max_iter=max_iter, tol=tol)
+    log_sizes = jnp.asarray(np.log(sizes / sizes.sum()), jnp.float32)
+    mean = x.mean(axis=0)
+    xj = jnp.asarray(x - mean)  # float32 distances in the expanded form lose far-off clusters
+    scaled_tol = float(tol) * float(np.mean(np.var(x, axis=0))) * x.shape[1]
+    best, best_cost = None, np.inf
+    for key_init in jax.random.split(key, n_init):
+        start, _, _, _ = _lloyd(xj, _kmeans_plus_plus(key_init, xj, k), 300, scaled_tol)  # kmeans' own max_iter
+        centres, labels, cost, iterations, error = _balanced_lloyd(xj, start, log_sizes, float(epsilon), max_iter,
+                                                                   sinkhorn_iterations, scaled_tol)
+        if best is None or float(cost) < best_cost:
+            inertia = float(jnp.sum(jnp.square(xj - centres[labels])))
+            best, best_cost, best_error = KMeansResult(np.asarray(centres) + mean, np.asarray(labels), inertia,
+                                                       int(iterations)), float(cost), float(error)
+    if best_error > 0.01:  # masses within 1% of the sizes are as good as the data allows in practice
+        warnings.warn(f"balanced k-means: Sinkhorn stopped after {sinkhorn_iterations} iterations with cluster masses "
+                      f"up to {math.expm1(best_error):.1%} off their sizes: raise sinkhorn_iterations or epsilon",
+                      stacklevel=2)
     return best
 
 

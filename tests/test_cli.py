@@ -443,6 +443,9 @@ def test_cluster_on_patch_features_beats_the_pixels_and_caps_the_dimensions(tmp_
     assert main(["cluster", "--data", "digits", "--features", "patches,pixels", "--json", str(out)]) == 0
     records = {r["features"]: r for r in json.loads(out.read_text())}
     assert records["patches"]["accuracy"] > records["pixels"]["accuracy"], records  # about .84 against .79
+    assert main(["cluster", "--data", "digits", "--features", "pixels", "--algorithm", "balanced", "--json", str(out)]) == 0
+    balanced = json.loads(out.read_text())[0]
+    assert balanced["algorithm"] == "balanced" and balanced["accuracy"] > 0.7, balanced
     assert main(["cluster", "--data", "digits", "--features", "patches", "--limit", "30", "--k", "3"]) == 2
     assert "--features patches cannot take 50 principal components of 30 images: use --pca-dims 30" in capsys.readouterr().err
     assert main(["cluster", "--data", "digits", "--features", "patches", "--limit", "20", "--k", "3"]) == 2

@@ -43,6 +43,55 @@ def test_gaussian_mixture_separates_elongated_clusters(rng, key):
     assert full.log_likelihood >= theirs - 0.02  # at least as likely as scikit-learn's fit
 
 
+def test_balanced_kmeans_splits_the_merged_classes_that_kmeans_and_a_mixture_leave_together(rng, key):
+    # Fashion-MNIST's failure in small: three overlapping classes side by side, and a class of two far-apart
+    # groups. k-means and a mixture give the three one cluster and split the fourth class; held to equal sizes,
+    # the clusters follow the classes.
+    n = 150
+    close = [rng.normal(size=(n, 2)) * 0.5 + [offset, 0.0] for offset in (0.0, 1.5, 3.0)]
+    two_groups = np.concatenate([rng.normal(size=(n // 2, 2)) * 0.3 + [1.5, 10.0],
+                                 rng.normal(size=(n // 2, 2)) * 0.3 + [1.5, 14.0]])
+    apart = rng.normal(size=(n, 2)) * 0.5 + [12.0, 5.0]
+    x = np.concatenate([*close, two_groups, apart]).astype(np.float32)
+    y = np.repeat(np.arange(5), n)
+    assert cluster.clustering_accuracy(y, cluster.kmeans(key, x, 5).labels) < 0.75
+    assert cluster.clustering_accuracy(y, cluster.gaussian_mixture(key, x, 5).labels) < 0.75
+    result = cluster.balanced_kmeans(key, x, 5)
+    assert cluster.clustering_accuracy(y, result.labels) > 0.93  # about .96: the three overlap
+    assert result.centres.shape == (5, 2) and result.labels.dtype == np.int32 and result.labels.shape == (5 * n,)
+    assert np.all(np.abs(np.bincount(result.labels, minlength=5) - n) <= 0.05 * n)
+    assert result.inertia > 0 and result.iterations >= 1
+
+
+def test_balanced_kmeans_holds_clusters_to_the_sizes_asked(rng, key):
+    x = rng.random((2000, 2)).astype(np.float32)
+    counts = np.bincount(cluster.balanced_kmeans(key, x, 4, sizes=[1, 1, 1, 5]).labels, minlength=4)
+    np.testing.assert_allclose(counts, [250, 250, 250, 1250], rtol=0.05)  # in the order asked
+    # a far group of 20 and a near one of 180: the labels follow the sizes, not only the soft plan
+    apart = np.concatenate([rng.normal(size=(180, 2)), rng.normal(size=(20, 2)) + 100]).astype(np.float32)
+    np.testing.assert_allclose(np.bincount(cluster.balanced_kmeans(key, apart, 2).labels, minlength=2), 100, rtol=0.05)
+    offset = cluster.balanced_kmeans(key, x + 1e4, 4, sizes=[1, 1, 1, 5])  # far from the origin: float32 distances
+    np.testing.assert_allclose(np.bincount(offset.labels, minlength=4), [250, 250, 250, 1250], rtol=0.05)
+    np.testing.assert_allclose(offset.inertia, ((x + 1e4 - offset.centres[offset.labels]) ** 2).sum(), rtol=1e-3)
+    with pytest.warns(UserWarning, match="Sinkhorn stopped after 1 iterations with cluster masses up to"):
+        cluster.balanced_kmeans(key, x, 4, sizes=[1, 1, 1, 5], sinkhorn_iterations=1, max_iter=1, n_init=1)
+
+
+def test_balanced_kmeans_refuses_bad_settings_with_the_fix(key):
+    x = np.random.default_rng(0).random((30, 3)).astype(np.float32)
+    for epsilon in (0, -1.0, float("nan"), "1", True):
+        with pytest.raises(ValueError, match="epsilon must be a positive number"):
+            cluster.balanced_kmeans(key, x, 3, epsilon=epsilon)
+    assert cluster.balanced_kmeans(key, x, 3, epsilon=np.float32(0.1)).labels.shape == (30,)
+    for sizes in ([1, 2], [1, 0, 1], [1, float("inf"), 1], "abc", [[1, 2], [3]]):
+        with pytest.raises(ValueError, match="sizes must be 3 positive numbers"):
+            cluster.balanced_kmeans(key, x, 3, sizes=sizes)
+    with pytest.raises(ValueError, match="k=40 clusters cannot be made from 30 points"):
+        cluster.balanced_kmeans(key, x, 40)
+    constant = cluster.balanced_kmeans(key, np.ones((20, 3), np.float32), 3)  # no crash, no NaN
+    assert constant.labels.shape == (20,) and np.isfinite(constant.inertia) and np.all(np.isfinite(constant.centres))
+
+
 def test_scores_agree_with_closed_forms_and_scikit_learn(rng):
     y = rng.integers(0, 5, 400)
     relabelled = (y + 2) % 5
