@@ -49,6 +49,15 @@ def test_bench_rbm_script(tmp_path):
     assert record["n"] == 600 and record["ratio_sklearn_over_jaxhash"] > 0 and "ratio sklearn/jaxhash" in stdout
 
 
+def test_bench_vae_script_times_the_training_step(tmp_path):
+    out = tmp_path / "v.json"
+    stdout = run_script("bench_vae.py", "--size", "32", "--preset", "tiny", "--steps", "2", "--repeats", "2", "--json", str(out),
+                        tmp_path=tmp_path)
+    record = json.loads(out.read_text())
+    assert record["shape"] == [32, 32, 3] and record["batch_size"] == 32 and len(record["run_seconds"]) == 2
+    assert record["images_per_second"] > 0 and "images/s" in stdout and "154,644 images" in stdout
+
+
 def test_bench_scale_script_prints_identical_results_side_by_side(tmp_path):
     pytest.importorskip("sklearn")  # the real codes come from the 8x8 digits without --data-dir
     out = tmp_path / "s.json"
@@ -124,6 +133,7 @@ def test_bench_serve_script_measures_latency_over_http(tmp_path):
     ("photo_folder.py", [".", "--queries", "5"], "holds 0 class folders: it needs one sub-folder of photos per class"),
     ("hamming_classifier.py", ["--data", "no-such-set"], "'no-such-set' is neither a known data set"),
     ("bench_search.py", ["--json", "."], "argument --json: . is a folder: give a file name, e.g. results.json"),
+    ("bench_vae.py", ["--preset", "n2d"], "--preset takes tiny, cpu or gpu (the convolutional presets), not 'n2d'"),
     ("vae_retrieval.py", ["--json", str(REPO / "README.md" / "r.json")], "README.md is a file, not a folder"),
 ])
 def test_scripts_refuse_bad_values_in_one_line(tmp_path, script, bad, said):
