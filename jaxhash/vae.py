@@ -295,6 +295,10 @@ def make_model(kind: str, config: AEConfig, shape) -> nn.Module:
     units = tuple(config.dense_units)
     if config.architecture == "dense" and (not units or any(isinstance(u, bool) or int(u) < 1 for u in units)):
         raise ValueError(f"dense_units must be positive layer sizes, e.g. (500, 500, 2000), got {config.dense_units!r}")
+    if config.architecture == "conv" and min(int(s) for s in shape[:2]) < 5:
+        raise ValueError(f"the convolutional autoencoders halve images down to 4 pixels, so they need at least 5x5, got "
+                         f"{shape[0]}x{shape[1]}: read the images larger (--image-size 28, image_size=28) or use "
+                         "architecture='dense' (--architecture dense)")
     config = config._replace(dense_units=tuple(int(u) for u in units))  # a hashable module (the saved JSON has a list)
     return MODELS[kind](config, tuple(int(s) for s in shape))
 

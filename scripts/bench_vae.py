@@ -49,7 +49,10 @@ def main():
     if args.batch_size is not None:
         config = config._replace(batch_size=args.batch_size)
     shape = (args.size, args.size, args.channels)
-    model = vae.make_model(args.model, config, shape)
+    try:
+        model = vae.make_model(args.model, config, shape)
+    except ValueError as err:
+        parser.error(str(err))
     params = vae.init_params(model, jax.random.key(0))
     optimizer = optax.adam(config.learning_rate)
     state = vae.AEState(params, optimizer.init(params))

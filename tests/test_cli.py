@@ -434,7 +434,9 @@ def test_cluster_prints_scores_and_draws_the_embeddings(tmp_path, capsys):
     assert main(["cluster", "--data", "digits", "--features", "colour-histograms"]) == 2
     assert "unknown --features 'colour-histograms'" in capsys.readouterr().err
     assert main(["cluster", "--data", "digits", "--features", "pixels", "--k", "5000"]) == 2
-    assert "k=5000 clusters cannot be made from 1797 points" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "--k 5000 is more clusters than the 1797 images: use --k 1797 or fewer" in printed.err
+    assert "accuracy" not in printed.out  # refused before the table starts
 
 
 def test_cluster_on_patch_features_beats_the_pixels_and_caps_the_dimensions(tmp_path, capsys):
@@ -446,6 +448,13 @@ def test_cluster_on_patch_features_beats_the_pixels_and_caps_the_dimensions(tmp_
     assert main(["cluster", "--data", "digits", "--features", "pixels", "--algorithm", "balanced", "--json", str(out)]) == 0
     balanced = json.loads(out.read_text())[0]
     assert balanced["algorithm"] == "balanced" and balanced["accuracy"] > 0.7, balanced
+    uneven = tmp_path / "uneven"
+    make_folder(uneven, np.random.default_rng(0))
+    for i in range(5):
+        (uneven / "train" / "green" / f"{i}.png").unlink()
+    with pytest.warns(UserWarning) as said:
+        assert main(["cluster", "--data", str(uneven), "--features", "pixels", "--algorithm", "balanced"]) == 0
+    assert any("the classes here hold 7 to 12 images each" in str(w.message) for w in said), [str(w.message) for w in said]
     assert main(["cluster", "--data", "digits", "--features", "patches", "--limit", "30", "--k", "3"]) == 2
     assert "--features patches cannot take 50 principal components of 30 images: use --pca-dims 30" in capsys.readouterr().err
     assert main(["cluster", "--data", "digits", "--features", "patches", "--limit", "20", "--k", "3"]) == 2

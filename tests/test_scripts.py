@@ -134,6 +134,7 @@ def test_bench_serve_script_measures_latency_over_http(tmp_path):
     ("hamming_classifier.py", ["--data", "no-such-set"], "'no-such-set' is neither a known data set"),
     ("bench_search.py", ["--json", "."], "argument --json: . is a folder: give a file name, e.g. results.json"),
     ("bench_vae.py", ["--preset", "n2d"], "--preset takes tiny, cpu or gpu (the convolutional presets), not 'n2d'"),
+    ("bench_vae.py", ["--size", "4"], "need at least 5x5, got 4x4"),
     ("vae_retrieval.py", ["--json", str(REPO / "README.md" / "r.json")], "README.md is a file, not a folder"),
 ])
 def test_scripts_refuse_bad_values_in_one_line(tmp_path, script, bad, said):

@@ -138,6 +138,8 @@ def test_bad_input_is_refused_with_the_fix(rng):
         make_hasher("vae", n_bits=8, preset="tiny", batch_size=64, progress=False).fit(images)
     with pytest.raises(ValueError, match="unknown preset"):
         make_hasher("sparse-ae", n_bits=8, preset="huge", progress=False).fit(images)
+    with pytest.raises(ValueError, match="need at least 5x5, got 4x4: read the images larger"):  # was an IndexError
+        vae.make_model("vae", TINY, (4, 4, 1))
     with pytest.raises(ValueError, match="learns from images"):
         make_hasher("vae", n_bits=8, preset="tiny", progress=False).fit(images.reshape(40, -1).astype(np.float32))
     with pytest.raises(ValueError, match="unknown architecture 'mlp'; choose one of conv, dense"):
