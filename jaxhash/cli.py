@@ -738,15 +738,14 @@ def cmd_cluster(args) -> int:
     if args.limit is not None and args.limit < len(images):
         keep = np.random.default_rng(args.seed).choice(len(images), args.limit, replace=False)
         images, labels = images[np.sort(keep)], labels[np.sort(keep)]
-    k = args.k or len(np.unique(labels))
+    counts = np.unique(labels, return_counts=True)[1]  # images per class
+    k = args.k or len(counts)
     if k > len(images):
         raise ValueError(f"--k {k} is more clusters than the {len(images)} images: use --k {len(images)} or fewer")
-    if args.algorithm == "balanced":
-        counts = np.unique(labels, return_counts=True)[1]
-        if counts.max() > 1.5 * counts.min():
-            warnings.warn(f"--algorithm balanced holds the {k} clusters to equal sizes, but the classes here hold "
-                          f"{counts.min()} to {counts.max()} images each: on classes this unequal, kmeans or gmm may do "
-                          "better", stacklevel=1)
+    if args.algorithm == "balanced" and counts.max() > 1.5 * counts.min():
+        warnings.warn(f"--algorithm balanced holds the {k} clusters to equal sizes, but the classes here hold "
+                      f"{counts.min()} to {counts.max()} images each: on classes this unequal, kmeans or gmm may do "
+                      "better", stacklevel=1)
     if "patches" in args.features:
         _check_patch_route(images, args)
     for reduction in sorted(set(args.reduce) & {"tsne", "umap"}):  # before any training; PCA is capped, with a note

@@ -85,6 +85,12 @@ def _centred_points(x) -> tuple[np.ndarray, np.ndarray]:
     return (raw - mean).astype(np.float32), mean
 
 
+def _relative_tol(tol: float, x: np.ndarray) -> float:
+    """``tol`` on the centres' squared shift, relative to the data's mean variance per dimension (as
+    scikit-learn's), for ``(n, dim)`` points."""
+    return float(tol) * float(np.mean(np.var(x, axis=0))) * x.shape[1]
+
+
 @functools.partial(jax.jit, static_argnames=("k",))
 def _kmeans_plus_plus(key, x, k: int):
     """k-means++ (Arthur & Vassilvitskii): each next centre drawn with probability ~ squared distance."""
@@ -146,7 +152,7 @@ def kmeans(key, x, k: int, *, n_init: int = 10, max_iter: int = 300, tol: float 
     n_init = check_positive_int(n_init, "n_init")
     max_iter = check_positive_int(max_iter, "max_iter")
     xj = jnp.asarray(x)
-    scaled_tol = float(tol) * float(np.mean(np.var(x, axis=0))) * x.shape[1]
+    scaled_tol = _relative_tol(tol, x)
     best = None
     for key_init in jax.random.split(key, n_init):
         centres, labels, inertia, iterations = _lloyd(xj, _kmeans_plus_plus(key_init, xj, k), max_iter, scaled_tol)
@@ -275,7 +281,7 @@ def balanced_kmeans(key, x, k: int, *, sizes=None, epsilon: float = 0.1, n_init:
         return one._replace(centres=(one.centres + mean).astype(np.float32))
     log_sizes = jnp.asarray(np.log(sizes / sizes.sum()), jnp.float32)
     xj = jnp.asarray(x)
-    scaled_tol = float(tol) * float(np.mean(np.var(x, axis=0))) * x.shape[1]
+    scaled_tol = _relative_tol(tol, x)
     best, best_cost = None, np.inf
     for key_init in jax.random.split(key, n_init):
         start, _, _, _ = _lloyd(xj, _kmeans_plus_plus(key_init, xj, k), 300, scaled_tol)  # kmeans' own max_iter
